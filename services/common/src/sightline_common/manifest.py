@@ -1,0 +1,101 @@
+"""The model manifest: what a model version is, what it accepts, how it was evaluated.
+
+``model_repository/<model>/manifest.json`` is the single source of the preprocessing spec,
+labels, operating threshold, calibration temperature and artifact digests. Tensor names,
+types and shapes are *not* here: they live only in ``config.pbtxt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sightline_common.errors import IntegrityError, NotFound
+
+
+class PreprocessSpec(BaseModel):
+    """How pixels become the model's input tensor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    height: int = Field(gt=0, le=4096)
+    width: int = Field(gt=0, le=4096)
+    resize: Literal["shorter_side_center_crop", "stretch"] = "shorter_side_center_crop"
+    colour: Literal["RGB", "MONOCHROME"] = "RGB"
+    mean: list[float]
+    std: list[float]
+    accepted_modalities: list[str]
+    accepted_sop_classes: list[str]
+
+
+class ModelManifest(BaseModel):
+    """What a model version is; written by export, read by every service that touches it."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str
+    version: int = Field(ge=1)
+    placeholder: bool = False
+    architecture: dict[str, Any]
+    artifacts: dict[str, str] = Field(description="relative path -> sha256 hex digest")
+    preprocessing: PreprocessSpec
+    labels: list[str]
+    positive_label: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    threshold_rationale: str = ""
+    temperature: float = Field(gt=0.0)
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    reference_distribution: dict[str, Any] = Field(default_factory=dict)
+    intended_use: str
+    limitations: list[str]
+    licence: str
+
+    def calibrated_probability(self, logit: float) -> float:
+        """Temperature-scaled probability of the positive label."""
+        z = logit / self.temperature
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+    def decision(self, probability: float) -> bool:
+        """True when the study should be referred for clinician review."""
+        return probability >= self.threshold
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_dir(repository: Path, name: str) -> Path:
+    path = repository / name
+    if not (path / "manifest.json").is_file():
+        raise NotFound(f"model {name!r} has no manifest in the model repository")
+    return path
+
+
+def load_manifest(repository: Path, name: str) -> ModelManifest:
+    return ModelManifest.model_validate(json.loads((model_dir(repository, name) / "manifest.json").read_text()))
+
+
+def verify_artifact(repository: Path, manifest: ModelManifest, relative: str) -> Path:
+    """Return the artifact's path after checking its sha256 against the manifest."""
+    expected = manifest.artifacts.get(relative)
+    if expected is None:
+        raise IntegrityError(f"artifact {relative} is not listed in the manifest of {manifest.name}")
+    path = repository / manifest.name / relative
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"artifact {relative} of {manifest.name} does not match its manifest digest",
+            expected=expected,
+            actual=actual,
+        )
+    return path

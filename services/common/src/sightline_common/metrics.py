@@ -1,0 +1,71 @@
+"""Prometheus metrics common to every HTTP service.
+
+Names follow Prometheus conventions (base units, ``_total`` counters, ``_seconds``
+histograms). Labels carry route templates and status codes, never ids or patient data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+HTTP_REQUEST_DURATION = Histogram(
+    "sightline_http_request_duration_seconds",
+    "HTTP request latency by service, method, route template and status code.",
+    ["service", "method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "sightline_http_requests_in_flight",
+    "HTTP requests being served.",
+    ["service"],
+)
+ERRORS = Counter(
+    "sightline_errors_total",
+    "Errors returned to callers, by service and error kind.",
+    ["service", "kind"],
+)
+STAGE_DURATION = Histogram(
+    "sightline_stage_duration_seconds",
+    "Duration of a pipeline stage (deid, preprocess, inference, explain, storage).",
+    ["service", "stage"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def instrument_app(app: FastAPI, service: str) -> None:
+    """Add request metrics and a ``/metrics`` endpoint to ``app``."""
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path == "/metrics":
+            return await call_next(request)
+        in_flight = HTTP_IN_FLIGHT.labels(service)
+        in_flight.inc()
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            in_flight.dec()
+            HTTP_REQUEST_DURATION.labels(
+                service, request.method, _route_template(request), str(status)
+            ).observe(time.perf_counter() - start)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

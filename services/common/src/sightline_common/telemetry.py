@@ -1,0 +1,122 @@
+"""OpenTelemetry set-up shared by every service.
+
+Exporters by setting: OTLP over gRPC or HTTP to a collector (cluster), or a JSON-lines file
+(the embedded default, one span per line, appended by every local service).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+from sightline_common.settings import TelemetrySettings
+
+log = logging.getLogger(__name__)
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
+    """A flat, stable JSON form of a finished span."""
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return {
+        "name": span.name,
+        "trace_id": format(ctx.trace_id, "032x"),
+        "span_id": format(ctx.span_id, "016x"),
+        "parent_span_id": format(span.parent.span_id, "016x") if span.parent else None,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
+    }
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Append finished spans to a file, one JSON object per line (safe across processes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        data = "".join(json.dumps(span_to_dict(s), default=str) + "\n" for s in spans).encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:  # nothing held open
+        return None
+
+
+def _exporter(settings: TelemetrySettings) -> SpanExporter | None:
+    if settings.exporter == "none":
+        return None
+    if settings.exporter == "jsonl":
+        return JsonLinesSpanExporter(settings.traces_file)
+    if settings.exporter == "console":
+        return ConsoleSpanExporter()
+    if settings.exporter == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        return Grpc(endpoint=settings.otlp_endpoint, insecure=True) if settings.otlp_endpoint else Grpc()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(endpoint=settings.otlp_endpoint) if settings.otlp_endpoint else Http()
+
+
+def setup_tracing(
+    service_name: str, settings: TelemetrySettings, *, synchronous: bool = False
+) -> TracerProvider:
+    """Install a global tracer provider for this process and return it.
+
+    ``synchronous`` exports each span as it ends (tests, short-lived commands).
+    """
+    resource = Resource.create(
+        {"service.name": service_name, "service.namespace": "sightline", "service.version": "0.1.0"}
+    )
+    provider = TracerProvider(resource=resource, sampler=ParentBasedTraceIdRatio(settings.sample_ratio))
+    exporter = _exporter(settings)
+    if exporter is not None:
+        processor = SimpleSpanProcessor(exporter) if synchronous else BatchSpanProcessor(
+            exporter, schedule_delay_millis=500
+        )
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def current_trace_id() -> str | None:
+    """The active trace id as 32 hex digits, or None outside a span."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Add W3C ``traceparent``/``tracestate`` for the active span to outgoing headers."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier

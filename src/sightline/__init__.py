@@ -1,0 +1,1 @@
+"""Sightline command line: the local stack, training, evaluation, reports."""
