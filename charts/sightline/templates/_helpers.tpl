@@ -1,0 +1,200 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "sightline.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sightline.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's objects: (list $ "gateway") */}}
+{{- define "sightline.componentName" -}}
+{{- $ctx := index . 0 -}}
+{{- printf "%s-%s" (include "sightline.fullname" $ctx) (index . 1) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sightline.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of one component: (list $ "gateway") */}}
+{{- define "sightline.selectorLabels" -}}
+{{- $ctx := index . 0 -}}
+app.kubernetes.io/name: {{ include "sightline.name" $ctx }}
+app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* All labels of one component: (list $ "gateway") */}}
+{{- define "sightline.labels" -}}
+{{- $ctx := index . 0 -}}
+{{ include "sightline.selectorLabels" . }}
+helm.sh/chart: {{ include "sightline.chart" $ctx }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/part-of: sightline
+{{- with $ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "sightline.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "sightline.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image reference: (list $ .image) */}}
+{{- define "sightline.image" -}}
+{{- $ctx := index . 0 -}}
+{{- $image := index . 1 -}}
+{{- $tag := default (default $ctx.Chart.AppVersion $ctx.Values.global.imageTag) $image.tag -}}
+{{- $repo := $image.repository -}}
+{{- if $ctx.Values.global.imageRegistry -}}
+{{- $repo = printf "%s/%s" (trimSuffix "/" $ctx.Values.global.imageRegistry) $repo -}}
+{{- end -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+
+{{/* The InferenceService's name equals Triton's model name: KServe passes it to the transformer
+     as --model_name, which must match the model Triton serves. */}}
+{{- define "sightline.isvcName" -}}
+{{- .Values.triton.modelName -}}
+{{- end -}}
+
+{{/* Host of Triton's gRPC/HTTP endpoints (the Service, or KServe's predictor Service). */}}
+{{- define "sightline.tritonName" -}}
+{{- if .Values.kserve.enabled -}}
+{{- printf "%s-predictor" (include "sightline.isvcName" .) -}}
+{{- else -}}
+{{- include "sightline.componentName" (list . "triton") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sightline.preprocessUrl" -}}
+{{- if .Values.kserve.enabled -}}
+{{- printf "http://%s-transformer" (include "sightline.isvcName" .) -}}
+{{- else -}}
+{{- printf "http://%s:%v" (include "sightline.componentName" (list . "preprocess")) .Values.components.preprocess.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* KubeRay names the Serve Service <rayservice>-serve-svc. */}}
+{{- define "sightline.explainUrl" -}}
+{{- if .Values.rayService.enabled -}}
+{{- printf "http://%s-serve-svc:%v" (include "sightline.componentName" (list . "explain")) .Values.components.explain.port -}}
+{{- else -}}
+{{- printf "http://%s:%v" (include "sightline.componentName" (list . "explain")) .Values.components.explain.port -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sightline.databaseSecret" -}}
+{{- if .Values.database.inChart.enabled -}}{{ include "sightline.componentName" (list . "postgresql") }}{{- else -}}{{ .Values.database.existingSecret }}{{- end -}}
+{{- end -}}
+
+{{- define "sightline.objectStorageSecret" -}}
+{{- if .Values.objectStorage.inChart.enabled -}}{{ include "sightline.componentName" (list . "minio") }}{{- else -}}{{ .Values.objectStorage.existingSecret }}{{- end -}}
+{{- end -}}
+
+{{- define "sightline.objectStorageEndpoint" -}}
+{{- if .Values.objectStorage.inChart.enabled -}}{{ include "sightline.componentName" (list . "minio") }}:9000{{- else -}}{{ .Values.objectStorage.endpoint }}{{- end -}}
+{{- end -}}
+
+{{- define "sightline.objectStorageSecure" -}}
+{{- if .Values.objectStorage.inChart.enabled -}}false{{- else -}}{{ .Values.objectStorage.secure }}{{- end -}}
+{{- end -}}
+
+{{- define "sightline.otelEndpoint" -}}
+{{- if .Values.otel.inChart.enabled -}}http://{{ include "sightline.componentName" (list . "otel-collector") }}:4317{{- else -}}{{ .Values.otel.endpoint }}{{- end -}}
+{{- end -}}
+
+{{/* Environment every first-party service gets: (list $ "gateway" $component) */}}
+{{- define "sightline.serviceEnv" -}}
+{{- $ctx := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $c := index . 2 -}}
+{{- $prefix := printf "SIGHTLINE_%s_" (upper $name) -}}
+- {name: {{ $prefix }}HOST, value: "0.0.0.0"}
+- {name: {{ $prefix }}PORT, value: {{ $c.port | quote }}}
+- {name: {{ $prefix }}ENVIRONMENT, value: {{ $ctx.Values.global.environment | quote }}}
+- {name: {{ $prefix }}LOG_LEVEL, value: {{ $ctx.Values.global.logLevel | quote }}}
+- {name: {{ $prefix }}LOG_JSON, value: "true"}
+- {name: SIGHTLINE_OTEL_EXPORTER, value: {{ $ctx.Values.otel.exporter | quote }}}
+- {name: SIGHTLINE_OTEL_OTLP_ENDPOINT, value: {{ include "sightline.otelEndpoint" $ctx | quote }}}
+{{- if has "database" $c.uses }}
+- name: {{ $prefix }}DATABASE_URL
+  valueFrom: {secretKeyRef: {name: {{ include "sightline.databaseSecret" $ctx }}, key: {{ $ctx.Values.database.urlKey }}}}
+{{- end }}
+{{- if has "objectStorage" $c.uses }}
+- {name: {{ $prefix }}S3_ENDPOINT, value: {{ include "sightline.objectStorageEndpoint" $ctx | quote }}}
+- {name: {{ $prefix }}S3_SECURE, value: {{ include "sightline.objectStorageSecure" $ctx | quote }}}
+- {name: {{ $prefix }}S3_BUCKET, value: {{ $ctx.Values.objectStorage.bucket | quote }}}
+- name: {{ $prefix }}S3_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "sightline.objectStorageSecret" $ctx }}, key: {{ $ctx.Values.objectStorage.accessKeyKey }}}}
+- name: {{ $prefix }}S3_SECRET_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "sightline.objectStorageSecret" $ctx }}, key: {{ $ctx.Values.objectStorage.secretKeyKey }}}}
+{{- end }}
+{{- range $k, $v := $c.env }}
+- {name: {{ $k }}, value: {{ tpl (toString $v) $ctx | quote }}}
+{{- end }}
+{{- range $k, $v := $c.secretEnv }}
+- name: {{ $k }}
+  valueFrom: {secretKeyRef: {name: {{ tpl $v.secretName $ctx }}, key: {{ $v.key }}}}
+{{- end }}
+{{- end -}}
+
+{{/* Triton's command line, shared by the Deployment and the KServe predictor. */}}
+{{- define "sightline.tritonArgs" -}}
+{{- $t := .Values.triton -}}
+{{- if eq $t.modelRepository.source "objectStorage" }}
+- --model-repository=s3://{{ include "sightline.objectStorageEndpoint" . }}/{{ .Values.objectStorage.bucket }}/{{ $t.modelRepository.objectStoragePath }}
+{{- else }}
+- --model-repository=/models
+{{- end }}
+- --model-control-mode=explicit
+- --load-model={{ $t.modelName }}
+- --strict-readiness=true
+- --exit-on-error=true
+- --http-port=8000
+- --grpc-port=8001
+- --metrics-port=8002
+- --allow-metrics=true
+{{- if $t.modelConfigName }}
+- --model-config-name={{ $t.modelConfigName }}
+{{- end }}
+{{- range $t.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Credentials Triton needs for an s3:// model repository. */}}
+{{- define "sightline.tritonEnv" -}}
+{{- if eq .Values.triton.modelRepository.source "objectStorage" }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ include "sightline.objectStorageSecret" . }}, key: {{ .Values.objectStorage.accessKeyKey }}}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "sightline.objectStorageSecret" . }}, key: {{ .Values.objectStorage.secretKeyKey }}}}
+{{- end }}
+{{- end -}}
+
+{{- define "sightline.tritonResources" -}}
+{{- $r := deepCopy .Values.triton.resources -}}
+{{- if .Values.triton.gpu.enabled -}}
+{{- $limits := default dict $r.limits -}}
+{{- $_ := set $limits .Values.triton.gpu.resourceName .Values.triton.gpu.count -}}
+{{- $_ := set $r "limits" $limits -}}
+{{- end -}}
+{{- toYaml $r -}}
+{{- end -}}
