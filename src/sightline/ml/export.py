@@ -1,0 +1,139 @@
+"""Export a trained network into a Triton model repository entry.
+
+Writes, for one model version, from one checkpoint:
+``<version>/model.pt`` (state dict), ``<version>/model.onnx``, ``config.pbtxt`` (production:
+ONNX Runtime backend, GPU, dynamic batching, TensorRT option), ``configs/local.pbtxt`` plus
+``<version>/model.py`` (the bundled CPU Triton's python backend running ONNX Runtime) and
+``manifest.json`` with the sha256 of every artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sightline_common.manifest import ModelManifest, sha256_file
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logit"
+MAX_BATCH = 64
+
+PRODUCTION_CONFIG = """\
+# Production configuration: ONNX Runtime backend on GPU (TensorRT accelerator when enabled).
+# Tensor names, types and shapes live here and only here; services read them from Triton's
+# model metadata at start and refuse to become ready when they disagree with the manifest.
+name: "{name}"
+backend: "onnxruntime"
+max_batch_size: {max_batch}
+input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ 3, {h}, {w} ] }} ]
+output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+instance_group [ {{ kind: KIND_GPU, count: 1 }} ]
+dynamic_batching {{
+  preferred_batch_size: [ 8, 16, 32 ]
+  max_queue_delay_microseconds: 2000
+}}
+optimization {{
+  execution_accelerators {{
+    gpu_execution_accelerator : [ {{
+      name : "tensorrt"
+      parameters {{ key: "precision_mode" value: "FP16" }}
+      parameters {{ key: "max_workspace_size_bytes" value: "1073741824" }}
+    }} ]
+  }}
+}}
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+
+LOCAL_CONFIG = """\
+# CPU configuration for the tritonserver bundled in nvidia-pytriton (python backend only):
+# the same model.onnx, run by ONNX Runtime inside the python backend (1/model.py).
+# Selected with --model-config-name=local.
+name: "{name}"
+backend: "python"
+max_batch_size: {max_batch}
+input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ 3, {h}, {w} ] }} ]
+output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
+dynamic_batching {{
+  preferred_batch_size: [ 4, 8 ]
+  max_queue_delay_microseconds: 2000
+}}
+parameters: {{ key: "onnx_threads" value: {{ string_value: "2" }} }}
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+
+
+def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
+    """TorchScript-based ONNX export with a dynamic batch dimension."""
+    model = model.eval()
+    example = torch.zeros(1, 3, height, width)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def export_model(
+    model: nn.Module, repository: Path, manifest_fields: dict[str, Any], *, version: int = 1
+) -> ModelManifest:
+    """Write every artifact of one model version and its manifest; return the manifest."""
+    name = manifest_fields["name"]
+    spec = manifest_fields["preprocessing"]
+    h, w = int(spec["height"]), int(spec["width"])
+    root = repository / name
+    vdir = root / str(version)
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "configs").mkdir(parents=True)
+    vdir.mkdir()
+    model = model.eval().cpu()
+    torch.save(model.state_dict(), vdir / "model.pt")
+    export_onnx(model, vdir / "model.onnx", h, w)
+    fmt = {"name": name, "max_batch": MAX_BATCH, "input": INPUT_NAME, "output": OUTPUT_NAME, "h": h, "w": w}
+    (root / "config.pbtxt").write_text(PRODUCTION_CONFIG.format(**fmt))
+    (root / "configs" / "local.pbtxt").write_text(LOCAL_CONFIG.format(**fmt))
+    backend = resources.files("sightline.ml").joinpath("triton_python_model.py").read_text()
+    (vdir / "model.py").write_text(backend)
+    artifacts = {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts
+    }
+    manifest = ModelManifest.model_validate({**manifest_fields, "version": version, "artifacts": artifacts})
+    (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    return manifest
+
+
+def export_model_atomically(
+    model: nn.Module, repository: Path, manifest_fields: dict[str, Any], *, staging: Path, version: int = 1
+) -> ModelManifest:
+    """Export into a staging folder, then swap it into the repository in one rename.
+
+    Triton may be serving the repository: it never sees a half-written model folder.
+    ``staging`` must be on the same filesystem as ``repository`` and outside it.
+    """
+    name = manifest_fields["name"]
+    staging.mkdir(parents=True, exist_ok=True)
+    repository.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=staging))
+    manifest = export_model(model, tmp, manifest_fields, version=version)
+    target = repository / name
+    old = tmp / "previous"
+    if target.exists():
+        target.rename(old)
+    (tmp / name).rename(target)
+    shutil.rmtree(tmp)
+    return manifest

@@ -1,0 +1,56 @@
+"""A placeholder model: the reference architecture with seeded random weights.
+
+It makes the serving path real (Triton, preprocess, explain) before a trained model exists.
+Its manifest says ``placeholder: true`` and every service reports it; its outputs mean nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sightline.ml.export import export_model
+from sightline_common.manifest import ModelManifest
+from sightline_common.nets import build_model
+
+MODEL_NAME = "derm-cnn"
+VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+DERMOSCOPY_PREPROCESSING: dict[str, Any] = {
+    "height": 128,
+    "width": 128,
+    "resize": "shorter_side_center_crop",
+    "colour": "RGB",
+    "mean": [0.763, 0.546, 0.570],
+    "std": [0.141, 0.153, 0.170],
+    "accepted_modalities": ["XC", "OT"],
+    "accepted_sop_classes": [VL_PHOTOGRAPHIC_IMAGE, SECONDARY_CAPTURE],
+}
+
+ARCHITECTURE: dict[str, Any] = {"name": "LesionNet", "kwargs": {"widths": [32, 64, 128, 192], "dropout": 0.2}}
+
+
+def placeholder_fields() -> dict[str, Any]:
+    return {
+        "name": MODEL_NAME,
+        "placeholder": True,
+        "architecture": ARCHITECTURE,
+        "preprocessing": DERMOSCOPY_PREPROCESSING,
+        "labels": ["benign", "malignant"],
+        "positive_label": "malignant",
+        "threshold": 0.5,
+        "threshold_rationale": "placeholder: untrained weights, no operating point",
+        "temperature": 1.0,
+        "intended_use": "PLACEHOLDER with random weights for exercising the serving path; not for any use.",
+        "limitations": ["Untrained: its outputs carry no information."],
+        "licence": "Apache-2.0 (random weights)",
+    }
+
+
+def write_placeholder(repository: Path, seed: int = 0) -> ModelManifest:
+    torch.manual_seed(seed)
+    model = build_model(ARCHITECTURE)
+    return export_model(model, repository, placeholder_fields())

@@ -1,0 +1,420 @@
+"""Train the reference model from a config file, calibrate it on validation, export it.
+
+One run: seeded training with dermoscopy augmentation and a class-weighted loss, the best
+epoch by validation AUROC kept; the class-weight prior shift removed from the head's bias;
+temperature scaling and an operating threshold (target sensitivity) chosen on validation;
+the reference distribution for drift monitoring; export into a model repository.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from sightline.ml import data as ds
+from sightline.ml.export import export_model_atomically
+from sightline.ml.metrics import expected_calibration_error
+from sightline.ml.modelcard import INTENDED_USE, LICENCE, LIMITATIONS
+from sightline_common.imaging import normalise
+from sightline_common.manifest import ModelManifest, PreprocessSpec
+from sightline_common.nets import build_model
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+class AugmentConfig(BaseModel):
+    """Dermoscopy has no canonical orientation: flips and 90-degree turns are label-preserving."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flips: bool = True
+    rot90: bool = True
+    crop_scale_min: float = Field(0.6, gt=0.0, le=1.0, description="random resized crop: min area")
+    brightness: float = Field(0.1, ge=0.0, lt=1.0)
+    contrast: float = Field(0.1, ge=0.0, lt=1.0)
+    saturation: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on; stored with the run and in the manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "derm-cnn"
+    seed: int = 0
+    dataset: str | None = Field(None, description="dataset folder; default SIGHTLINE_DATASET or the shared copy")
+    cache_dir: str = ".cache"
+    run_dir: str = ".cache/runs/derm-cnn"
+    repository: str | None = Field(None, description="model repository to export into; none: no export")
+    input_size: int = Field(112, ge=32, le=512)
+    resize: Literal["shorter_side_center_crop", "stretch"] = "shorter_side_center_crop"
+    architecture: dict[str, Any] = {"name": "LesionNet", "kwargs": {"widths": [32, 64, 128, 256], "dropout": 0.2}}
+    epochs: int = Field(18, ge=1)
+    max_minutes: float | None = Field(None, gt=0, description="stop after the epoch that passes this budget")
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    pos_weight: float | Literal["sqrt", "balanced", "none"] = "sqrt"
+    threads: int = Field(2, ge=1)
+    train_splits: list[str] = ["train"]
+    val_split: str = "val"
+    exclude_sites: list[str] = []
+    limit_per_split: int | None = Field(None, ge=1, description="first N images per split and label (smoke runs)")
+    target_sensitivity: float = Field(0.90, gt=0, lt=1)
+    augment: AugmentConfig = AugmentConfig()
+
+
+def load_config(path: Path, **overrides: Any) -> TrainConfig:
+    """A YAML or JSON config file, with keyword overrides (``None`` leaves the file's value)."""
+    raw = yaml.safe_load(path.read_text()) if path.suffix in {".yaml", ".yml"} else json.loads(path.read_text())
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.model_validate(raw)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def channel_stats(images: NDArray[np.uint8]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1] (the normalisation of the spec)."""
+    x = images.reshape(-1, 3).astype(np.float64) / 255.0
+    return [round(float(v), 4) for v in x.mean(0)], [round(float(v), 4) for v in x.std(0)]
+
+
+def augment_batch(
+    batch: torch.Tensor, spec: PreprocessSpec, cfg: AugmentConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """uint8 N x H x W x 3 to a normalised float N x 3 x H x W batch with random augmentation.
+
+    Flips, 90-degree turns and a random resized crop are one affine resampling per image;
+    colour jitter scales brightness, contrast and saturation by small factors.
+    """
+    n = batch.shape[0]
+    x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    k = torch.randint(0, 4 if cfg.rot90 else 1, (n,), generator=gen)
+    cos = torch.tensor([1.0, 0.0, -1.0, 0.0])[k]
+    sin = torch.tensor([0.0, 1.0, 0.0, -1.0])[k]
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flips else torch.ones(n)
+    area = cfg.crop_scale_min + (1 - cfg.crop_scale_min) * torch.rand(n, generator=gen)
+    log_ratio = (torch.rand(n, generator=gen) - 0.5) * 2 * math.log(4 / 3)
+    sx = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
+    sy = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    tx = (1 - sx) * (2 * torch.rand(n, generator=gen) - 1)
+    ty = (1 - sy) * (2 * torch.rand(n, generator=gen) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = cos * sx * flip
+    theta[:, 0, 1] = -sin * sy
+    theta[:, 1, 0] = sin * sx * flip
+    theta[:, 1, 1] = cos * sy
+    theta[:, 0, 2] = tx
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def factor(amount: float) -> torch.Tensor:
+        return (1 + amount * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)) if amount else torch.ones(n, 1, 1, 1)
+
+    x = x * factor(cfg.brightness)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = grey.mean((2, 3), keepdim=True) + (x - grey.mean((2, 3), keepdim=True)) * factor(cfg.contrast)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = grey + (x - grey) * factor(cfg.saturation)
+    x = x.clamp_(0, 1)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def model_inputs(images: NDArray[np.uint8], spec: PreprocessSpec) -> NDArray[np.float32]:
+    """Resized uint8 images to the model's input, through the serving path's ``normalise``."""
+    return np.stack([normalise(im, spec) for im in images]) if len(images) else np.zeros((0, 3, spec.height, spec.width), np.float32)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, inputs: NDArray[np.float32], batch_size: int = 256) -> NDArray[np.float64]:
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        x = torch.from_numpy(inputs[i : i + batch_size]).to(device)
+        out.append(model(x).float().squeeze(1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def fit_temperature(logits: NDArray[np.float64], labels: NDArray[np.int64]) -> float:
+    """The temperature minimising validation NLL of sigmoid(logit / T) (Guo et al. 2017)."""
+    z = torch.tensor(logits, dtype=torch.float64)
+    y = torch.tensor(labels, dtype=torch.float64)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp().item())
+
+
+def sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def choose_threshold(
+    probs: NDArray[np.float64], labels: NDArray[np.int64], target_sensitivity: float
+) -> tuple[float, float, float]:
+    """Highest threshold whose sensitivity on these labels reaches the target.
+
+    Returns (threshold, sensitivity, specificity) at that threshold; a study is positive
+    when its calibrated probability is >= the threshold.
+    """
+    pos = np.sort(probs[labels == 1])[::-1]
+    if len(pos) == 0:
+        raise ValueError("no positive cases to set a sensitivity threshold on")
+    k = min(len(pos), math.ceil(target_sensitivity * len(pos)))
+    threshold = float(pos[k - 1])
+    sens = float((probs[labels == 1] >= threshold).mean())
+    spec = float((probs[labels == 0] < threshold).mean()) if (labels == 0).any() else float("nan")
+    return threshold, sens, spec
+
+
+def _quantiles(values: NDArray[np.float64]) -> dict[str, Any]:
+    qs = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
+    counts, edges = np.histogram(values, bins=20)
+    return {
+        "quantiles": {f"{q:g}": round(float(np.quantile(values, q)), 6) for q in qs},
+        "mean": round(float(values.mean()), 6),
+        "std": round(float(values.std()), 6),
+        "histogram": {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def reference_distribution(stats: NDArray[np.float32], val_probs: NDArray[np.float64]) -> dict[str, Any]:
+    """Training image statistics and validation scores, for drift monitoring."""
+    return {
+        "image_stats": {
+            "source": "sightline_common.imaging.image_stats of the decoded training images (before resize)",
+            "n": len(stats),
+            **{name: _quantiles(stats[:, i].astype(np.float64)) for i, name in enumerate(ds.STAT_NAMES)},
+        },
+        "score": {
+            "source": "calibrated probability of malignancy on the validation split",
+            "n": len(val_probs),
+            **_quantiles(val_probs),
+        },
+    }
+
+
+def resolve_pos_weight(setting: float | str, labels: NDArray[np.int64]) -> float:
+    ratio = float((labels == 0).sum()) / max(1, int((labels == 1).sum()))
+    if setting == "none":
+        return 1.0
+    if setting == "sqrt":
+        return math.sqrt(ratio)
+    if setting == "balanced":
+        return ratio
+    return float(setting)
+
+
+def _counts(meta: Any, column: str) -> dict[str, dict[str, int]]:
+    table = meta.groupby([column, "label"]).size().unstack(fill_value=0)
+    return {str(k): {"benign": int(r.get(0, 0)), "malignant": int(r.get(1, 0))} for k, r in table.iterrows()}
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    fields: dict[str, Any]
+    history: list[dict[str, float]]
+    manifest: ModelManifest | None
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Run one training as the config says; export it when ``cfg.repository`` is set."""
+    seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    root = ds.dataset_root(cfg.dataset)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    size_spec = PreprocessSpec(
+        height=cfg.input_size, width=cfg.input_size, resize=cfg.resize, mean=[0, 0, 0], std=[1, 1, 1],
+        accepted_modalities=[], accepted_sop_classes=[],
+    )
+    t0 = time.monotonic()
+    everything = ds.load_dataset(root, size_spec, cache_dir=Path(cfg.cache_dir), limit=cfg.limit_per_split)
+    train_set = ds.select(everything, cfg.train_splits, exclude_sites=cfg.exclude_sites)
+    val_set = ds.select(everything, [cfg.val_split], exclude_sites=cfg.exclude_sites)
+    console.print(f"data: {len(train_set)} train, {len(val_set)} val images ({time.monotonic() - t0:.0f} s to load)")
+    mean, std = channel_stats(train_set.images)
+    spec = PreprocessSpec(
+        height=cfg.input_size, width=cfg.input_size, resize=cfg.resize, colour="RGB", mean=mean, std=std,
+        accepted_modalities=["XC", "OT"], accepted_sop_classes=[VL_PHOTOGRAPHIC_IMAGE, SECONDARY_CAPTURE],
+    )
+
+    model = build_model(cfg.architecture).to(device).to(memory_format=torch.channels_last)
+    pos_weight = resolve_pos_weight(cfg.pos_weight, train_set.labels)
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+    # Warm-up then cosine decay over the planned steps; the plan shrinks when the time budget
+    # will not fit all epochs, so that a cut-short run still ends at a small learning rate.
+    plan = {"epochs": cfg.epochs}
+
+    def lr_factor(step: int) -> float:
+        total = max(1, plan["epochs"] * steps_per_epoch)
+        warm = max(1, int(0.1 * total))
+        if step < warm:
+            return (step + 1) / warm
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    images = torch.from_numpy(train_set.images)
+    labels = torch.from_numpy(train_set.labels).float()
+    val_inputs = model_inputs(val_set.images, spec)
+
+    history: list[dict[str, float]] = []
+    best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
+    started = time.monotonic()
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            order = torch.randperm(len(images), generator=gen)
+            task = bar.add_task(f"epoch {epoch}/{plan['epochs']}", total=steps_per_epoch, loss=float("nan"))
+            total, seen = 0.0, 0
+            for step in range(steps_per_epoch):
+                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                x = augment_batch(images[idx], spec, cfg.augment, gen).to(device, non_blocking=True)
+                y = labels[idx].unsqueeze(1).to(device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    loss = criterion(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                total += float(loss.item()) * len(idx)
+                seen += len(idx)
+                bar.update(task, advance=1, loss=total / seen)
+            bar.remove_task(task)
+            val_logits = predict_logits(model, val_inputs)
+            val_auc = float(roc_auc_score(val_set.labels, val_logits)) if len(set(val_set.labels)) == 2 else float("nan")
+            val_loss = float(F.binary_cross_entropy_with_logits(
+                torch.tensor(val_logits), torch.tensor(val_set.labels, dtype=torch.float64),
+                pos_weight=torch.tensor(pos_weight, dtype=torch.float64)))
+            elapsed = time.monotonic() - started
+            history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_auroc": val_auc,
+                            "lr": sched.get_last_lr()[0], "elapsed_s": round(elapsed, 1)})
+            improved = not math.isnan(val_auc) and val_auc > best_auc
+            if improved or best_epoch == 0:
+                best_auc, best_state, best_epoch = val_auc, copy.deepcopy(model.state_dict()), epoch
+            console.print(f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  "
+                          f"val AUROC {val_auc:.4f}{'  *best' if improved else ''}  ({elapsed:.0f} s)")
+            if cfg.max_minutes is not None:
+                fits = int(cfg.max_minutes * 60 / (elapsed / epoch))
+                if fits < plan["epochs"]:
+                    plan["epochs"] = max(epoch, fits)
+                    console.print(f"time budget {cfg.max_minutes} min: planning {plan['epochs']} epochs")
+            if epoch >= plan["epochs"]:
+                break
+
+    model.load_state_dict(best_state)
+    model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+    # A class-weighted loss inflates the odds by pos_weight: undo it in the bias (logit adjustment),
+    # so that temperature scaling only has to fix the spread, not the offset.
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear) and head.bias is not None and pos_weight != 1.0:
+        with torch.no_grad():
+            head.bias -= math.log(pos_weight)
+    val_logits = predict_logits(model, val_inputs)
+    temperature = fit_temperature(val_logits, val_set.labels)
+    val_probs = sigmoid(val_logits / temperature)
+    threshold, sens, spec_at = choose_threshold(val_probs, val_set.labels, cfg.target_sensitivity)
+    val_metrics = {
+        "auroc": round(float(roc_auc_score(val_set.labels, val_logits)), 4),
+        "ece_uncalibrated": round(expected_calibration_error(val_set.labels, sigmoid(val_logits)), 4),
+        "ece": round(expected_calibration_error(val_set.labels, val_probs), 4),
+        "sensitivity": round(sens, 4),
+        "specificity": round(spec_at, 4),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+    }
+    console.print(f"best epoch {best_epoch}: val AUROC {val_metrics['auroc']}, T={temperature:.3f}, "
+                  f"threshold {threshold:.4f} (sens {sens:.3f}, spec {spec_at:.3f}), val ECE {val_metrics['ece']}")
+    fields: dict[str, Any] = {
+        "name": cfg.name,
+        "placeholder": False,
+        "architecture": cfg.architecture,
+        "preprocessing": spec.model_dump(),
+        "labels": ["benign", "malignant"],
+        "positive_label": "malignant",
+        "threshold": round(threshold, 6),
+        "threshold_rationale": (
+            f"Highest threshold on the calibrated probability reaching sensitivity >= {cfg.target_sensitivity:.2f} "
+            f"for malignancy on the validation split ({int(val_set.labels.sum())} malignant of {len(val_set)}): "
+            f"validation sensitivity {sens:.3f}, specificity {spec_at:.3f}. A missed melanoma costs more than "
+            "a referral, and every result is reviewed by a clinician."
+        ),
+        "temperature": round(temperature, 6),
+        "training_data": {
+            "dataset": "HAM10000 (Tschandl et al., Sci Data 5:180161, 2018), doi:10.7910/DVN/DBW86T",
+            "licence": "CC BY-NC-SA 4.0",
+            "task": "malignant (mel, bcc, akiec) vs benign (nv, bkl, df, vasc)",
+            "split": "fixed lesion-grouped split of metadata.csv (no lesion in two splits)",
+            "train_splits": cfg.train_splits,
+            "val_split": cfg.val_split,
+            "excluded_sites": cfg.exclude_sites,
+            "n_train": len(train_set),
+            "n_val": len(val_set),
+            "train_by_site": _counts(train_set.meta, "site"),
+            "train_by_sex": _counts(train_set.meta, "sex"),
+            "train_by_age_band": _counts(train_set.meta, "age_band"),
+            "pos_weight": round(pos_weight, 4),
+            "config": cfg.model_dump(mode="json"),
+            "history": history,
+        },
+        "metrics": {"validation": val_metrics},
+        "reference_distribution": reference_distribution(train_set.stats, val_probs),
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS,
+        "licence": LICENCE,
+    }
+    torch.save(model.state_dict(), run_dir / "best.pt")
+    (run_dir / "manifest_fields.json").write_text(json.dumps(fields, indent=2) + "\n")
+    manifest = None
+    if cfg.repository is not None:
+        manifest = export_model_atomically(model, Path(cfg.repository), fields, staging=Path(cfg.cache_dir) / "staging")
+        console.print(f"exported {cfg.name} to {cfg.repository}")
+    return TrainResult(model, fields, history, manifest)
+
