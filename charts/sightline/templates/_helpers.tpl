@@ -101,11 +101,11 @@ app.kubernetes.io/part-of: sightline
 {{- end -}}
 
 {{- define "sightline.databaseSecret" -}}
-{{- if .Values.database.inChart.enabled -}}{{ include "sightline.componentName" (list . "postgresql") }}{{- else -}}{{ .Values.database.existingSecret }}{{- end -}}
+{{- .Values.database.existingSecret -}}
 {{- end -}}
 
 {{- define "sightline.objectStorageSecret" -}}
-{{- if .Values.objectStorage.inChart.enabled -}}{{ include "sightline.componentName" (list . "minio") }}{{- else -}}{{ .Values.objectStorage.existingSecret }}{{- end -}}
+{{- .Values.objectStorage.existingSecret -}}
 {{- end -}}
 
 {{- define "sightline.objectStorageEndpoint" -}}
