@@ -1,0 +1,475 @@
+"""De-identify one DICOM Part 10 file with a recipe: parse, check, transform, write, re-check.
+
+Pure logic with no web framework: the API layer hands in bytes and a tenant and gets bytes and
+a summary back. Every failure is a typed :mod:`sightline_common.errors` error whose message names
+an attribute keyword or a limit, never a value from the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    UID,
+)
+
+from sightline_common.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from sightline_deid.core.pseudonym import Pseudonymizer
+from sightline_deid.core.recipe import BurnedInRule, Recipe, Rule
+
+#: Exceptions pydicom and numpy raise on malformed input; mapped to 4xx, never a 500.
+PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError,
+    OverflowError, NotImplementedError, AttributeError, RuntimeError, zlib.error, MemoryError,
+    RecursionError, UnicodeError,
+)
+
+REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+REQUIRED_FOR_PIXELS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
+IMPLEMENTATION_VERSION = "SIGHTLINE_DEID1"
+_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                         "UC", "UI", "UR", "UT"})
+_DUMMY: dict[str, Any] = {
+    "PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "CS": "ANONYMIZED", "LT": "ANONYMIZED",
+    "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "",
+    "DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0", "AS": "000Y",
+}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may make the service parse, decode or allocate."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_decoded_pixel_bytes: int = 512 * 1024 * 1024
+    max_compression_ratio: float = 2000.0
+    max_sequence_depth: int = 16
+    max_elements: int = 200_000
+
+
+@dataclass
+class Summary:
+    """What was done, as counts only (safe to return, log and export as metrics)."""
+
+    recipe: str
+    recipe_version: str
+    actions: Counter[str] = field(default_factory=Counter)
+    uncovered_removed: int = 0
+    private_removed: int = 0
+    private_kept: int = 0
+    burned_in: str = "not-applicable"
+    date_shifted: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "recipe_version": self.recipe_version,
+            "actions": dict(sorted(self.actions.items())),
+            "uncovered_removed": self.uncovered_removed,
+            "private_removed": self.private_removed,
+            "private_kept": self.private_kept,
+            "burned_in": self.burned_in,
+            "date_shifted": self.date_shifted,
+        }
+
+
+@dataclass(frozen=True)
+class Result:
+    """The de-identified file and the summary of what was done."""
+
+    data: bytes
+    summary: Summary
+
+
+class _Context:
+    """State of one de-identification: pseudonymizer, date shift, counters, element budget."""
+
+    def __init__(self, recipe: Recipe, pseudo: Pseudonymizer, limits: Limits) -> None:
+        self.recipe = recipe
+        self.pseudo = pseudo
+        self.limits = limits
+        self.summary = Summary(recipe.name, recipe.version)
+        self.shift_days = 0
+        self.elements = 0
+
+    def count(self, action: str) -> None:
+        self.summary.actions[action] += 1
+
+
+class Deidentifier:
+    """Applies one recipe; holds no per-request state, so one instance serves all threads."""
+
+    def __init__(self, recipe: Recipe, secret: bytes, limits: Limits | None = None) -> None:
+        self.recipe = recipe
+        self._secret = secret
+        self.limits = limits or Limits()
+
+    # ------------------------------------------------------------------ entry point
+    def deidentify(self, data: bytes, tenant: str) -> Result:
+        """De-identify a DICOM Part 10 file for ``tenant`` (raises typed 4xx errors)."""
+        start = time.perf_counter()
+        if len(data) > self.limits.max_bytes:
+            raise PayloadTooLarge(f"file exceeds the {self.limits.max_bytes} byte limit", reason="oversized")
+        ds = self._parse(data)
+        ctx = _Context(self.recipe, Pseudonymizer(self._secret, tenant), self.limits)
+        try:
+            self._check_required(ds)
+            self._check_pixels(ds, len(data))
+            blank_rule = self._burned_in(ds, ctx)
+            ctx.shift_days = self._date_shift(ds, ctx)
+            if blank_rule is not None:
+                self._blank(ds, blank_rule)
+                ctx.summary.burned_in = f"blanked:{blank_rule.name}"
+            self._walk(ds, ctx, depth=0)
+            self._mark(ds, ctx, pixels_cleaned=blank_rule is not None)
+            out = self._write(ds)
+        except (InvalidInput, UnprocessableInput, PayloadTooLarge):
+            raise
+        except PARSE_ERRORS as exc:
+            raise UnprocessableInput(
+                f"the file could not be processed ({type(exc).__name__})", reason="malformed"
+            ) from None
+        self._verify(out)
+        ctx.summary.seconds = time.perf_counter() - start
+        return Result(out, ctx.summary)
+
+    # ------------------------------------------------------------------ parsing and checks
+    def _parse(self, data: bytes) -> Dataset:
+        fp = BytesIO(data)
+        try:
+            read_preamble(fp, force=False)
+            meta = _read_file_meta_info(fp)
+        except PARSE_ERRORS:
+            raise InvalidInput("not a DICOM Part 10 file (no preamble, DICM prefix or file meta)",
+                               reason="not-dicom") from None
+        ts = meta.get("TransferSyntaxUID")
+        if not ts:
+            raise InvalidInput("file meta lacks TransferSyntaxUID", reason="missing-attribute")
+        if UID(ts) == DeflatedExplicitVRLittleEndian:
+            # pydicom inflates a deflated data set in one call with no size bound: a zip bomb.
+            raise UnprocessableInput("deflated transfer syntax is not accepted", reason="unsupported")
+        if not UID(ts).is_transfer_syntax:
+            raise UnprocessableInput("unknown transfer syntax", reason="unsupported")
+        try:
+            ds = pydicom.dcmread(BytesIO(data), force=False)
+            # Touch every top-level element so lazily parsed values fail here, not later.
+            n = 0
+            for elem in ds.iterall():
+                n += 1
+                if n > self.limits.max_elements:
+                    raise UnprocessableInput("too many data elements", reason="too-complex")
+                _ = elem.value
+        except (InvalidInput, UnprocessableInput):
+            raise
+        except PARSE_ERRORS as exc:
+            raise InvalidInput(f"DICOM data set could not be parsed ({type(exc).__name__}): truncated "
+                               "or malformed", reason="malformed") from None
+        return ds
+
+    @staticmethod
+    def _check_required(ds: Dataset) -> None:
+        names = REQUIRED + (REQUIRED_FOR_PIXELS if "PixelData" in ds else ())
+        for keyword in names:
+            if keyword not in ds or ds[keyword].value in (None, "", b""):
+                raise UnprocessableInput(f"required attribute {keyword} is missing or empty",
+                                         reason="missing-attribute", attribute=keyword)
+
+    def _check_pixels(self, ds: Dataset, encoded_total: int) -> None:
+        if "PixelData" not in ds:
+            return
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        samples, bits = int(ds.SamplesPerPixel), int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        if min(rows, cols, samples, bits, frames) <= 0 or bits % 8 not in (0,) and bits != 1:
+            raise UnprocessableInput("image pixel description is invalid", reason="invalid-pixels")
+        expected = (rows * cols * samples * frames * bits + 7) // 8
+        if expected > self.limits.max_decoded_pixel_bytes:
+            raise PayloadTooLarge(
+                f"decoded pixel data would exceed {self.limits.max_decoded_pixel_bytes} bytes",
+                reason="pixel-bomb")
+        ts = UID(ds.file_meta.TransferSyntaxUID)
+        stored = len(ds.PixelData)
+        if not ts.is_compressed:
+            if stored < expected:
+                raise InvalidInput("pixel data is shorter than its description (truncated)",
+                                   reason="truncated")
+        elif stored == 0 or expected / max(stored, 1) > self.limits.max_compression_ratio:
+            raise UnprocessableInput(
+                f"compressed pixel data expands more than {self.limits.max_compression_ratio:g}x",
+                reason="pixel-bomb")
+
+    def _burned_in(self, ds: Dataset, ctx: _Context) -> BurnedInRule | None:
+        """Apply the burned-in annotation policy: None to pass, a rule to blank, or refuse."""
+        policy = self.recipe.burned_in
+        sop = str(ds.SOPClassUID)
+        modality = str(ds.get("Modality") or "")
+        bia_elem = ds.get("BurnedInAnnotation")
+        bia = str(bia_elem).strip().upper() if bia_elem not in (None, "") else None
+        risky = bia == "YES" or sop in policy.risky_sop_classes or modality in policy.risky_modalities
+        if not risky:
+            ctx.summary.burned_in = "not-applicable"
+            return None
+        for rule in policy.rules:
+            if rule.sop_classes and sop not in rule.sop_classes:
+                continue
+            if rule.modalities and modality not in rule.modalities:
+                continue
+            if rule.burned_in_annotation is not None and bia != rule.burned_in_annotation:
+                continue
+            if rule.action == "pass":
+                ctx.summary.burned_in = f"passed:{rule.name}"
+                return None
+            if rule.action == "blank":
+                if "PixelData" not in ds:
+                    break
+                return rule
+            break
+        if policy.default == "pass":
+            ctx.summary.burned_in = "passed:default"
+            return None
+        raise UnprocessableInput(
+            "the image may carry burned-in annotation and the recipe has no rule that clears it",
+            reason="burned-in-annotation", recipe=self.recipe.label)
+
+    def _blank(self, ds: Dataset, rule: BurnedInRule) -> None:
+        """Overwrite the rule's pixel regions with zeros (decompressing first if needed)."""
+        if int(ds.BitsAllocated) % 8:
+            raise UnprocessableInput("cannot blank regions of 1-bit pixel data", reason="burned-in-annotation")
+        if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
+            ds.decompress()
+        arr = np.array(ds.pixel_array, copy=True)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        view = arr if frames > 1 else arr[np.newaxis, ...]
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        for region in rule.regions:
+            y1 = rows if region.height is None else min(rows, region.y + region.height)
+            x1 = cols if region.width is None else min(cols, region.x + region.width)
+            view[:, region.y:y1, region.x:x1, ...] = 0
+        ds.PixelData = arr.tobytes()
+        ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
+        ds.BurnedInAnnotation = "NO"
+
+    def _date_shift(self, ds: Dataset, ctx: _Context) -> int:
+        if not self.recipe.options.get("retain_longitudinal_modified_dates"):
+            return 0
+        key = str(ds.get("PatientID") or "").strip()
+        if key:
+            key = "pid:" + str(ds.get("IssuerOfPatientID") or "") + "/" + key
+        else:
+            key = "study:" + str(ds.StudyInstanceUID)
+        ctx.summary.date_shifted = True
+        lo, hi = self.recipe.date_shift_days
+        return ctx.pseudo.date_offset_days(key, lo, hi)
+
+    # ------------------------------------------------------------------ the walk
+    def _walk(self, ds: Dataset, ctx: _Context, depth: int) -> None:
+        if depth > self.limits.max_sequence_depth:
+            raise UnprocessableInput("sequences nested too deeply", reason="too-complex")
+        has_private = False
+        for tag in list(ds.keys()):
+            t = int(tag)
+            if (t >> 16) & 1:
+                has_private = True
+                continue
+            if t & 0xFFFF == 0 or (t >> 16) == 0x0002:
+                del ds[tag]
+                ctx.count("X")
+                continue
+            rule = self.recipe.action_for(t)
+            if rule is None:
+                del ds[tag]
+                ctx.count("X")
+                ctx.summary.uncovered_removed += 1
+                continue
+            self._apply(ds, ds[tag], rule, ctx, depth)
+        if has_private:
+            self._private(ds, ctx, depth)
+
+    def _apply(self, ds: Dataset, elem: DataElement, rule: Rule, ctx: _Context, depth: int) -> None:
+        action = rule.action
+        ctx.count(action)
+        vr = elem.VR
+        if action == "X":
+            del ds[elem.tag]
+            return
+        if vr == "SQ":
+            if action == "Z":
+                elem.value = Sequence([])
+            else:  # K, C, D, U, U*, H on a sequence: keep it, de-identify its items.
+                for item in elem.value:
+                    self._walk(item, ctx, depth + 1)
+            return
+        if action == "K":
+            return
+        if action == "Z":
+            elem.value = "" if vr in _STRING_VRS else None
+        elif action in ("U", "U*"):
+            elem.value = self._map(elem.value, ctx.pseudo.uid)
+        elif action == "H":
+            elem.value = self._map(elem.value, ctx.pseudo.identifier)
+        elif action == "D":
+            if vr == "UI":
+                elem.value = self._map(elem.value, ctx.pseudo.uid)
+            elif vr in _DUMMY:
+                elem.value = _DUMMY[vr]
+            elif vr in _STRING_VRS:
+                elem.value = ""
+            else:
+                elem.value = None
+        elif action == "C":
+            self._clean(elem, ctx)
+
+    @staticmethod
+    def _map(value: Any, fn: Any) -> Any:
+        if value in (None, ""):
+            return value
+        if isinstance(value, MultiValue | list):
+            return [fn(str(v)) for v in value]
+        return fn(str(value))
+
+    def _clean(self, elem: DataElement, ctx: _Context) -> None:
+        vr = elem.VR
+        if vr in ("DA", "DT"):
+            if ctx.shift_days == 0 and not self.recipe.options.get("retain_longitudinal_modified_dates"):
+                elem.value = ""
+                return
+            values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
+            shifted = [self._shift(str(v), ctx.shift_days) for v in values if v not in (None, "")]
+            if any(s is None for s in shifted):
+                elem.value = ""  # unparseable dates are emptied, never passed through
+            else:
+                elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
+        elif vr == "TM" or vr in ("SH",) and elem.keyword == "TimezoneOffsetFromUTC":
+            # Whole-day shifts keep times of day; intervals within a day are preserved exactly.
+            return
+        elif vr in ("LO", "SH", "LT", "ST", "UT", "UC", "CS", "PN"):
+            if not isinstance(elem.value, str | MultiValue | list):
+                elem.value = ""
+                return
+            text = "\\".join(map(str, elem.value)) if isinstance(elem.value, MultiValue | list) else elem.value
+            elem.value = self.scrub(text)
+        else:
+            elem.value = "" if vr in _STRING_VRS else None
+
+    def scrub(self, text: str) -> str:
+        """Keep only vocabulary words of a free-text value; every other word becomes ``*``."""
+        vocab = self.recipe.vocabulary
+        words = [w if w.lower() in vocab else "*" for w in _WORD.findall(text)]
+        out: list[str] = []
+        for w in words:
+            if w == "*" and out and out[-1] == "*":
+                continue
+            out.append(w)
+        return " ".join(out)
+
+    @staticmethod
+    def _shift(value: str, days: int) -> str | None:
+        value = value.strip()
+        if len(value) < 8 or not value[:8].isdigit():
+            return None
+        try:
+            day = dt.date(int(value[:4]), int(value[4:6]), int(value[6:8])) + dt.timedelta(days=days)
+        except (ValueError, OverflowError):
+            return None
+        return f"{day.year:04d}{day.month:02d}{day.day:02d}" + value[8:]
+
+    def _private(self, ds: Dataset, ctx: _Context, depth: int) -> None:
+        """Remove private attributes, keeping only the recipe's safe list under its option."""
+        retain = self.recipe.private_rule.action == "C"
+        kept_creators: set[int] = set()
+        creators: list[int] = []
+        for tag in list(ds.keys()):
+            t = int(tag)
+            group, element = t >> 16, t & 0xFFFF
+            if not group & 1:
+                continue
+            if element < 0x0100:
+                creators.append(t)
+                continue
+            keep = False
+            if retain:
+                creator_tag = (group << 16) | (element >> 8)
+                creator = ds.get(creator_tag)
+                if creator is not None:
+                    from sightline_deid.core.recipe import SafePrivate
+
+                    key = SafePrivate(group, str(creator.value).strip(), element & 0xFF)
+                    keep = key in self.recipe.safe_private and ds[tag].VR in self.recipe.private_numeric_vrs
+                    if keep:
+                        kept_creators.add(creator_tag)
+            if keep:
+                ctx.count("K")
+                ctx.summary.private_kept += 1
+            else:
+                del ds[tag]
+                ctx.count("X")
+                ctx.summary.private_removed += 1
+        for t in creators:
+            if t not in kept_creators:
+                del ds[t]
+                ctx.count("X")
+                ctx.summary.private_removed += 1
+
+    # ------------------------------------------------------------------ marking and output
+    def _mark(self, ds: Dataset, ctx: _Context, *, pixels_cleaned: bool) -> None:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = f"Sightline {self.recipe.label} PS3.15 E.1-1"[:64]
+        items = []
+        for value, meaning in self.recipe.method_codes(pixels_cleaned=pixels_cleaned):
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        ds.LongitudinalTemporalInformationModified = "MODIFIED" if ctx.shift_days else "REMOVED"
+
+    @staticmethod
+    def _write(ds: Dataset) -> bytes:
+        old = ds.file_meta
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = old.TransferSyntaxUID
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        ds.file_meta = meta
+        ds.preamble = b"\x00" * 128  # the preamble can hide a TIFF header or anything else
+        if meta.TransferSyntaxUID == ExplicitVRLittleEndian or not UID(meta.TransferSyntaxUID).is_compressed:
+            pass
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+
+    @staticmethod
+    def _verify(out: bytes) -> None:
+        """Re-parse the output: never return a file that does not read back consistently."""
+        try:
+            back = pydicom.dcmread(BytesIO(out), force=False)
+            ok = (back.file_meta.MediaStorageSOPInstanceUID == back.SOPInstanceUID
+                  and back.file_meta.MediaStorageSOPClassUID == back.SOPClassUID
+                  and back.PatientIdentityRemoved == "YES")
+        except PARSE_ERRORS:
+            ok = False
+        if not ok:
+            raise UnprocessableInput("de-identified output failed its validity check", reason="invalid-output")

@@ -1,0 +1,348 @@
+"""Load and validate a de-identification recipe (a versioned YAML data file).
+
+The recipe, not code, says what happens to every attribute: the rows of DICOM PS3.15 Table
+E.1-1 with their option columns, a keep list for identity-free attributes, local overrides,
+the safe private list and the burned-in annotation policy. This module turns that file into an
+immutable :class:`Recipe` whose :meth:`Recipe.action_for` answers "what do I do with tag T".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+Action = Literal["X", "Z", "D", "K", "C", "U", "U*", "H"]
+ACTIONS: frozenset[str] = frozenset({"X", "Z", "D", "K", "C", "U", "U*", "H"})
+COMBINED: frozenset[str] = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"})
+
+#: Option column name in the recipe -> option switch name in ``options``.
+OPTION_COLUMNS: Mapping[str, str] = {
+    "lmd": "retain_longitudinal_modified_dates",
+    "pc": "retain_patient_characteristics",
+    "dev": "retain_device_identity",
+    "cd": "clean_descriptors",
+    "sp": "retain_safe_private",
+}
+
+#: CID 7050 (De-identification Method) codes, scheme DCM, for the profile and each option.
+CID_7050: Mapping[str, tuple[str, str]] = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_longitudinal_modified_dates": (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+}
+
+RESOURCE_PACKAGE = "sightline_deid.resources.recipes"
+_ROW = re.compile(r"^(?P<tag>[0-9A-FX]{8}|PRIVATE)\s+(?P<basic>[XZDKCU*/]+)(?P<opts>(\s+\w+=[XZDKCU*]+)*)$")
+
+
+class RecipeError(ValueError):
+    """The recipe file is missing or malformed; the service must not start with it."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One recipe rule: where it comes from, what it covers and the action it resolves to."""
+
+    name: str
+    source: Literal["table", "keep", "override"]
+    pattern: str
+    basic: str
+    options: Mapping[str, str]
+    action: str
+
+
+@dataclass(frozen=True)
+class SafePrivate:
+    """A private attribute allowed by Retain Safe Private: group, creator and element byte."""
+
+    group: int
+    creator: str
+    element: int
+
+
+@dataclass(frozen=True)
+class BlankRegion:
+    """A rectangle of pixels to overwrite; ``None`` width/height means to the image edge."""
+
+    x: int
+    y: int
+    width: int | None
+    height: int | None
+
+
+@dataclass(frozen=True)
+class BurnedInRule:
+    """A burned-in annotation rule: which images it matches and what to do (pass or blank)."""
+
+    name: str
+    sop_classes: frozenset[str]
+    modalities: frozenset[str]
+    burned_in_annotation: str | None
+    action: Literal["pass", "blank", "refuse"]
+    regions: tuple[BlankRegion, ...] = ()
+
+
+@dataclass(frozen=True)
+class BurnedInPolicy:
+    """When pixel text is likely, and the ordered rules that decide what happens."""
+
+    default: Literal["refuse", "pass"]
+    risky_sop_classes: frozenset[str]
+    risky_modalities: frozenset[str]
+    rules: tuple[BurnedInRule, ...]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An immutable, validated recipe."""
+
+    name: str
+    version: str
+    options: Mapping[str, bool]
+    rules: tuple[Rule, ...]
+    exact: Mapping[int, Rule]
+    masks: tuple[tuple[int, int, Rule], ...]
+    private_rule: Rule
+    safe_private: frozenset[SafePrivate]
+    private_numeric_vrs: frozenset[str]
+    vocabulary: frozenset[str]
+    date_shift_days: tuple[int, int]
+    burned_in: BurnedInPolicy
+    sha256: str = field(default="")
+
+    def action_for(self, tag: int) -> Rule | None:
+        """The rule covering a public tag, or None (not covered: the caller removes it)."""
+        rule = self.exact.get(tag)
+        if rule is not None:
+            return rule
+        for mask, value, masked_rule in self.masks:
+            if tag & mask == value:
+                return masked_rule
+        return None
+
+    def method_codes(self, *, pixels_cleaned: bool) -> list[tuple[str, str]]:
+        """CID 7050 codes for the profile and each option this recipe applies."""
+        codes = [CID_7050["basic"]]
+        if pixels_cleaned:
+            codes.append(CID_7050["clean_pixel_data"])
+        codes.extend(CID_7050[name] for name, on in self.options.items() if on)
+        return codes
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _resolve(basic: str, opts: Mapping[str, str], options: Mapping[str, bool],
+             combined: Mapping[str, str], where: str) -> str:
+    """The single action a row resolves to: an enabled option wins, else the basic action."""
+    chosen = [act for col, act in opts.items() if options.get(OPTION_COLUMNS[col], False)]
+    if chosen:
+        # Two enabled options on one row (e.g. patient characteristics C and clean descriptors C)
+        # agree in the standard; if they ever disagree, keep the more protective one.
+        order = ["X", "Z", "D", "U", "U*", "H", "C", "K"]
+        return min(chosen, key=order.index)
+    if basic in COMBINED:
+        if basic not in combined:
+            raise RecipeError(f"{where}: combined action {basic} has no entry in 'combined'")
+        return combined[basic]
+    if basic not in ACTIONS:
+        raise RecipeError(f"{where}: unknown action {basic}")
+    return basic
+
+
+def _parse_table(rows: list[Any], options: Mapping[str, bool],
+                 combined: Mapping[str, str]) -> list[Rule]:
+    rules = []
+    for index, row in enumerate(rows):
+        where = f"table row {index + 1}"
+        if not isinstance(row, str) or not (m := _ROW.match(row.strip())):
+            raise RecipeError(f"{where}: expected 'TAG ACTION [option=action ...]'")
+        opts: dict[str, str] = {}
+        for token in m.group("opts").split():
+            col, act = token.split("=")
+            if col not in OPTION_COLUMNS:
+                raise RecipeError(f"{where}: unknown option column {col}")
+            if act not in ACTIONS:
+                raise RecipeError(f"{where}: unknown action {act}")
+            opts[col] = act
+        pattern, basic = m.group("tag"), m.group("basic")
+        action = _resolve(basic, opts, options, combined, where)
+        name = pattern
+        if "X" not in pattern and pattern != "PRIVATE":
+            name = keyword_for_tag(int(pattern, 16)) or pattern
+        rules.append(Rule(name, "table", pattern, basic, opts, action))
+    return rules
+
+
+def _tag_of(keyword: str, where: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise RecipeError(f"{where}: unknown DICOM keyword {keyword}")
+    return int(tag)
+
+
+def _region(raw: Mapping[str, Any]) -> BlankRegion:
+    def dim(value: Any) -> int | None:
+        return None if value == "full" else int(value)
+
+    return BlankRegion(int(raw["x"]), int(raw["y"]), dim(raw["width"]), dim(raw["height"]))
+
+
+def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:
+    rules = []
+    for item in raw.get("rules", []):
+        action = item["action"]
+        if action not in ("pass", "blank", "refuse"):
+            raise RecipeError(f"burned_in rule {item.get('name')}: unknown action {action}")
+        regions = tuple(_region(r) for r in item.get("regions", []))
+        if action == "blank" and not regions:
+            raise RecipeError(f"burned_in rule {item['name']}: 'blank' needs regions")
+        bia = item.get("burned_in_annotation")
+        rules.append(BurnedInRule(
+            name=str(item["name"]),
+            sop_classes=frozenset(map(str, item.get("sop_classes", []))),
+            modalities=frozenset(map(str, item.get("modalities", []))),
+            burned_in_annotation=None if bia is None else str(bia),
+            action=action,
+            regions=regions,
+        ))
+    default = raw.get("default", "refuse")
+    if default not in ("refuse", "pass"):
+        raise RecipeError("burned_in.default must be 'refuse' or 'pass'")
+    return BurnedInPolicy(
+        default=default,
+        risky_sop_classes=frozenset(map(str, raw.get("risky_sop_classes", []))),
+        risky_modalities=frozenset(map(str, raw.get("risky_modalities", []))),
+        rules=tuple(rules),
+    )
+
+
+def parse_recipe(text: str) -> Recipe:
+    """Validate recipe YAML text and build a :class:`Recipe` (raises :class:`RecipeError`)."""
+    import hashlib
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe is not valid YAML ({type(exc).__name__})") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError("recipe must be a mapping")
+    for key in ("name", "version", "options", "combined", "table", "keep", "burned_in"):
+        if key not in raw:
+            raise RecipeError(f"recipe lacks '{key}'")
+    options = {str(k): bool(v) for k, v in raw["options"].items()}
+    unknown = set(options) - set(OPTION_COLUMNS.values())
+    if unknown:
+        raise RecipeError(f"unknown options {sorted(unknown)}")
+    combined = {str(k): str(v) for k, v in raw["combined"].items()}
+    rules = _parse_table(raw["table"], options, combined)
+
+    exact: dict[int, Rule] = {}
+    masks: list[tuple[int, int, Rule]] = []
+    private_rule: Rule | None = None
+    for rule in rules:
+        if rule.pattern == "PRIVATE":
+            private_rule = rule
+        elif "X" in rule.pattern:
+            mask = int("".join("0" if c == "X" else "F" for c in rule.pattern), 16)
+            value = int(rule.pattern.replace("X", "0"), 16)
+            masks.append((mask, value, rule))
+        else:
+            tag = int(rule.pattern, 16)
+            if tag in exact:
+                raise RecipeError(f"duplicate table row for {rule.pattern}")
+            exact[tag] = rule
+    if private_rule is None:
+        raise RecipeError("table lacks the PRIVATE row")
+
+    all_rules = list(rules)
+    for keyword, action in raw["keep"].items():
+        where = f"keep {keyword}"
+        tag = _tag_of(str(keyword), where)
+        if tag in exact:
+            raise RecipeError(f"{where}: already a Table E.1-1 row; use 'overrides'")
+        if action not in ACTIONS:
+            raise RecipeError(f"{where}: unknown action {action}")
+        rule = Rule(str(keyword), "keep", f"{tag:08X}", action, {}, action)
+        exact[tag] = rule
+        all_rules.append(rule)
+    for keyword, spec in (raw.get("overrides") or {}).items():
+        where = f"override {keyword}"
+        tag = _tag_of(str(keyword), where)
+        if not spec.get("reason"):
+            raise RecipeError(f"{where}: every override needs a reason")
+        action = spec["action"]
+        if action not in ACTIONS:
+            raise RecipeError(f"{where}: unknown action {action}")
+        base = exact.get(tag)
+        rule = Rule(str(keyword), "override", f"{tag:08X}", base.basic if base else action, {}, action)
+        exact[tag] = rule
+        all_rules = [r for r in all_rules if r is not base]
+        all_rules.append(rule)
+
+    private = raw.get("private") or {}
+    safe = frozenset(
+        SafePrivate(int(item["group"], 16), str(item["creator"]), int(item["element"], 16))
+        for item in private.get("safe", [])
+    )
+    for item in safe:
+        if item.group % 2 == 0:
+            raise RecipeError("safe private entries must have an odd group")
+    shift = raw.get("date_shift") or {}
+    lo, hi = int(shift.get("min_days", -3650)), int(shift.get("max_days", -365))
+    if lo > hi:
+        raise RecipeError("date_shift.min_days must not exceed max_days")
+    vocabulary = frozenset(
+        str(w).lower() for w in (raw.get("clean_descriptors") or {}).get("vocabulary", [])
+    )
+    return Recipe(
+        name=str(raw["name"]),
+        version=str(raw["version"]),
+        options=options,
+        rules=tuple(all_rules),
+        exact=exact,
+        masks=tuple(masks),
+        private_rule=private_rule,
+        safe_private=safe,
+        private_numeric_vrs=frozenset(private.get("numeric_vrs", [])),
+        vocabulary=vocabulary,
+        date_shift_days=(lo, hi),
+        burned_in=_burned_in(raw["burned_in"]),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with the service."""
+    root = resources.files(RESOURCE_PACKAGE)
+    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Load a shipped recipe by name (``sightline-basic``) or any recipe file by path."""
+    if not name_or_path:
+        raise RecipeError("no recipe given; set one explicitly")
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError("recipe file not found")
+        return parse_recipe(path.read_text(encoding="utf-8"))
+    resource = resources.files(RESOURCE_PACKAGE).joinpath(f"{name_or_path}.yaml")
+    if not resource.is_file():
+        raise RecipeError(f"unknown recipe; shipped recipes: {', '.join(available_recipes())}")
+    return parse_recipe(resource.read_text(encoding="utf-8"))
