@@ -26,14 +26,13 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
     UID,
+    DeflatedExplicitVRLittleEndian,
 )
-
 from sightline_common.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+
 from sightline_deid.core.pseudonym import Pseudonymizer
-from sightline_deid.core.recipe import BurnedInRule, Recipe, Rule
+from sightline_deid.core.recipe import BurnedInRule, Recipe, Rule, SafePrivate
 
 #: Exceptions pydicom and numpy raise on malformed input; mapped to 4xx, never a 500.
 PARSE_ERRORS: tuple[type[BaseException], ...] = (
@@ -200,7 +199,7 @@ class Deidentifier:
         rows, cols = int(ds.Rows), int(ds.Columns)
         samples, bits = int(ds.SamplesPerPixel), int(ds.BitsAllocated)
         frames = int(ds.get("NumberOfFrames") or 1)
-        if min(rows, cols, samples, bits, frames) <= 0 or bits % 8 not in (0,) and bits != 1:
+        if min(rows, cols, samples, bits, frames) <= 0 or (bits % 8 not in (0,) and bits != 1):
             raise UnprocessableInput("image pixel description is invalid", reason="invalid-pixels")
         expected = (rows * cols * samples * frames * bits + 7) // 8
         if expected > self.limits.max_decoded_pixel_bytes:
@@ -254,7 +253,8 @@ class Deidentifier:
     def _blank(self, ds: Dataset, rule: BurnedInRule) -> None:
         """Overwrite the rule's pixel regions with zeros (decompressing first if needed)."""
         if int(ds.BitsAllocated) % 8:
-            raise UnprocessableInput("cannot blank regions of 1-bit pixel data", reason="burned-in-annotation")
+            raise UnprocessableInput("cannot blank regions of 1-bit pixel data",
+                                     reason="burned-in-annotation")
         if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
             ds.decompress()
         arr = np.array(ds.pixel_array, copy=True)
@@ -359,14 +359,15 @@ class Deidentifier:
                 elem.value = ""  # unparseable dates are emptied, never passed through
             else:
                 elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
-        elif vr == "TM" or vr in ("SH",) and elem.keyword == "TimezoneOffsetFromUTC":
+        elif vr == "TM" or (vr in ("SH",) and elem.keyword == "TimezoneOffsetFromUTC"):
             # Whole-day shifts keep times of day; intervals within a day are preserved exactly.
             return
         elif vr in ("LO", "SH", "LT", "ST", "UT", "UC", "CS", "PN"):
             if not isinstance(elem.value, str | MultiValue | list):
                 elem.value = ""
                 return
-            text = "\\".join(map(str, elem.value)) if isinstance(elem.value, MultiValue | list) else elem.value
+            value = elem.value
+            text = "\\".join(map(str, value)) if isinstance(value, MultiValue | list) else value
             elem.value = self.scrub(text)
         else:
             elem.value = "" if vr in _STRING_VRS else None
@@ -411,8 +412,6 @@ class Deidentifier:
                 creator_tag = (group << 16) | (element >> 8)
                 creator = ds.get(creator_tag)
                 if creator is not None:
-                    from sightline_deid.core.recipe import SafePrivate
-
                     key = SafePrivate(group, str(creator.value).strip(), element & 0xFF)
                     keep = key in self.recipe.safe_private and ds[tag].VR in self.recipe.private_numeric_vrs
                     if keep:
@@ -455,8 +454,6 @@ class Deidentifier:
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION
         ds.file_meta = meta
         ds.preamble = b"\x00" * 128  # the preamble can hide a TIFF header or anything else
-        if meta.TransferSyntaxUID == ExplicitVRLittleEndian or not UID(meta.TransferSyntaxUID).is_compressed:
-            pass
         buf = BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         return buf.getvalue()
@@ -472,4 +469,5 @@ class Deidentifier:
         except PARSE_ERRORS:
             ok = False
         if not ok:
-            raise UnprocessableInput("de-identified output failed its validity check", reason="invalid-output")
+            raise UnprocessableInput("de-identified output failed its validity check",
+                                     reason="invalid-output")

@@ -1,0 +1,90 @@
+"""HTTP routes: ``POST /v1/deidentify`` (application/dicom in, application/dicom out)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+from fastapi import APIRouter, Request, Response
+from sightline_common.errors import InvalidInput, PayloadTooLarge, SightlineError, UnsupportedMediaType
+from sightline_common.metrics import STAGE_DURATION
+from starlette.concurrency import run_in_threadpool
+
+from sightline_deid.core.engine import Deidentifier
+from sightline_deid.metrics import ACTIONS, OUTCOMES
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+TENANT_HEADER = "X-Sightline-Tenant"
+SUMMARY_HEADER = "X-Sightline-Deid-Summary"
+RECIPE_HEADER = "X-Sightline-Deid-Recipe"
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` (no unbounded buffering)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds the {limit} byte limit", reason="oversized")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit} byte limit", reason="oversized")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_router(engine: Deidentifier) -> APIRouter:
+    """Routes bound to one engine (recipe, secret, limits)."""
+    router = APIRouter(tags=["deid"])
+
+    @router.post(
+        "/v1/deidentify",
+        response_class=Response,
+        responses={200: {"content": {DICOM: {}}, "description": "the de-identified DICOM file"}},
+        summary="De-identify one DICOM Part 10 file for the calling tenant",
+    )
+    async def deidentify(request: Request) -> Response:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != DICOM:
+            raise UnsupportedMediaType("send the file as application/dicom", reason="media-type")
+        tenant = request.headers.get(TENANT_HEADER, "")
+        if not _TENANT.match(tenant):
+            raise InvalidInput(f"header {TENANT_HEADER} is missing or malformed", reason="tenant")
+        start = time.perf_counter()
+        try:
+            data = await _read_bounded(request, engine.limits.max_bytes)
+            if not data:
+                raise InvalidInput("empty body", reason="not-dicom")
+            result = await run_in_threadpool(engine.deidentify, data, tenant)
+        except SightlineError as exc:
+            OUTCOMES.labels(str(exc.extra.get("reason", exc.code))).inc()
+            log.info("deid refused: %s", exc.extra.get("reason", exc.code))
+            raise
+        finally:
+            STAGE_DURATION.labels("deid", "deid").observe(time.perf_counter() - start)
+        OUTCOMES.labels("ok").inc()
+        for action, n in result.summary.actions.items():
+            ACTIONS.labels(action).inc(n)
+        summary = result.summary.as_dict()
+        log.info("deid ok recipe=%s actions=%d bytes_out=%d", engine.recipe.label,
+                 sum(result.summary.actions.values()), len(result.data))
+        return Response(
+            content=result.data,
+            media_type=DICOM,
+            headers={SUMMARY_HEADER: json.dumps(summary, separators=(",", ":")),
+                     RECIPE_HEADER: engine.recipe.label},
+        )
+
+    @router.get("/v1/recipe", summary="The active recipe: name, version, options and digest")
+    async def recipe() -> dict[str, object]:
+        r = engine.recipe
+        return {"name": r.name, "version": r.version, "options": dict(r.options), "sha256": r.sha256,
+                "rules": len(r.rules)}
+
+    return router
