@@ -313,9 +313,11 @@ class Deidentifier:
             del ds[elem.tag]
             return
         if vr == "SQ":
-            if action == "Z":
+            if action in ("Z", "D"):
+                # A dummy sequence is an empty one: items of identity sequences (person or
+                # operator identification) hold codes that identify, so none is kept.
                 elem.value = Sequence([])
-            else:  # K, C, D, U, U*, H on a sequence: keep it, de-identify its items.
+            else:  # K, C, U, U*, H on a sequence: keep it, de-identify its items.
                 for item in elem.value:
                     self._walk(item, ctx, depth + 1)
             return

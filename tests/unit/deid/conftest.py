@@ -1,0 +1,25 @@
+"""Shared fixtures of the de-identification unit tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sightline_deid.core.engine import Deidentifier  # noqa: E402
+from sightline_deid.core.recipe import Recipe, load_recipe  # noqa: E402
+
+SECRET = b"unit-test-secret-unit-test-secret-0123"
+
+
+@pytest.fixture(scope="session")
+def recipe() -> Recipe:
+    return load_recipe("sightline-basic")
+
+
+@pytest.fixture(scope="session")
+def engine(recipe: Recipe) -> Deidentifier:
+    return Deidentifier(recipe, SECRET)
