@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sightline_deid.core.engine import Deidentifier  # noqa: E402
-from sightline_deid.core.recipe import Recipe, load_recipe  # noqa: E402
+from sightline_deid.core.engine import Deidentifier
+from sightline_deid.core.recipe import Recipe, load_recipe
 
 SECRET = b"unit-test-secret-unit-test-secret-0123"
 

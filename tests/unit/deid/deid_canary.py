@@ -17,7 +17,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 CANARY_TEXT = b"CNRY"
 CANARY_UID_ROOT = "1.2.999.7777"
 CANARY_DATES = ("19770707", "19610203", "19880808")
-CANARY_MARKERS: tuple[bytes, ...] = (CANARY_TEXT, CANARY_UID_ROOT.encode(), *(d.encode() for d in CANARY_DATES))
+CANARY_MARKERS: tuple[bytes, ...] = (
+    CANARY_TEXT, CANARY_UID_ROOT.encode(), *(d.encode() for d in CANARY_DATES)
+)
 
 SOP_CLASSES = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",

@@ -8,8 +8,11 @@ an attribute keyword or a limit, never a value from the file.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import struct
 import time
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom import config as pydicom_config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -38,7 +42,7 @@ from sightline_deid.core.recipe import BurnedInRule, Recipe, Rule, SafePrivate
 PARSE_ERRORS: tuple[type[BaseException], ...] = (
     InvalidDicomError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError,
     OverflowError, NotImplementedError, AttributeError, RuntimeError, zlib.error, MemoryError,
-    RecursionError, UnicodeError,
+    RecursionError, UnicodeError, struct.error,
 )
 
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -115,6 +119,17 @@ class _Context:
         self.summary.actions[action] += 1
 
 
+def quiet_pydicom() -> None:
+    """Stop pydicom from validating values on read and from logging them.
+
+    pydicom's validation warnings quote the offending value ("Invalid value for VR UI: '...'"),
+    which would put identifiers into logs. The service checks what it needs itself.
+    """
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom\..*")
+
+
 class Deidentifier:
     """Applies one recipe; holds no per-request state, so one instance serves all threads."""
 
@@ -122,6 +137,7 @@ class Deidentifier:
         self.recipe = recipe
         self._secret = secret
         self.limits = limits or Limits()
+        quiet_pydicom()
 
     # ------------------------------------------------------------------ entry point
     def deidentify(self, data: bytes, tenant: str) -> Result:
@@ -291,7 +307,8 @@ class Deidentifier:
             if (t >> 16) & 1:
                 has_private = True
                 continue
-            if t & 0xFFFF == 0 or (t >> 16) == 0x0002:
+            if t & 0xFFFF == 0 or (t >> 16) in (0x0000, 0x0002):
+                # Group lengths, command set and file meta never belong in a stored data set.
                 del ds[tag]
                 ctx.count("X")
                 continue
@@ -336,6 +353,8 @@ class Deidentifier:
                 elem.value = _DUMMY[vr]
             elif vr in _STRING_VRS:
                 elem.value = ""
+            elif vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN") and isinstance(elem.value, bytes):
+                elem.value = b"\x00" * len(elem.value)  # same length, no information
             else:
                 elem.value = None
         elif action == "C":
