@@ -37,22 +37,36 @@ def evaluate_command(
     model: Annotated[str, typer.Option(help="model name")] = "derm-cnn",
     dataset: Annotated[str | None, typer.Option(help="dataset folder (metadata.csv + images/)")] = None,
     split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
-    out: Annotated[Path | None, typer.Option(help="report folder; default <repository>/<model>/evaluation")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder; default <repository>/<model>/evaluation")
+    ] = None,
     loso_repository: Annotated[
         Path | None, typer.Option(help="repository holding a model trained without --loso-site")
     ] = None,
-    loso_model: Annotated[str, typer.Option(help="name of the leave-one-site-out model")] = "derm-cnn-loso-rosendahl",
+    loso_model: Annotated[
+        str, typer.Option(help="name of the leave-one-site-out model")
+    ] = "derm-cnn-loso-rosendahl",
     loso_site: Annotated[str, typer.Option(help="held-out site")] = "rosendahl",
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,
     cache_dir: Annotated[Path, typer.Option(help="image cache")] = Path(".cache"),
-    update_manifest: Annotated[bool, typer.Option(help="write the summary into manifest.json metrics")] = True,
+    update_manifest: Annotated[
+        bool, typer.Option(help="write the summary into manifest.json metrics")
+    ] = True,
 ) -> None:
     """AUROC, AUPRC, sensitivity/specificity, ECE overall and per sex, age band and site."""
     from sightline.ml.evaluate import run_evaluation
 
     run_evaluation(
-        repository, model, dataset=dataset, split=split, out=out, loso_repository=loso_repository,
-        loso_model=loso_model, loso_site=loso_site, n_bootstrap=bootstrap, cache_dir=cache_dir,
+        repository,
+        model,
+        dataset=dataset,
+        split=split,
+        out=out,
+        loso_repository=loso_repository,
+        loso_model=loso_model,
+        loso_site=loso_site,
+        n_bootstrap=bootstrap,
+        cache_dir=cache_dir,
         update_manifest=update_manifest,
     )
 

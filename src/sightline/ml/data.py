@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from PIL import Image
-
 from sightline_common.errors import InvalidInput
 from sightline_common.imaging import image_stats, resize
 from sightline_common.manifest import PreprocessSpec
@@ -93,7 +92,9 @@ class DermSet:
 
     def subset(self, mask: NDArray[np.bool_]) -> DermSet:
         idx = np.flatnonzero(mask)
-        return DermSet(self.images[idx], self.labels[idx], self.meta.iloc[idx].reset_index(drop=True), self.stats[idx])
+        return DermSet(
+            self.images[idx], self.labels[idx], self.meta.iloc[idx].reset_index(drop=True), self.stats[idx]
+        )
 
 
 def decode_rgb(path: Path) -> NDArray[np.uint8]:

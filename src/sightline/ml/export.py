@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from sightline_common.manifest import ModelManifest, sha256_file
+from torch import nn
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logit"

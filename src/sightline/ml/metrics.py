@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 ECE_BINS = 15
+METRICS = ("auroc", "auprc", "sensitivity", "specificity", "ece")
 
 
 def expected_calibration_error(y_true: ArrayLike, prob: ArrayLike, n_bins: int = ECE_BINS) -> float:
@@ -38,14 +41,33 @@ def auroc(y_true: ArrayLike, score: ArrayLike) -> float:
 def auprc(y_true: ArrayLike, score: ArrayLike) -> float:
     """Average precision, or NaN when the group has no positive."""
     y = np.asarray(y_true)
-    return float(average_precision_score(y, score)) if y.sum() > 0 and len(np.unique(y)) == 2 else float("nan")
+    return (
+        float(average_precision_score(y, score)) if y.sum() > 0 and len(np.unique(y)) == 2 else float("nan")
+    )
 
 
 def sensitivity(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    _, _, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     return float(tp / (tp + fn)) if tp + fn else float("nan")
 
 
 def specificity(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    tn, fp, _, _ = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     return float(tn / (tn + fp)) if tn + fp else float("nan")
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    v, ci = m["value"], m["ci95"]
+    if v is None:
+        return "n/a"
+    return f"{v:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci[0] is not None else f"{v:.3f}"
+
+
+def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: group, n, positives, then each metric with its 95% CI."""
+    head = "| group | n | malignant | AUROC | AUPRC | sensitivity | specificity | ECE |\n|---|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {g} | {r['n']} | {r['positives']} | " + " | ".join(_fmt(r[k]) for k in METRICS) + " |\n"
+        for g, r in rows.items()
+    )
+    return head + body

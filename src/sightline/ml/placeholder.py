@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from sightline.ml.export import export_model
 from sightline_common.manifest import ModelManifest
 from sightline_common.nets import build_model
+
+from sightline.ml.export import export_model
 
 MODEL_NAME = "derm-cnn"
 VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"

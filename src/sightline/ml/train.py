@@ -26,6 +26,9 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sightline_common.imaging import normalise
+from sightline_common.manifest import ModelManifest, PreprocessSpec
+from sightline_common.nets import build_model
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -33,9 +36,6 @@ from sightline.ml import data as ds
 from sightline.ml.export import export_model_atomically
 from sightline.ml.metrics import expected_calibration_error
 from sightline.ml.modelcard import INTENDED_USE, LICENCE, LIMITATIONS
-from sightline_common.imaging import normalise
-from sightline_common.manifest import ModelManifest, PreprocessSpec
-from sightline_common.nets import build_model
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -64,13 +64,18 @@ class TrainConfig(BaseModel):
 
     name: str = "derm-cnn"
     seed: int = 0
-    dataset: str | None = Field(None, description="dataset folder; default SIGHTLINE_DATASET or the shared copy")
+    dataset: str | None = Field(
+        None, description="dataset folder; default SIGHTLINE_DATASET or the shared copy"
+    )
     cache_dir: str = ".cache"
     run_dir: str = ".cache/runs/derm-cnn"
     repository: str | None = Field(None, description="model repository to export into; none: no export")
     input_size: int = Field(112, ge=32, le=512)
     resize: Literal["shorter_side_center_crop", "stretch"] = "shorter_side_center_crop"
-    architecture: dict[str, Any] = {"name": "LesionNet", "kwargs": {"widths": [32, 64, 128, 256], "dropout": 0.2}}
+    architecture: dict[str, Any] = {
+        "name": "LesionNet",
+        "kwargs": {"widths": [32, 64, 128, 256], "dropout": 0.2},
+    }
     epochs: int = Field(18, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="stop after the epoch that passes this budget")
     batch_size: int = Field(64, ge=2)
@@ -81,14 +86,18 @@ class TrainConfig(BaseModel):
     train_splits: list[str] = ["train"]
     val_split: str = "val"
     exclude_sites: list[str] = []
-    limit_per_split: int | None = Field(None, ge=1, description="first N images per split and label (smoke runs)")
+    limit_per_split: int | None = Field(
+        None, ge=1, description="first N images per split and label (smoke runs)"
+    )
     target_sensitivity: float = Field(0.90, gt=0, lt=1)
     augment: AugmentConfig = AugmentConfig()
 
 
 def load_config(path: Path, **overrides: Any) -> TrainConfig:
     """A YAML or JSON config file, with keyword overrides (``None`` leaves the file's value)."""
-    raw = yaml.safe_load(path.read_text()) if path.suffix in {".yaml", ".yml"} else json.loads(path.read_text())
+    raw = (
+        yaml.safe_load(path.read_text()) if path.suffix in {".yaml", ".yml"} else json.loads(path.read_text())
+    )
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.model_validate(raw)
 
@@ -136,7 +145,11 @@ def augment_batch(
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def factor(amount: float) -> torch.Tensor:
-        return (1 + amount * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)) if amount else torch.ones(n, 1, 1, 1)
+        return (
+            (1 + amount * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1))
+            if amount
+            else torch.ones(n, 1, 1, 1)
+        )
 
     x = x * factor(cfg.brightness)
     grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -151,11 +164,17 @@ def augment_batch(
 
 def model_inputs(images: NDArray[np.uint8], spec: PreprocessSpec) -> NDArray[np.float32]:
     """Resized uint8 images to the model's input, through the serving path's ``normalise``."""
-    return np.stack([normalise(im, spec) for im in images]) if len(images) else np.zeros((0, 3, spec.height, spec.width), np.float32)
+    return (
+        np.stack([normalise(im, spec) for im in images])
+        if len(images)
+        else np.zeros((0, 3, spec.height, spec.width), np.float32)
+    )
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs: NDArray[np.float32], batch_size: int = 256) -> NDArray[np.float64]:
+def predict_logits(
+    model: nn.Module, inputs: NDArray[np.float32], batch_size: int = 256
+) -> NDArray[np.float64]:
     device = next(model.parameters()).device
     model.eval()
     out = []
@@ -264,18 +283,31 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     size_spec = PreprocessSpec(
-        height=cfg.input_size, width=cfg.input_size, resize=cfg.resize, mean=[0, 0, 0], std=[1, 1, 1],
-        accepted_modalities=[], accepted_sop_classes=[],
+        height=cfg.input_size,
+        width=cfg.input_size,
+        resize=cfg.resize,
+        mean=[0, 0, 0],
+        std=[1, 1, 1],
+        accepted_modalities=[],
+        accepted_sop_classes=[],
     )
     t0 = time.monotonic()
     everything = ds.load_dataset(root, size_spec, cache_dir=Path(cfg.cache_dir), limit=cfg.limit_per_split)
     train_set = ds.select(everything, cfg.train_splits, exclude_sites=cfg.exclude_sites)
     val_set = ds.select(everything, [cfg.val_split], exclude_sites=cfg.exclude_sites)
-    console.print(f"data: {len(train_set)} train, {len(val_set)} val images ({time.monotonic() - t0:.0f} s to load)")
+    console.print(
+        f"data: {len(train_set)} train, {len(val_set)} val images ({time.monotonic() - t0:.0f} s to load)"
+    )
     mean, std = channel_stats(train_set.images)
     spec = PreprocessSpec(
-        height=cfg.input_size, width=cfg.input_size, resize=cfg.resize, colour="RGB", mean=mean, std=std,
-        accepted_modalities=["XC", "OT"], accepted_sop_classes=[VL_PHOTOGRAPHIC_IMAGE, SECONDARY_CAPTURE],
+        height=cfg.input_size,
+        width=cfg.input_size,
+        resize=cfg.resize,
+        colour="RGB",
+        mean=mean,
+        std=std,
+        accepted_modalities=["XC", "OT"],
+        accepted_sop_classes=[VL_PHOTOGRAPHIC_IMAGE, SECONDARY_CAPTURE],
     )
 
     model = build_model(cfg.architecture).to(device).to(memory_format=torch.channels_last)
@@ -305,8 +337,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     history: list[dict[str, float]] = []
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
     started = time.monotonic()
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not progress) as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -329,18 +367,36 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 bar.update(task, advance=1, loss=total / seen)
             bar.remove_task(task)
             val_logits = predict_logits(model, val_inputs)
-            val_auc = float(roc_auc_score(val_set.labels, val_logits)) if len(set(val_set.labels)) == 2 else float("nan")
-            val_loss = float(F.binary_cross_entropy_with_logits(
-                torch.tensor(val_logits), torch.tensor(val_set.labels, dtype=torch.float64),
-                pos_weight=torch.tensor(pos_weight, dtype=torch.float64)))
+            val_auc = (
+                float(roc_auc_score(val_set.labels, val_logits))
+                if len(set(val_set.labels)) == 2
+                else float("nan")
+            )
+            val_loss = float(
+                F.binary_cross_entropy_with_logits(
+                    torch.tensor(val_logits),
+                    torch.tensor(val_set.labels, dtype=torch.float64),
+                    pos_weight=torch.tensor(pos_weight, dtype=torch.float64),
+                )
+            )
             elapsed = time.monotonic() - started
-            history.append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_auroc": val_auc,
-                            "lr": sched.get_last_lr()[0], "elapsed_s": round(elapsed, 1)})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / seen,
+                    "val_loss": val_loss,
+                    "val_auroc": val_auc,
+                    "lr": sched.get_last_lr()[0],
+                    "elapsed_s": round(elapsed, 1),
+                }
+            )
             improved = not math.isnan(val_auc) and val_auc > best_auc
             if improved or best_epoch == 0:
                 best_auc, best_state, best_epoch = val_auc, copy.deepcopy(model.state_dict()), epoch
-            console.print(f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  "
-                          f"val AUROC {val_auc:.4f}{'  *best' if improved else ''}  ({elapsed:.0f} s)")
+            console.print(
+                f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  "
+                f"val AUROC {val_auc:.4f}{'  *best' if improved else ''}  ({elapsed:.0f} s)"
+            )
             if cfg.max_minutes is not None:
                 fits = int(cfg.max_minutes * 60 / (elapsed / epoch))
                 if fits < plan["epochs"]:
@@ -370,8 +426,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         "best_epoch": best_epoch,
         "epochs_run": len(history),
     }
-    console.print(f"best epoch {best_epoch}: val AUROC {val_metrics['auroc']}, T={temperature:.3f}, "
-                  f"threshold {threshold:.4f} (sens {sens:.3f}, spec {spec_at:.3f}), val ECE {val_metrics['ece']}")
+    console.print(
+        f"best epoch {best_epoch}: val AUROC {val_metrics['auroc']}, T={temperature:.3f}, "
+        f"threshold {threshold:.4f} (sens {sens:.3f}, spec {spec_at:.3f}), val ECE {val_metrics['ece']}"
+    )
     fields: dict[str, Any] = {
         "name": cfg.name,
         "placeholder": False,
@@ -414,7 +472,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     (run_dir / "manifest_fields.json").write_text(json.dumps(fields, indent=2) + "\n")
     manifest = None
     if cfg.repository is not None:
-        manifest = export_model_atomically(model, Path(cfg.repository), fields, staging=Path(cfg.cache_dir) / "staging")
+        manifest = export_model_atomically(
+            model, Path(cfg.repository), fields, staging=Path(cfg.cache_dir) / "staging"
+        )
         console.print(f"exported {cfg.name} to {cfg.repository}")
     return TrainResult(model, fields, history, manifest)
-

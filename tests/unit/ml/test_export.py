@@ -1,0 +1,73 @@
+"""Export: model.onnx and model.pt agree; the committed model matches its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from sightline_common.manifest import load_manifest, sha256_file, verify_artifact
+from sightline_common.nets import build_model, load_checkpoint
+
+from sightline.ml.export import export_model_atomically
+from sightline.ml.placeholder import placeholder_fields
+
+from .conftest import REPOSITORY
+
+
+def _parity(model_dir: Path, architecture: dict, size: tuple[int, int], batch: int = 4) -> float:
+    torch.manual_seed(1)
+    x = torch.randn(batch, 3, *size)
+    net = load_checkpoint(str(model_dir / "1" / "model.pt"), architecture)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logit"], {"image": x.numpy()})
+    return float(np.abs(got - expected).max())
+
+
+def test_exported_onnx_matches_torch(tmp_path: Path) -> None:
+    fields = placeholder_fields()
+    torch.manual_seed(0)
+    model = build_model(fields["architecture"])
+    repo = tmp_path / "repo"
+    manifest = export_model_atomically(model, repo, fields, staging=tmp_path / "staging")
+    size = (manifest.preprocessing.height, manifest.preprocessing.width)
+    assert _parity(repo / manifest.name, manifest.architecture, size) < 1e-4
+    # a second export replaces the first in one step and leaves nothing in staging
+    export_model_atomically(model, repo, fields, staging=tmp_path / "staging")
+    assert not any((tmp_path / "staging").iterdir())
+    assert (repo / manifest.name / "manifest.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def committed():
+    if not (REPOSITORY / "derm-cnn" / "manifest.json").is_file():
+        pytest.skip("no derm-cnn in model_repository")
+    return load_manifest(REPOSITORY, "derm-cnn")
+
+
+def test_committed_manifest_digests_match_files(committed) -> None:
+    root = REPOSITORY / "derm-cnn"
+    on_disk = {"1/model.onnx", "1/model.pt", "1/model.py", "config.pbtxt", "configs/local.pbtxt"}
+    assert on_disk <= set(committed.artifacts)
+    for relative, digest in committed.artifacts.items():
+        assert sha256_file(root / relative) == digest, relative
+        verify_artifact(REPOSITORY, committed, relative)
+
+
+def test_committed_model_is_trained_and_consistent(committed) -> None:
+    assert not committed.placeholder
+    spec = committed.preprocessing
+    config = (REPOSITORY / "derm-cnn" / "config.pbtxt").read_text()
+    assert (
+        f"dims: [ 3, {spec.height}, {spec.width} ]" in config and '"image"' in config and '"logit"' in config
+    )
+    assert 0 < committed.threshold < 1 and committed.temperature > 0
+    assert committed.reference_distribution["image_stats"]["n"] > 0
+    assert "CC BY-NC-SA 4.0" in committed.licence
+    assert _parity(REPOSITORY / "derm-cnn", committed.architecture, (spec.height, spec.width)) < 1e-4
+    for relative in ("1/model.onnx", "1/model.pt"):
+        assert (REPOSITORY / "derm-cnn" / relative).stat().st_size < 30 * 2**20
