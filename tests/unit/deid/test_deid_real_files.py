@@ -29,7 +29,8 @@ def _installed_files() -> list[Path]:
     files = []
     for root in roots:
         for path in sorted(root.rglob("*")):
-            if path.is_file() and path.suffix.lower() in ("", ".dcm", ".dicom") and 0 < path.stat().st_size <= MAX_SIZE:
+            wanted = path.suffix.lower() in ("", ".dcm", ".dicom")
+            if wanted and path.is_file() and 0 < path.stat().st_size <= MAX_SIZE:
                 files.append(path)
     return files
 
