@@ -186,14 +186,9 @@ class Deidentifier:
         if not UID(ts).is_transfer_syntax:
             raise UnprocessableInput("unknown transfer syntax", reason="unsupported")
         try:
+            # Values are converted lazily, only for attributes the recipe keeps or changes; a
+            # malformed value met later is still mapped to a 4xx by ``deidentify``.
             ds = pydicom.dcmread(BytesIO(data), force=False)
-            # Touch every top-level element so lazily parsed values fail here, not later.
-            n = 0
-            for elem in ds.iterall():
-                n += 1
-                if n > self.limits.max_elements:
-                    raise UnprocessableInput("too many data elements", reason="too-complex")
-                _ = elem.value
         except (InvalidInput, UnprocessableInput):
             raise
         except PARSE_ERRORS as exc:
@@ -302,7 +297,11 @@ class Deidentifier:
         if depth > self.limits.max_sequence_depth:
             raise UnprocessableInput("sequences nested too deeply", reason="too-complex")
         has_private = False
-        for tag in list(ds.keys()):
+        tags = list(ds.keys())
+        ctx.elements += len(tags)
+        if ctx.elements > self.limits.max_elements:
+            raise UnprocessableInput("too many data elements", reason="too-complex")
+        for tag in tags:
             t = int(tag)
             if (t >> 16) & 1:
                 has_private = True
