@@ -57,7 +57,7 @@ try:
             fail(f"/health/ready answered {response.status}")
 except urllib.error.URLError as exc:
     fail(f"/health/ready: {exc}")
-print("gateway ready")
+sys.stdout.write("gateway ready\n")
 
 if SUBMIT:
     if not API_KEY:
@@ -74,4 +74,4 @@ if SUBMIT:
                 fail(f"study submission answered {response.status}")
     except urllib.error.HTTPError as exc:
         fail(f"study submission answered {exc.code}")
-    print("synthetic study accepted")
+    sys.stdout.write("synthetic study accepted\n")

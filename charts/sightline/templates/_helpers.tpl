@@ -91,6 +91,14 @@ app.kubernetes.io/part-of: sightline
 {{- end -}}
 {{- end -}}
 
+{{- define "sightline.preprocessGrpc" -}}
+{{- if .Values.kserve.enabled -}}
+{{- printf "%s-transformer:%v" (include "sightline.isvcName" .) .Values.components.preprocess.grpcPort -}}
+{{- else -}}
+{{- printf "%s:%v" (include "sightline.componentName" (list . "preprocess")) .Values.components.preprocess.grpcPort -}}
+{{- end -}}
+{{- end -}}
+
 {{/* KubeRay names the Serve Service <rayservice>-serve-svc. */}}
 {{- define "sightline.explainUrl" -}}
 {{- if .Values.rayService.enabled -}}
@@ -128,6 +136,9 @@ app.kubernetes.io/part-of: sightline
 {{- $prefix := printf "SIGHTLINE_%s_" (upper $name) -}}
 - {name: {{ $prefix }}HOST, value: "0.0.0.0"}
 - {name: {{ $prefix }}PORT, value: {{ $c.port | quote }}}
+{{- if $c.grpcPort }}
+- {name: {{ $prefix }}GRPC_PORT, value: {{ $c.grpcPort | quote }}}
+{{- end }}
 - {name: {{ $prefix }}ENVIRONMENT, value: {{ $ctx.Values.global.environment | quote }}}
 - {name: {{ $prefix }}LOG_LEVEL, value: {{ $ctx.Values.global.logLevel | quote }}}
 - {name: {{ $prefix }}LOG_JSON, value: "true"}
