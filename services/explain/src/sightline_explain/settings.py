@@ -1,0 +1,29 @@
+"""Settings of the explanation service (env prefix ``SIGHTLINE_EXPLAIN_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from sightline_common.settings import ServiceSettings
+
+
+class ExplainSettings(ServiceSettings):
+    """Ray Serve application serving Grad-CAM for the model version Triton serves."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGHTLINE_EXPLAIN_", extra="forbid")
+
+    port: int = Field(default=8030, ge=1, le=65535)
+    model_repository: Path = Field(description="model repository holding <model>/manifest.json and model.pt")
+    model_name: str = "derm-cnn"
+    replicas: int = Field(default=1, ge=1)
+    num_cpus_per_replica: float = Field(default=1.0, gt=0)
+    num_gpus_per_replica: float = Field(default=0.0, ge=0)
+    max_batch_size: int = Field(default=8, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0)
+    torch_threads: int = Field(default=1, ge=1)
+    ray_num_cpus: int = Field(default=2, ge=1)
+    ray_object_store_mb: int = Field(default=128, ge=75)
+    ray_temp_dir: Path | None = None

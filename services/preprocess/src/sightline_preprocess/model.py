@@ -1,0 +1,123 @@
+"""The KServe transformer: DICOM bytes in, calibrated probability and image statistics out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InferenceError
+from kserve.errors import InvalidInput as KServeInvalidInput
+from opentelemetry import trace
+
+from sightline_common.errors import DependencyUnavailable, SightlineError
+from sightline_common.manifest import ModelManifest
+from sightline_common.metrics import STAGE_DURATION
+from sightline_preprocess.clients.triton import ModelMetadata, TritonClient
+from sightline_preprocess.core.contract import contract_problems
+from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+DICOM_INPUT = "dicom"
+
+
+def _as_kserve_error(exc: SightlineError) -> Exception:
+    """Carry our error code through KServe's error mapping (`<code>: <detail>`)."""
+    message = f"{exc.code}: {exc.detail}"
+    if isinstance(exc, DependencyUnavailable):
+        return InferenceError(message)
+    return KServeInvalidInput(message)
+
+
+class DicomTransformer(Model):  # type: ignore[misc]
+    """A KServe ``Model`` in the transformer role; its name equals the Triton model's."""
+
+    def __init__(self, manifest: ModelManifest, triton: TritonClient, max_bytes: int) -> None:
+        super().__init__(manifest.name)
+        self.manifest = manifest
+        self.triton = triton
+        self.max_bytes = max_bytes
+        self._metadata: ModelMetadata | None = None
+        self.contract_errors: list[str] = []
+        self.ready = True  # the process is up; readiness of the path is `healthy()`
+
+    async def _current_metadata(self) -> ModelMetadata:
+        if self._metadata is None:
+            md = await self.triton.metadata(self.name)
+            self.contract_errors = contract_problems(self.manifest, md)
+            if self.contract_errors:
+                log.error("Triton model disagrees with the manifest: %s", "; ".join(self.contract_errors))
+            self._metadata = md
+        return self._metadata
+
+    async def healthy(self) -> bool:
+        """Ready only while Triton serves the model and its metadata matches the manifest."""
+        if not await self.triton.model_ready(self.name):
+            self._metadata = None  # re-read after Triton comes back (it may serve another config)
+            return False
+        await self._current_metadata()
+        return not self.contract_errors
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        if not isinstance(payload, InferRequest):
+            raise KServeInvalidInput("only Open Inference Protocol v2 requests are accepted")
+        inputs = {i.name: i for i in payload.inputs}
+        if DICOM_INPUT not in inputs or inputs[DICOM_INPUT].datatype != "BYTES":
+            raise KServeInvalidInput(f"invalid-input: a BYTES input named {DICOM_INPUT!r} is required")
+        items = [bytes(b) for b in inputs[DICOM_INPUT].as_numpy().reshape(-1)]
+        start = time.perf_counter()
+        with tracer.start_as_current_span("preprocess.transform") as span:
+            span.set_attribute("sightline.batch_size", len(items))
+            try:
+                batch, stats = transform_batch(items, self.manifest.preprocessing, self.max_bytes)
+            except SightlineError as exc:
+                span.set_attribute("sightline.error", exc.code)
+                raise _as_kserve_error(exc) from exc
+        STAGE_DURATION.labels("preprocess", "transform").observe(time.perf_counter() - start)
+        return batch, stats
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None, **_: Any) -> Any:
+        batch, stats = payload
+        try:
+            md = await self._current_metadata()
+            if self.contract_errors:
+                raise DependencyUnavailable("Triton's model disagrees with the manifest")
+            start = time.perf_counter()
+            with tracer.start_as_current_span("triton.infer") as span:
+                span.set_attribute("sightline.model.name", self.name)
+                span.set_attribute("sightline.batch_size", int(batch.shape[0]))
+                logits, version = await self.triton.infer(self.name, md.inputs[0].name, batch, md.outputs[0].name)
+                span.set_attribute("sightline.model.version", version)
+            STAGE_DURATION.labels("preprocess", "inference").observe(time.perf_counter() - start)
+        except SightlineError as exc:
+            raise _as_kserve_error(exc) from exc
+        return logits, stats, version
+
+    async def postprocess(self, result: Any, headers: dict[str, str] | None = None, **_: Any) -> Any:
+        logits, stats, version = result
+        logits = logits.reshape(-1)
+        probs = np.asarray([self.manifest.calibrated_probability(float(z)) for z in logits], np.float32)
+        outputs = []
+        for name, arr in (
+            ("probability", probs.reshape(-1, 1)),
+            ("logit", logits.reshape(-1, 1).astype(np.float32)),
+            ("image_stats", stats),
+        ):
+            out = InferOutput(name=name, shape=list(arr.shape), datatype="FP32")
+            out.set_data_from_numpy(arr, binary_data=True)
+            outputs.append(out)
+        return InferResponse(
+            response_id="",
+            model_name=self.name,
+            model_version=version,
+            infer_outputs=outputs,
+            parameters={
+                "image_stats_fields": ",".join(STAT_FIELDS),
+                "manifest_version": str(self.manifest.version),
+                "placeholder": str(self.manifest.placeholder).lower(),
+            },
+        )
