@@ -13,24 +13,41 @@ import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from PIL import Image
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import get_decoder
+from pydicom.uid import ExplicitVRLittleEndian
 
 from sightline_common.errors import InvalidInput, UnprocessableInput
 from sightline_common.manifest import PreprocessSpec
 
-MAX_PIXELS = 64 * 1024 * 1024  # rows*cols*frames*samples: refuse absurd sizes before decoding
+MAX_PIXELS = 64 * 1024 * 1024  # rows*cols*samples of the decoded frame, checked before decoding
+MAX_FRAMES = 10_000  # more frames than any real instance declares: a corrupt header
+FRAME_POLICIES = ("first", "refuse")
+FRAME_POLICY = "first"
+"""Multi-frame policy. ``first``: decode and use only frame 0 (a model that reads one image per
+instance sees the first image of a multi-frame instance; the other frames are never decoded).
+``refuse``: reject any instance with more than one frame (InvalidInput)."""
+
+_COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"})
+_GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_PALETTE = "PALETTE COLOR"
 
 
 def read_dicom(data: bytes) -> Dataset:
-    """Parse DICOM bytes or raise :class:`InvalidInput` with a reason (never a value)."""
+    """Parse DICOM bytes or raise :class:`InvalidInput` with a reason (never a value).
+
+    Deflated transfer syntax is inflated here by pydicom; pixel data stays encoded until
+    :func:`to_rgb_uint8` decodes the one frame it needs.
+    """
     if not data:
         raise InvalidInput("empty body: expected a DICOM Part 10 file")
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
     except InvalidDicomError as exc:
         raise InvalidInput("not a DICOM Part 10 file (missing DICM preamble)") from exc
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on corrupt input
+    except Exception as exc:
         raise InvalidInput(f"unreadable DICOM ({type(exc).__name__})") from exc
     return ds
 
@@ -50,50 +67,165 @@ def check_accepted(ds: Dataset, spec: PreprocessSpec) -> None:
         )
 
 
-def _pixels(ds: Dataset) -> NDArray[np.generic]:
-    for keyword in ("Rows", "Columns"):
-        if keyword not in ds:
-            raise InvalidInput(f"missing required attribute {keyword}")
+def _int_attr(ds: Dataset, keyword: str, default: int | None = None) -> int:
+    try:
+        value = ds.get(keyword, default)
+        if value is None or value == "":
+            if default is None:
+                raise InvalidInput(f"missing required attribute {keyword}")
+            return default
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"attribute {keyword} is not an integer") from exc
+
+
+def _pixels(ds: Dataset, frame_policy: str = FRAME_POLICY) -> tuple[NDArray[np.generic], str]:
+    """Decode the one frame the policy selects; return it and its photometric interpretation.
+
+    Every limit is checked from the header before any pixel is decoded.
+    """
+    if frame_policy not in FRAME_POLICIES:
+        raise ValueError(f"unknown frame policy {frame_policy!r}")
     if "PixelData" not in ds:
-        raise InvalidInput("the instance has no pixel data")
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        raise InvalidInput("the instance has no (integer) pixel data")
+    rows, cols = _int_attr(ds, "Rows"), _int_attr(ds, "Columns")
+    frames = _int_attr(ds, "NumberOfFrames", 1)
+    samples = _int_attr(ds, "SamplesPerPixel", 1)
+    bits = _int_attr(ds, "BitsAllocated")
     if rows <= 0 or cols <= 0 or frames <= 0:
         raise InvalidInput("zero-size image (Rows, Columns or NumberOfFrames is 0)")
-    if rows * cols * frames * samples > MAX_PIXELS:
+    if samples not in (1, 3):
+        raise InvalidInput("SamplesPerPixel must be 1 or 3")
+    if bits not in (1, 8, 16, 32):
+        raise UnprocessableInput("BitsAllocated must be 1, 8, 16 or 32")
+    if rows * cols * samples > MAX_PIXELS or frames > MAX_FRAMES:
         raise InvalidInput("image dimensions exceed the configured limit")
+    if frames > 1 and frame_policy == "refuse":
+        raise InvalidInput("multi-frame instances are refused by the frame policy")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric not in _COLOUR | _GREY | {_PALETTE}:
+        raise UnprocessableInput("unsupported photometric interpretation")
+    if (samples == 3) != (photometric in _COLOUR):
+        raise InvalidInput("SamplesPerPixel does not match the photometric interpretation")
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if tsyntax is None:
+        raise InvalidInput("missing transfer syntax")
     try:
-        # Convert YBR to RGB on decode; take the first frame of a multi-frame image (stated policy).
-        arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoder errors vary by plugin
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError as exc:
+        raise UnprocessableInput("transfer syntax is not supported for pixel decoding") from exc
+    if not decoder.is_available:
+        raise UnprocessableInput("no decoder for this transfer syntax is installed")
+    try:
+        # as_rgb: YBR_FULL, YBR_FULL_422 (and JPEG 2000's ICT/RCT) come out as RGB.
+        arr, meta = decoder.as_array(ds, index=0, as_rgb=True)
+    except Exception as exc:
         raise InvalidInput(f"pixel data could not be decoded ({type(exc).__name__})") from exc
-    if frames > 1:
-        arr = arr[0]
-    return arr
+    if arr.size == 0:
+        raise InvalidInput("the decoded frame is empty")
+    return arr, str(meta.get("photometric_interpretation", photometric)).upper()
 
 
-def to_rgb_uint8(ds: Dataset) -> NDArray[np.uint8]:
-    """Decoded pixels as an H x W x 3 uint8 image (grey images are replicated into 3 channels)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _first(value: object) -> float:
+    return float(value[0] if isinstance(value, MultiValue | list | tuple) else value)  # type: ignore[index,arg-type]
 
-    arr = _pixels(ds)
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
-    if arr.ndim == 3 and arr.shape[-1] == 3:
-        # pydicom's pixel_array already converts YBR_FULL/YBR_FULL_422 to RGB.
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr / max(1, 2 ** int(ds.BitsStored) - 1) * 255.0, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(arr)
+
+def _voi_unit(values: NDArray[np.float64], ds: Dataset) -> NDArray[np.float64] | None:
+    """The VOI transform (LUT sequence, else window) to [0, 1]; ``None`` when the header has none."""
+    from pydicom.pixels import apply_voi_lut
+
+    seq = ds.get("VOILUTSequence")
+    if seq:
+        lut = np.asarray(seq[0].LUTData, dtype=np.float64)
+        lo, hi = float(lut.min()), float(lut.max())
+        out = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        return np.zeros_like(out) if hi <= lo else np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    try:
+        centre, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
+    if width <= 0:
+        return None  # not a valid window: fall back to the image's own range
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - centre) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - centre) / width + 0.5, 0.0, 1.0)
+    if width <= 1:
+        return (values > centre - 0.5).astype(np.float64)
+    return np.clip((values - (centre - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+_PALETTE_DATA = tuple(
+    f"{prefix}{colour}PaletteColorLookupTableData"
+    for prefix in ("", "Segmented")
+    for colour in ("Red", "Green", "Blue")
+)
+
+
+def _palette_little_endian(ds: Dataset) -> Dataset:
+    """pydicom 3.0 reads OW palette data of a big-endian file as little-endian: swap it first."""
+    encoding = getattr(ds, "original_encoding", (None, True))
+    if encoding[1] is not False:
+        return ds
+    fixed = Dataset()
+    fixed.update(ds)
+    fixed.file_meta = FileMetaDataset()
+    fixed.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword in _PALETTE_DATA:
+        raw = ds.get(keyword)
+        if isinstance(raw, bytes) and len(raw) % 2 == 0:
+            setattr(fixed, keyword, np.frombuffer(raw, ">u2").astype("<u2").tobytes())
+    return fixed
+
+
+def _to_uint8(arr: NDArray[np.generic], bits: int) -> NDArray[np.uint8]:
+    if arr.dtype == np.uint8 and bits <= 8:
+        return np.ascontiguousarray(arr)  # type: ignore[arg-type]
+    scale = 255.0 / max(1, 2**bits - 1)
+    return np.clip(np.round(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+
+
+def to_rgb_uint8(ds: Dataset, frame_policy: str = FRAME_POLICY) -> NDArray[np.uint8]:
+    """Decoded pixels as an H x W x 3 uint8 image (grey images are replicated into 3 channels).
+
+    Colour: YBR_* converted to RGB, more than 8 bits scaled from BitsStored. Palette colour:
+    through its lookup tables. Grey: modality LUT (rescale slope/intercept or LUT), then the
+    VOI LUT or the first window (LINEAR, LINEAR_EXACT, SIGMOID) to the full 8-bit range, or,
+    without either, the image's own min..max; MONOCHROME1 inverted. 1-bit images map 1 to 255.
+    """
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
+
+    arr, photometric = _pixels(ds, frame_policy)
+    bits_stored = _int_attr(ds, "BitsStored", _int_attr(ds, "BitsAllocated"))
+    if photometric in _COLOUR:
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise InvalidInput("colour pixel data has an unexpected layout")
+        if photometric.startswith("YBR_FULL"):
+            arr = convert_color_space(arr, photometric, "RGB")
+        return _to_uint8(arr, bits_stored)
     if arr.ndim != 2:
         raise InvalidInput(f"unsupported pixel layout with {arr.ndim} dimensions")
-    values = apply_modality_lut(arr, ds)
-    values = apply_voi_lut(values, ds, index=0)
-    values = values.astype(np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo)
-    if photometric == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    grey = np.round(scaled * 255.0).astype(np.uint8)
+    if photometric == _PALETTE:
+        try:
+            rgb = apply_color_lut(arr, _palette_little_endian(ds))
+            lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except Exception as exc:
+            raise InvalidInput(f"palette colour lookup tables are unusable ({type(exc).__name__})") from exc
+        return _to_uint8(rgb, 8 if rgb.dtype == np.uint8 else lut_bits)
+    if int(ds.get("BitsAllocated", 0)) == 1:
+        grey = (arr > 0).astype(np.uint8) * 255
+    else:
+        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+        scaled = _voi_unit(values, ds)
+        if scaled is None:
+            lo, hi = float(values.min()), float(values.max())
+            scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo)
+        if photometric == "MONOCHROME1":
+            scaled = 1.0 - scaled
+        grey = np.round(scaled * 255.0).astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
@@ -138,9 +270,7 @@ def image_stats(rgb: NDArray[np.uint8]) -> ImageStats:
     """Brightness, contrast, mean colour, sharpness (variance of a Laplacian) and size."""
     f = rgb.astype(np.float32) / 255.0
     grey = f @ np.asarray([0.299, 0.587, 0.114], np.float32)
-    lap = (
-        -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
-    )
+    lap = -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
     means = f.reshape(-1, 3).mean(axis=0)
     return ImageStats(
         brightness=float(grey.mean()),
