@@ -46,3 +46,8 @@ class ExplainResponse(_Strict):
     peak: HeatmapPeak
     fraction_above_half: float = Field(ge=0.0, le=1.0, description="share of the image with heat >= 0.5")
     duration_ms: float
+    probability: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="calibrated probability of the positive label from the explained checkpoint "
+        "(a consistency check against Triton's answer, not a second prediction)",
+    )

@@ -1,47 +1,78 @@
-"""The explanation service as a Ray Serve application with a FastAPI ingress."""
+"""The explanation service as a Ray Serve application with a FastAPI ingress.
+
+``POST /v1/explain`` takes an :class:`ExplainRequest` (JSON, the gateway's contract) or the
+DICOM bytes themselves (``application/dicom`` with query parameters), and answers an
+:class:`ExplainResponse`. The CAM computation of concurrent requests is batched with
+``@serve.batch``; decoding, rendering and storage run per request in worker threads.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
-import numpy as np
-import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from ray import serve
+from ray.serve import Application
 
-from sightline_common.errors import InvalidInput
-from sightline_common.imaging import prepare, read_dicom
+from sightline_common.contracts import ExplainRequest, ExplainResponse
+from sightline_common.errors import PayloadTooLarge, UnsupportedMediaType
 from sightline_common.metrics import STAGE_DURATION
 from sightline_common.web import service_app
-from sightline_explain.core.gradcam import grad_cam
-from sightline_explain.core.model import load_served_model
+from sightline_explain.core.engine import ExplanationEngine, PreparedImage, generated_prefix
+from sightline_explain.metrics import BATCH_SIZE
 from sightline_explain.settings import ExplainSettings
 
 log = logging.getLogger(__name__)
+SERVICE = "explain"
 
 
-class _State:
-    loaded = False
+class _Replica:
+    """The engine of the replica in this process (Serve runs each replica in its own actor).
+
+    Module-level on purpose: Serve pickles the ingress app separately from the deployment
+    class, so a closure shared by both would be copied; a module attribute is not.
+    """
+
+    engine: ExplanationEngine | None = None
 
 
 def create_app(settings: ExplainSettings) -> FastAPI:
-    """The FastAPI ingress; readiness reflects whether this replica has loaded the model."""
+    """The FastAPI ingress; ready once this replica has loaded the model and storage answers."""
 
     async def model_loaded() -> bool:
-        return _State.loaded
+        return _Replica.engine is not None
 
-    return service_app("explain", title="Sightline explanation service", ready_checks={"model": model_loaded})
+    async def storage() -> bool:
+        engine = _Replica.engine
+        return engine is not None and await asyncio.to_thread(engine.store.ready)
+
+    return service_app(SERVICE, title="Sightline explanation service",
+                       ready_checks={"model": model_loaded, "storage": storage})
 
 
-def build_deployment(settings: ExplainSettings) -> Any:
-    """The bound Ray Serve application (deployment options come from settings)."""
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("request body exceeds the configured limit", reason="oversized")
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge("request body exceeds the configured limit", reason="oversized")
+    return body
+
+
+def build_deployment(settings: ExplainSettings) -> Application:
+    """The bound Ray Serve application (deployment and batching options come from settings)."""
     app = create_app(settings)
 
     @serve.deployment(
         name="explain",
         num_replicas=settings.replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options={
             "num_cpus": settings.num_cpus_per_replica,
             "num_gpus": settings.num_gpus_per_replica,
@@ -50,32 +81,65 @@ def build_deployment(settings: ExplainSettings) -> Any:
     @serve.ingress(app)
     class Explainer:
         def __init__(self, settings: ExplainSettings) -> None:
+            import torch
+
+            from sightline_common.logging import configure_logging
             from sightline_common.telemetry import setup_tracing
 
-            setup_tracing("explain", settings.telemetry)
+            configure_logging(SERVICE, json_output=settings.log_json, level=settings.log_level)
+            setup_tracing(SERVICE, settings.telemetry)
             torch.set_num_threads(settings.torch_threads)
             self.settings = settings
-            self.manifest, self.model = load_served_model(settings.model_repository, settings.model_name)
-            _State.loaded = True
-            log.info("explain loaded %s v%s", self.manifest.name, self.manifest.version)
+            self.engine = ExplanationEngine.load(settings.model_repository, settings.model_name,
+                                                 settings.object_store(), settings.method)
+            if settings.num_gpus_per_replica > 0 and torch.cuda.is_available():
+                self.engine.model.to("cuda")
+            _Replica.engine = self.engine
+            log.info("explain loaded %s v%d (%s)", self.engine.manifest.name, self.engine.manifest.version,
+                     self.engine.method)
 
-        @app.post("/v1/explain")
-        async def explain(self, request: Request, target: int = 1) -> dict[str, Any]:
-            if target not in (0, 1):
-                raise InvalidInput("target must be 0 (benign) or 1 (malignant)")
-            body = await request.body()
+        @app.post("/v1/explain", response_model=ExplainResponse)
+        async def explain(
+            self,
+            request: Request,
+            model_name: str | None = Query(default=None, description="with application/dicom only"),
+            model_version: int | None = Query(default=None, ge=1, description="with application/dicom only"),
+            target: int = Query(default=1, ge=0, le=1, description="with application/dicom only"),
+        ) -> ExplainResponse:
+            started = time.perf_counter()
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await _read_body(request, self.settings.max_request_bytes)
+            if media == "application/json":
+                try:
+                    req = ExplainRequest.model_validate_json(body)
+                except ValidationError as exc:
+                    raise RequestValidationError(exc.errors(include_input=False)) from None
+                self.engine.check_model(req.model_name, req.model_version)
+                dicom = await asyncio.to_thread(self.engine.load_object, req.object_key)
+                prefix, target = req.output_prefix, req.target
+            elif media == "application/dicom":
+                if model_name is None:
+                    raise RequestValidationError([{"loc": ("query", "model_name"), "msg": "Field required"}])
+                self.engine.check_model(model_name, model_version)
+                dicom, prefix = body, generated_prefix()
+            else:
+                raise UnsupportedMediaType("send application/json (ExplainRequest) or application/dicom",
+                                           reason="media-type")
+            image = await asyncio.to_thread(self.engine.prepare, dicom)
+            heat, logit = await self._cam((image, target))
+            return await asyncio.to_thread(self.engine.publish, image, heat, logit, target, prefix, started)
+
+        @serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)
+        async def _cam(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
+            BATCH_SIZE.observe(len(jobs))
             start = time.perf_counter()
-            x, _, _ = prepare(read_dicom(body), self.manifest.preprocessing)
-            cams, logits = grad_cam(self.model, torch.from_numpy(x)[None], target)
-            cam = cams[0].numpy()
-            peak = np.unravel_index(int(cam.argmax()), cam.shape)
-            STAGE_DURATION.labels("explain", "gradcam").observe(time.perf_counter() - start)
-            return {
-                "model_name": self.manifest.name,
-                "model_version": self.manifest.version,
-                "target": target,
-                "peak": {"row": int(peak[0]), "col": int(peak[1])},
-                "fraction_above_0_5": float((cam >= 0.5).mean()),
-            }
+            out = await asyncio.to_thread(self._compute, jobs)
+            STAGE_DURATION.labels(SERVICE, "gradcam").observe(time.perf_counter() - start)
+            return out
+
+        def _compute(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
+            cams = self.engine.compute([j[0] for j in jobs], [j[1] for j in jobs])
+            heat, logits = cams.heatmaps.cpu().numpy(), cams.logits.cpu().tolist()
+            return [(heat[i], float(logits[i])) for i in range(len(jobs))]
 
     return Explainer.bind(settings)

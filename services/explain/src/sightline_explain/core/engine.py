@@ -1,0 +1,109 @@
+"""The explanation pipeline without the web framework: check, prepare, explain, publish.
+
+The Serve deployment calls these steps around its batched CAM computation; tests and the
+report command call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from sightline_common.contracts import ExplainResponse, HeatmapPeak
+from sightline_common.errors import Conflict
+from sightline_common.imaging import prepare, read_dicom
+from sightline_common.manifest import ModelManifest
+from sightline_common.storage import ObjectStore, check_key
+from sightline_explain.core.gradcam import CamBatch, Method, explain_batch
+from sightline_explain.core.model import load_served_model
+from sightline_explain.core.render import heatmap_npy, overlay_png, summarise
+
+#: Prefix of the outputs of requests that sent DICOM bytes rather than an object key.
+GENERATED_PREFIX = "explanations"
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """The model input (3, H, W) and the resized RGB image it came from (H, W, 3)."""
+
+    tensor: NDArray[np.float32]
+    rgb: NDArray[np.uint8]
+
+
+def generated_prefix() -> str:
+    """An opaque output prefix for requests that did not name one."""
+    return f"{GENERATED_PREFIX}/{uuid.uuid4().hex}"
+
+
+class ExplanationEngine:
+    """One loaded model version (sha256-checked) and the object store its outputs go to."""
+
+    def __init__(self, manifest: ModelManifest, model: nn.Module, store: ObjectStore,
+                 method: Method = "grad-cam") -> None:
+        self.manifest = manifest
+        self.model = model
+        self.store = store
+        self.method: Method = method
+        self.model_sha256 = manifest.artifacts[f"{manifest.version}/model.pt"]
+
+    @classmethod
+    def load(cls, repository: Path, name: str, store: ObjectStore, method: Method = "grad-cam") -> ExplanationEngine:
+        """Load ``model.pt`` of the served version; a digest mismatch raises ``IntegrityError``."""
+        manifest, model = load_served_model(repository, name)
+        return cls(manifest, model, store, method)
+
+    def check_model(self, name: str, version: int | None) -> None:
+        """Refuse (409) a request for a model or version other than the one this service loaded."""
+        if name != self.manifest.name or (version is not None and version != self.manifest.version):
+            raise Conflict(
+                "the requested model version is not the one this service explains",
+                reason="model-mismatch",
+                loaded_model_name=self.manifest.name,
+                loaded_model_version=self.manifest.version,
+            )
+
+    def prepare(self, dicom: bytes) -> PreparedImage:
+        """Decode and preprocess with the shared code the preprocess service uses."""
+        x, rgb, _ = prepare(read_dicom(dicom), self.manifest.preprocessing)
+        return PreparedImage(tensor=x, rgb=rgb)
+
+    def load_object(self, key: str) -> bytes:
+        return self.store.get(check_key(key))
+
+    def compute(self, images: Sequence[PreparedImage], targets: Sequence[int]) -> CamBatch:
+        """CAMs for a batch of prepared images (one forward, one backward through the head)."""
+        device = next(self.model.parameters()).device
+        batch = torch.from_numpy(np.stack([im.tensor for im in images])).to(device)
+        return explain_batch(self.model, batch, list(targets), self.method)
+
+    def publish(self, image: PreparedImage, heat: NDArray[np.floating], logit: float, target: int,
+                output_prefix: str, started: float) -> ExplainResponse:
+        """Store the heatmap (.npy, float16) and the overlay (PNG); return the summary."""
+        prefix = check_key(output_prefix.rstrip("/"))
+        heatmap_key, overlay_key = f"{prefix}/heatmap.npy", f"{prefix}/overlay.png"
+        label = self.manifest.labels[target] if target < len(self.manifest.labels) else str(target)
+        title = f"{self.manifest.name} v{self.manifest.version}: {self.method} for '{label}'"
+        self.store.put(heatmap_key, heatmap_npy(heat), "application/octet-stream")
+        self.store.put(overlay_key, overlay_png(image.rgb, heat, title=title), "image/png")
+        summary = summarise(heat)
+        return ExplainResponse(
+            model_name=self.manifest.name,
+            model_version=self.manifest.version,
+            model_sha256=self.model_sha256,
+            method=self.method,
+            target=target,
+            heatmap_key=heatmap_key,
+            overlay_key=overlay_key,
+            peak=HeatmapPeak(row=summary.peak_row, col=summary.peak_col),
+            fraction_above_half=summary.fraction_above,
+            probability=self.manifest.calibrated_probability(logit),
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
