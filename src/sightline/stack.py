@@ -189,6 +189,7 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
             port=settings.explain_port,
             model_repository=repo,
             model_name=settings.model_name,
+            storage_dir=data / "objects",
             ray_object_store_mb=settings.explain_object_store_mb,
         ),
     )

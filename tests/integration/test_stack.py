@@ -1,0 +1,101 @@
+"""The local stack as a user runs it: every component up, honest readiness, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sightline.stack import (
+    Stack,
+    StackSettings,
+    StackState,
+    http_ok,
+    kill_component,
+    restart_component,
+    shm_files,
+    tagged_processes,
+)
+from tests.conftest import REPO, free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def stack_settings(data_dir: Path) -> StackSettings:
+    ports = free_ports(8)
+    names = [
+        "triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
+        "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port",
+    ]
+    return StackSettings(
+        data_dir=data_dir, model_repository=REPO / "model_repository", ready_timeout_s=180,
+        **dict(zip(names, ports, strict=True)),
+    )
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, StackState]]:
+    stack = Stack(stack_settings(tmp_path_factory.mktemp("stack")))
+    state = stack.start()
+    try:
+        yield stack, state
+    finally:
+        stack.stop(state)
+
+
+def wait_until(predicate, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def test_every_component_reports_ready(running: tuple[Stack, StackState]) -> None:
+    stack, _ = running
+    rows = {r["name"]: r for r in stack.status()}
+    assert set(rows) == {"triton", "preprocess", "deid", "explain", "gateway"}
+    assert all(r["ready"] for r in rows.values()), rows
+
+
+def test_status_command_reports_each_component_and_the_placeholder(running: tuple[Stack, StackState]) -> None:
+    stack, _ = running
+    out = subprocess.run(
+        [sys.executable, "-m", "sightline.cli", "status", "--data-dir", str(stack.settings.data_dir)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("triton", "preprocess", "deid", "explain", "gateway"):
+        assert name in out.stdout
+    assert "derm-cnn" in out.stdout
+
+
+def test_killing_triton_makes_preprocess_and_gateway_not_ready_then_recover(
+    running: tuple[Stack, StackState],
+) -> None:
+    stack, _ = running
+    urls = {c.name: c.ready_url for c in StackState.load(stack.settings.state_file).components}
+    kill_component(stack.settings, "triton")
+    took = wait_until(lambda: not http_ok(urls["preprocess"]) and not http_ok(urls["gateway"]), 10)
+    assert took < 10
+    assert http_ok(urls["deid"]), "deid does not depend on Triton and must stay ready"
+    restart_component(stack, "triton")
+    wait_until(lambda: http_ok(urls["preprocess"]) and http_ok(urls["gateway"]), 30)
+
+
+def test_down_leaves_no_process_and_no_shared_memory(tmp_path: Path) -> None:
+    stack = Stack(stack_settings(tmp_path))
+    state = stack.start(only=["triton", "preprocess", "explain"])
+    assert tagged_processes(state.stack_id), "the stack's processes carry its id"
+    assert shm_files(state.shm_prefix), "Triton's python backend holds shared memory while running"
+    stack.stop(state)
+    assert tagged_processes(state.stack_id) == []
+    assert shm_files(state.shm_prefix) == []
+    assert not stack.settings.state_file.exists()
