@@ -107,6 +107,21 @@ def status(data_dir: Path = typer.Option(None, help="data directory of the runni
         raise typer.Exit(1)
 
 
+def _mount_subcommands() -> None:
+    """`sightline train|evaluate|model-card` and `sightline drift ...` from their own modules."""
+    from sightline.ml.cli import ml_app
+
+    app.add_typer(ml_app)
+    try:
+        from sightline.drift_cli import drift_app
+    except ImportError:  # drift reporting lands separately
+        return
+    app.add_typer(drift_app, name="drift")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     app()
 
