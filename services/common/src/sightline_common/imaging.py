@@ -49,6 +49,8 @@ def read_dicom(data: bytes) -> Dataset:
         raise InvalidInput("not a DICOM Part 10 file (missing DICM preamble)") from exc
     except Exception as exc:
         raise InvalidInput(f"unreadable DICOM ({type(exc).__name__})") from exc
+    if len(ds) == 0:
+        raise InvalidInput("the DICOM file holds no data elements")
     return ds
 
 
@@ -138,7 +140,9 @@ def _voi_unit(values: NDArray[np.float64], ds: Dataset) -> NDArray[np.float64] |
     if seq:
         lut = np.asarray(seq[0].LUTData, dtype=np.float64)
         lo, hi = float(lut.min()), float(lut.max())
-        out = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        # The LUT is indexed by integers (the modality LUT's output); pydicom warns on floats.
+        out = apply_voi_lut(np.round(values).astype(np.int64), ds, index=0, prefer_lut=True)
+        out = out.astype(np.float64)
         return np.zeros_like(out) if hi <= lo else np.clip((out - lo) / (hi - lo), 0.0, 1.0)
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
         return None

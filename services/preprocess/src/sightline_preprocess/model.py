@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InferenceError
 from kserve.errors import InvalidInput as KServeInvalidInput
+from kserve.errors import ServerNotReady
 from opentelemetry import trace
 
-from sightline_common.errors import DependencyUnavailable, SightlineError
+from sightline_common.errors import DependencyUnavailable, SightlineError, UnprocessableInput
 from sightline_common.manifest import ModelManifest
 from sightline_common.metrics import STAGE_DURATION
 from sightline_preprocess.clients.triton import ModelMetadata, TritonClient
@@ -25,11 +25,32 @@ tracer = trace.get_tracer(__name__)
 DICOM_INPUT = "dicom"
 
 
+class Unprocessable(KServeInvalidInput):
+    """Well-formed input the model does not accept: gRPC INVALID_ARGUMENT, HTTP 422 (see app.py)."""
+
+
+class Unavailable(ServerNotReady):
+    """Triton is unreachable or disagrees with the manifest: gRPC UNAVAILABLE, HTTP 503.
+
+    KServe's gRPC interceptor reads ``reason``, which ``ServerNotReady`` lacks.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.error_msg = self.reason = message
+
+
 def _as_kserve_error(exc: SightlineError) -> Exception:
-    """Carry our error code through KServe's error mapping (`<code>: <detail>`)."""
+    """Carry our error code through KServe's error mapping (`<code>: <detail>`).
+
+    The gRPC status says the class (INVALID_ARGUMENT, UNAVAILABLE); the ``<code>`` prefix
+    says which of Sightline's errors it was, so a caller maps it back to 400/413/422/503.
+    """
     message = f"{exc.code}: {exc.detail}"
     if isinstance(exc, DependencyUnavailable):
-        return InferenceError(message)
+        return Unavailable(message)
+    if isinstance(exc, UnprocessableInput):
+        return Unprocessable(message)
     return KServeInvalidInput(message)
 
 
@@ -59,7 +80,10 @@ class DicomTransformer(Model):  # type: ignore[misc]
         if not await self.triton.model_ready(self.name):
             self._metadata = None  # re-read after Triton comes back (it may serve another config)
             return False
-        await self._current_metadata()
+        try:
+            await self._current_metadata()
+        except SightlineError:
+            return False
         return not self.contract_errors
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
