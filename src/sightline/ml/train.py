@@ -77,7 +77,9 @@ class TrainConfig(BaseModel):
         "kwargs": {"widths": [32, 64, 128, 256], "dropout": 0.2},
     }
     epochs: int = Field(18, ge=1)
-    max_minutes: float | None = Field(None, gt=0, description="stop after the epoch that passes this budget")
+    max_minutes: float | None = Field(
+        None, gt=0, description="compute budget (CPU minutes per thread): fewer epochs if needed"
+    )
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -336,7 +338,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
 
     history: list[dict[str, float]] = []
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -398,7 +400,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 f"val AUROC {val_auc:.4f}{'  *best' if improved else ''}  ({elapsed:.0f} s)"
             )
             if cfg.max_minutes is not None:
-                fits = int(cfg.max_minutes * 60 / (elapsed / epoch))
+                # CPU time per thread, not wall time: on a shared machine other load stretches the
+                # wall clock without giving this run more compute.
+                used = min(elapsed, (time.process_time() - cpu_started) / cfg.threads)
+                fits = int(cfg.max_minutes * 60 / (used / epoch))
                 if fits < plan["epochs"]:
                     plan["epochs"] = max(epoch, fits)
                     console.print(f"time budget {cfg.max_minutes} min: planning {plan['epochs']} epochs")
