@@ -1,0 +1,200 @@
+"""The transform as the manifest declares it, the manifest/Triton contract, and the
+transformer's behaviour against a fake Triton (readiness, error mapping, outputs)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from sightline_common.errors import DependencyUnavailable, InvalidInput, PayloadTooLarge, UnprocessableInput
+from sightline_common.imaging import normalise, prepare, read_dicom, resize
+from sightline_common.manifest import ModelManifest, PreprocessSpec, load_manifest
+from sightline_preprocess.clients.triton import ModelMetadata, TensorSpec
+from sightline_preprocess.core.contract import contract_problems
+from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
+
+from preprocess_files import REPO, accepted, real_dataset, to_bytes
+
+SPEC = load_manifest(REPO / "model_repository", "derm-cnn").preprocessing
+
+
+def _metadata(shape: tuple[int, ...] | None = None, dtype: str = "FP32", **kw: Any) -> ModelMetadata:
+    """Triton metadata that agrees with the repository's manifest unless told otherwise."""
+    if shape is None:
+        shape = (-1, 3, SPEC.height, SPEC.width)
+    inputs = kw.get("inputs", (TensorSpec("image", dtype, shape),))
+    outputs = kw.get("outputs", (TensorSpec("logit", "FP32", (-1, 1)),))
+    return ModelMetadata("derm-cnn", ("1",), inputs, outputs)
+
+
+# --- transform ---------------------------------------------------------------------------
+
+
+def test_prepare_gives_the_manifest_shape_and_normalisation(spec: PreprocessSpec) -> None:
+    x, resized, stats = prepare(accepted("SC_rgb.dcm", spec), spec)
+    assert x.shape == (3, spec.height, spec.width) and x.dtype == np.float32
+    assert resized.shape == (spec.height, spec.width, 3)
+    expected = (resized.astype(np.float32) / 255 - np.asarray(spec.mean, np.float32)) / np.asarray(
+        spec.std, np.float32
+    )
+    np.testing.assert_allclose(x, expected.transpose(2, 0, 1), rtol=1e-6)
+    assert (stats.height, stats.width) == (100, 100)
+
+
+def test_input_size_comes_from_the_manifest(spec: PreprocessSpec) -> None:
+    other = spec.model_copy(update={"height": 96, "width": 160, "resize": "stretch"})
+    x, _, _ = prepare(accepted("SC_rgb.dcm", other), other)
+    assert x.shape == (3, 96, 160)
+
+
+def test_shorter_side_centre_crop_keeps_the_centre(spec: PreprocessSpec) -> None:
+    rgb = np.zeros((100, 300, 3), np.uint8)
+    rgb[:, 100:200] = 255  # the centre third is white
+    out = resize(rgb, spec)
+    assert out.shape == (spec.height, spec.width, 3)
+    assert out[:, 2:-2].min() == 255  # only the white centre survives the crop
+
+
+def test_normalise_is_channel_first(spec: PreprocessSpec) -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 255
+    x = normalise(rgb, spec)
+    assert x.shape == (3, 4, 4)
+    assert np.allclose(x[0], (1 - spec.mean[0]) / spec.std[0])
+    assert np.allclose(x[1], (0 - spec.mean[1]) / spec.std[1])
+
+
+def test_unaccepted_modality_is_unprocessable(spec: PreprocessSpec) -> None:
+    ds = read_dicom(to_bytes(real_dataset("CT_small.dcm")))
+    with pytest.raises(UnprocessableInput, match="modality CT") as err:
+        prepare(ds, spec)
+    assert err.value.status == 422 and err.value.extra["accepted_modalities"] == spec.accepted_modalities
+
+
+def test_unaccepted_sop_class_is_unprocessable(spec: PreprocessSpec) -> None:
+    ds = accepted("SC_rgb.dcm", spec)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    with pytest.raises(UnprocessableInput, match="SOP class"):
+        prepare(ds, spec)
+
+
+def test_transform_batch_stacks_and_reports_stats(spec: PreprocessSpec) -> None:
+    items = [to_bytes(accepted(n, spec)) for n in ("SC_rgb.dcm", "US1_UNCR.dcm", "SC_rgb_jpeg_dcmtk.dcm")]
+    batch, stats = transform_batch(items, spec, 1 << 24)
+    assert batch.shape == (3, 3, spec.height, spec.width)
+    assert stats.shape == (3, len(STAT_FIELDS))
+    assert stats[1, STAT_FIELDS.index("height")] == 480 and stats[1, STAT_FIELDS.index("width")] == 640
+
+
+def test_transform_batch_refuses_oversized_items(spec: PreprocessSpec) -> None:
+    with pytest.raises(PayloadTooLarge):
+        transform_batch([to_bytes(accepted("SC_rgb.dcm", spec))], spec, 1000)
+
+
+# --- contract ----------------------------------------------------------------------------
+
+
+def test_contract_agrees_with_the_placeholder(manifest: ModelManifest) -> None:
+    assert contract_problems(manifest, _metadata()) == []
+
+
+@pytest.mark.parametrize(
+    ("metadata", "needle"),
+    [
+        (_metadata(shape=(-1, 3, SPEC.height + 16, SPEC.width)), "shape"),
+        (_metadata(shape=(-1, 1, SPEC.height, SPEC.width)), "shape"),
+        (_metadata(dtype="UINT8"), "UINT8"),
+        (_metadata(outputs=(TensorSpec("logit", "FP32", (-1, 2)),)), "output"),
+        (_metadata(outputs=(TensorSpec("logit", "FP16", (-1, 1)),)), "output"),
+        (_metadata(inputs=_metadata().inputs * 2), "one input"),
+        (_metadata(outputs=()), "one output"),
+    ],
+)
+def test_contract_disagreements_are_named(manifest: ModelManifest, metadata: ModelMetadata, needle: str) -> None:
+    problems = contract_problems(manifest, metadata)
+    assert problems and any(needle in p for p in problems)
+
+
+# --- transformer against a fake Triton ---------------------------------------------------
+
+
+class FakeTriton:
+    def __init__(self, metadata: ModelMetadata, ready: bool = True) -> None:
+        self.md, self.ready, self.calls = metadata, ready, 0
+
+    async def model_ready(self, model: str) -> bool:
+        return self.ready
+
+    async def metadata(self, model: str) -> ModelMetadata:
+        if not self.ready:
+            raise DependencyUnavailable("down")
+        return self.md
+
+    async def infer(self, model: str, input_name: str, batch: Any, output_name: str) -> tuple[Any, str]:
+        self.calls += 1
+        if not self.ready:
+            raise DependencyUnavailable("Triton inference failed (AioRpcError)")
+        return np.full((batch.shape[0], 1), 0.5, np.float32), "1"
+
+
+def _transformer(manifest: ModelManifest, triton: FakeTriton) -> Any:
+    from sightline_preprocess.model import DicomTransformer
+
+    return DicomTransformer(manifest, triton, 1 << 24)  # type: ignore[arg-type]
+
+
+def _request(items: list[bytes]) -> Any:
+    from kserve import InferInput, InferRequest
+
+    tensor = InferInput("dicom", [len(items)], "BYTES")
+    tensor.set_data_from_numpy(np.asarray(items, dtype=np.object_), binary_data=True)
+    return InferRequest(model_name="derm-cnn", infer_inputs=[tensor])
+
+
+async def _run(t: Any, request: Any) -> Any:
+    return await t.postprocess(await t.predict(await t.preprocess(request)))
+
+
+def test_ready_only_when_triton_agrees(manifest: ModelManifest) -> None:
+    good = _transformer(manifest, FakeTriton(_metadata()))
+    bad = _transformer(manifest, FakeTriton(_metadata(shape=(-1, 3, 2 * SPEC.height, 2 * SPEC.width))))
+    down = _transformer(manifest, FakeTriton(_metadata(), ready=False))
+    assert asyncio.run(good.healthy()) is True
+    assert asyncio.run(bad.healthy()) is False and bad.contract_errors
+    assert asyncio.run(down.healthy()) is False
+
+
+def test_disagreeing_triton_is_never_called(manifest: ModelManifest, spec: PreprocessSpec) -> None:
+    from sightline_preprocess.model import Unavailable
+
+    triton = FakeTriton(_metadata(shape=(-1, 3, 2 * SPEC.height, 2 * SPEC.width)))
+    with pytest.raises(Unavailable, match="dependency-unavailable"):
+        asyncio.run(_run(_transformer(manifest, triton), _request([to_bytes(accepted("SC_rgb.dcm", spec))])))
+    assert triton.calls == 0
+
+
+def test_outputs_and_parameters(manifest: ModelManifest, spec: PreprocessSpec) -> None:
+    t = _transformer(manifest, FakeTriton(_metadata()))
+    items = [to_bytes(accepted(n, spec)) for n in ("SC_rgb.dcm", "SC_rgb_rle.dcm")]
+    response = asyncio.run(_run(t, _request(items)))
+    out = {o.name: o.as_numpy() for o in response.outputs}
+    assert out["probability"].shape == (2, 1) and out["logit"].shape == (2, 1)
+    assert np.allclose(out["probability"], manifest.calibrated_probability(0.5))
+    assert out["image_stats"].shape == (2, len(STAT_FIELDS))
+    assert response.parameters["image_stats_fields"] == ",".join(STAT_FIELDS)
+    assert response.model_version == "1"
+
+
+def test_errors_keep_their_sightline_code(manifest: ModelManifest, spec: PreprocessSpec) -> None:
+    from kserve.errors import InvalidInput as KServeInvalidInput
+    from sightline_preprocess.model import Unprocessable
+
+    t = _transformer(manifest, FakeTriton(_metadata()))
+    with pytest.raises(Unprocessable, match="^unprocessable: modality CT"):
+        asyncio.run(t.preprocess(_request([to_bytes(real_dataset("CT_small.dcm"))])))
+    with pytest.raises(KServeInvalidInput, match="^invalid-input: "):
+        asyncio.run(t.preprocess(_request([b"not dicom"])))
+    assert issubclass(Unprocessable, KServeInvalidInput)
+    assert InvalidInput.code == "invalid-input"
