@@ -6,8 +6,8 @@ DICOM bytes themselves (``application/dicom`` with query parameters), and answer
 ``@serve.batch``; decoding, rendering and storage run per request in worker threads.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Serve cloudpickles the deployment class, and
+# FastAPI must see real (not string) annotations on the routes after unpickling in the replica.
 import asyncio
 import logging
 import time
@@ -21,10 +21,10 @@ from ray.serve import Application
 
 from sightline_common.contracts import ExplainRequest, ExplainResponse
 from sightline_common.errors import PayloadTooLarge, UnsupportedMediaType
-from sightline_common.metrics import STAGE_DURATION
+from sightline_common import metrics as common_metrics
 from sightline_common.web import service_app
 from sightline_explain.core.engine import ExplanationEngine, PreparedImage, generated_prefix
-from sightline_explain.metrics import BATCH_SIZE
+from sightline_explain import metrics as explain_metrics
 from sightline_explain.settings import ExplainSettings
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,12 @@ def build_deployment(settings: ExplainSettings) -> Application:
 
         @serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)
         async def _cam(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
-            BATCH_SIZE.observe(len(jobs))
+            # Metrics through their modules: a global referenced from this nested class would be
+            # pickled by value (an unregistered copy); a module is pickled by reference.
+            explain_metrics.BATCH_SIZE.observe(len(jobs))
             start = time.perf_counter()
             out = await asyncio.to_thread(self._compute, jobs)
-            STAGE_DURATION.labels(SERVICE, "gradcam").observe(time.perf_counter() - start)
+            common_metrics.STAGE_DURATION.labels(SERVICE, "gradcam").observe(time.perf_counter() - start)
             return out
 
         def _compute(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
