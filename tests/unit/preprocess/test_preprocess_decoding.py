@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 import pytest
+from preprocess_files import real_bytes, real_dataset, to_bytes
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from sightline_common.errors import InvalidInput
 from sightline_common.imaging import read_dicom, to_rgb_uint8
-
-from preprocess_files import real_bytes, real_dataset, to_bytes
 
 # The test card (SC_rgb*): colour of rows 5, 15, ..., 95 at column 50.
 CARD = np.array(
@@ -51,7 +50,9 @@ COLOUR = [
 ]
 
 
-@pytest.mark.parametrize(("name", "tsyntax", "photometric", "bits", "tolerance"), COLOUR, ids=[c[0] for c in COLOUR])
+@pytest.mark.parametrize(
+    ("name", "tsyntax", "photometric", "bits", "tolerance"), COLOUR, ids=[c[0] for c in COLOUR]
+)
 def test_colour_card_decodes_to_its_colours(
     name: str, tsyntax: str, photometric: str, bits: int, tolerance: int
 ) -> None:
@@ -265,7 +266,7 @@ def test_absurd_headers_are_refused_before_decoding(changes: dict[str, int], mes
 def test_missing_pixel_data_is_invalid_input() -> None:
     ds = real_dataset("MR_small.dcm")
     del ds.PixelData
-    with pytest.raises(InvalidInput, match="no .*pixel data"):
+    with pytest.raises(InvalidInput, match=r"no .*pixel data"):
         to_rgb_uint8(read_dicom(to_bytes(ds)))
 
 
@@ -282,5 +283,3 @@ def test_unsupported_photometric_is_unprocessable() -> None:
     ds.PhotometricInterpretation = "HSV"
     with pytest.raises(UnprocessableInput):
         to_rgb_uint8(read_dicom(to_bytes(ds)))
-
-

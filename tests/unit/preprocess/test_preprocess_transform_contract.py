@@ -8,14 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from preprocess_files import REPO, accepted, real_dataset, to_bytes
 from sightline_common.errors import DependencyUnavailable, InvalidInput, PayloadTooLarge, UnprocessableInput
 from sightline_common.imaging import normalise, prepare, read_dicom, resize
 from sightline_common.manifest import ModelManifest, PreprocessSpec, load_manifest
 from sightline_preprocess.clients.triton import ModelMetadata, TensorSpec
 from sightline_preprocess.core.contract import contract_problems
 from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
-
-from preprocess_files import REPO, accepted, real_dataset, to_bytes
 
 SPEC = load_manifest(REPO / "model_repository", "derm-cnn").preprocessing
 
@@ -112,7 +111,9 @@ def test_contract_agrees_with_the_placeholder(manifest: ModelManifest) -> None:
         (_metadata(outputs=()), "one output"),
     ],
 )
-def test_contract_disagreements_are_named(manifest: ModelManifest, metadata: ModelMetadata, needle: str) -> None:
+def test_contract_disagreements_are_named(
+    manifest: ModelManifest, metadata: ModelMetadata, needle: str
+) -> None:
     problems = contract_problems(manifest, metadata)
     assert problems and any(needle in p for p in problems)
 
@@ -192,9 +193,9 @@ def test_errors_keep_their_sightline_code(manifest: ModelManifest, spec: Preproc
     from sightline_preprocess.model import Unprocessable
 
     t = _transformer(manifest, FakeTriton(_metadata()))
-    with pytest.raises(Unprocessable, match="^unprocessable: modality CT"):
+    with pytest.raises(Unprocessable, match=r"^unprocessable: modality CT"):
         asyncio.run(t.preprocess(_request([to_bytes(real_dataset("CT_small.dcm"))])))
-    with pytest.raises(KServeInvalidInput, match="^invalid-input: "):
+    with pytest.raises(KServeInvalidInput, match=r"^invalid-input: "):
         asyncio.run(t.preprocess(_request([b"not dicom"])))
     assert issubclass(Unprocessable, KServeInvalidInput)
     assert InvalidInput.code == "invalid-input"
