@@ -34,7 +34,8 @@ def _time(fn: Callable[[], object], repeats: int, warmup: int = 5) -> list[float
 
 def _row(engine: str, batch: int, ms: list[float]) -> str:
     p50, p90 = statistics.median(ms), float(np.percentile(ms, 90))
-    return f"{engine:<12} batch {batch:>3}: p50 {p50:7.2f} ms  p90 {p90:7.2f} ms  {batch / p50 * 1000:8.1f} img/s"
+    rate = batch / p50 * 1000
+    return f"{engine:<12} batch {batch:>3}: p50 {p50:7.2f} ms  p90 {p90:7.2f} ms  {rate:8.1f} img/s"
 
 
 def main() -> None:
@@ -57,7 +58,8 @@ def main() -> None:
     net = load_checkpoint(str(pt_path), manifest.architecture)
     print(
         f"{args.model} v{manifest.version} input 3x{spec.height}x{spec.width}, {args.threads} threads, "
-        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, onnxruntime {ort.__version__}"
+        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"onnxruntime {ort.__version__}"
     )
     rng = np.random.default_rng(0)
     for batch in (1, 8):

@@ -309,7 +309,7 @@ def external_validation(
     out: Path,
     n_bootstrap: int,
 ) -> dict[str, Any]:
-    """A model trained without ``site``: tested on all of that site's images vs the other sites' test split."""
+    """A model trained without ``site``: tested on all that site's images and the other sites' split."""
     manifest = load_manifest(loso_repository, loso_model)
     held_out = ds.select(everything, ds.SPLITS, include_sites=[site])
     others = ds.select(everything, [split], exclude_sites=[site])
@@ -394,7 +394,7 @@ def run_evaluation(
         out / "calibration.png",
         f"Reliability ({split})",
         [
-            ("before temperature scaling", scored.labels, sigmoid(scored.logits)),
+            ("T = 1 (prior-corrected logit)", scored.labels, sigmoid(scored.logits)),
             (f"after (T={manifest.temperature:.2f})", scored.labels, scored.probs),
         ],
     )

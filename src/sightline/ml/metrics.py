@@ -65,7 +65,10 @@ def _fmt(m: dict[str, Any]) -> str:
 
 def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
     """Markdown table: group, n, positives, then each metric with its 95% CI."""
-    head = "| group | n | malignant | AUROC | AUPRC | sensitivity | specificity | ECE |\n|---|---|---|---|---|---|---|---|\n"
+    head = (
+        "| group | n | malignant | AUROC | AUPRC | sensitivity | specificity | ECE |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
         f"| {g} | {r['n']} | {r['positives']} | " + " | ".join(_fmt(r[k]) for k in METRICS) + " |\n"
         for g, r in rows.items()

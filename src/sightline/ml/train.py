@@ -444,9 +444,12 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         "positive_label": "malignant",
         "threshold": round(threshold, 6),
         "threshold_rationale": (
-            f"Highest threshold on the calibrated probability reaching sensitivity >= {cfg.target_sensitivity:.2f} "
-            f"for malignancy on the validation split ({int(val_set.labels.sum())} malignant of {len(val_set)}): "
-            f"validation sensitivity {sens:.3f}, specificity {spec_at:.3f}. A missed melanoma costs more than "
+            "Highest threshold on the calibrated probability reaching sensitivity >= "
+            f"{cfg.target_sensitivity:.2f} "
+            f"for malignancy on the validation split ({int(val_set.labels.sum())} malignant of "
+            f"{len(val_set)}): "
+            f"validation sensitivity {sens:.3f}, specificity {spec_at:.3f}. A missed melanoma costs "
+            "more than "
             "a referral, and every result is reviewed by a clinician."
         ),
         "temperature": round(temperature, 6),
