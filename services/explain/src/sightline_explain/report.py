@@ -51,7 +51,7 @@ def deletion_report(repository: Path, model_name: str, images: list[Path], out: 
         with torch.no_grad():
             logit = float(model(x[None])[0, 0])
         target = int(logit >= 0)  # explain the predicted class
-        heat = explain_batch(model, x[None], [target], method)[0].heatmaps[0].numpy()  # type: ignore[arg-type]
+        heat = explain_batch(model, x[None], [target], method).heatmaps[0].numpy()  # type: ignore[arg-type]
         c = curves(model, x, heat_order(heat, rng), target, steps=steps, temperature=manifest.temperature)
         r = curves(model, x, random_order(heat.size, rng), target, steps=steps, temperature=manifest.temperature)
         cam_rows.append(c)
