@@ -7,7 +7,7 @@ from typing import Any
 from sightline_common.health import health_router
 from sightline_common.manifest import load_manifest
 from sightline_preprocess.clients.triton import TritonClient
-from sightline_preprocess.model import DicomTransformer, Unprocessable
+from sightline_preprocess.model import DicomTransformer
 from sightline_preprocess.settings import PreprocessSettings
 
 
@@ -30,12 +30,4 @@ def create_app(settings: PreprocessSettings) -> tuple[Any, DicomTransformer]:
         return await transformer.healthy()
 
     app.include_router(health_router({"triton-model": triton_and_contract}))
-    app.add_exception_handler(Unprocessable, _unprocessable)
     return app, transformer
-
-
-async def _unprocessable(_: Any, exc: Exception) -> Any:
-    """v2 REST: a refused modality or SOP class is 422 (KServe answers 400 for InvalidInput)."""
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=422, content={"error": str(exc)})

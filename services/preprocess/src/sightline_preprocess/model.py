@@ -26,7 +26,7 @@ DICOM_INPUT = "dicom"
 
 
 class Unprocessable(KServeInvalidInput):
-    """Well-formed input the model does not accept: gRPC INVALID_ARGUMENT, HTTP 422 (see app.py)."""
+    """Well-formed input the model does not accept (gRPC INVALID_ARGUMENT, ``unprocessable:``, 422)."""
 
 
 class Unavailable(ServerNotReady):

@@ -1,0 +1,230 @@
+"""The real path on loopback: tritonserver (python backend running model.onnx) and the preprocess
+service (KServe ModelServer), started by the same ``Stack`` that ``sightline up`` uses.
+
+A v2 gRPC request with DICOM bytes goes through preprocess to Triton; its probability must equal
+the in-process model (ONNX Runtime on model.onnx and torch on model.pt) within 1e-4.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+from sightline_common.errors import UnprocessableInput
+from sightline_common.manifest import ModelManifest, load_manifest
+from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
+
+from sightline.stack import Stack, StackSettings, kill_component, restart_component
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests" / "unit" / "preprocess"))
+from preprocess_files import accepted, real_dataset, to_bytes  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+FORBIDDEN = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
+PORT_FIELDS = (
+    "triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
+    "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port",
+)  # fmt: skip
+COLOUR_FILES = ("US1_UNCR.dcm", "SC_rgb_jpeg_dcmtk.dcm", "examples_ybr_color.dcm", "SC_rgb_rle_16bit.dcm")
+
+
+def free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    socks = []
+    while len(ports) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        if s.getsockname()[1] not in FORBIDDEN:
+            ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    ports = dict(zip(PORT_FIELDS, free_ports(len(PORT_FIELDS)), strict=True))
+    settings = StackSettings(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        model_repository=REPO / "model_repository",
+        ready_timeout_s=180,
+        **ports,
+    )
+    st = Stack(settings)
+    st.start(only=["triton", "preprocess"])
+    try:
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.fixture(scope="module")
+def manifest() -> ModelManifest:
+    return load_manifest(REPO / "model_repository", "derm-cnn")
+
+
+@pytest.fixture(scope="module")
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.preprocess_grpc_port}") as ch:
+        yield ch
+
+
+def infer_request(items: list[bytes]) -> pb.ModelInferRequest:
+    """v2 request: one BYTES tensor "dicom" [N], raw contents as 4-byte-length-prefixed items."""
+    raw = b"".join(struct.pack("<I", len(b)) + b for b in items)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="dicom", datatype="BYTES", shape=[len(items)])
+    return pb.ModelInferRequest(model_name="derm-cnn", inputs=[tensor], raw_input_contents=[raw])
+
+
+def outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    return {
+        o.name: np.frombuffer(raw, np.float32).reshape(list(o.shape))
+        for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+    }
+
+
+def call(channel: grpc.Channel, items: list[bytes]) -> pb.ModelInferResponse:
+    return GRPCInferenceServiceStub(channel).ModelInfer(infer_request(items), timeout=60)
+
+
+def _inprocess_probabilities(manifest: ModelManifest, items: list[bytes]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+    import torch
+    from sightline_common.nets import load_checkpoint
+
+    batch, _ = transform_batch(items, manifest.preprocessing, 1 << 26)
+    model_dir = REPO / "model_repository" / manifest.name / "1"
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {session.get_inputs()[0].name: batch})[0].reshape(-1)
+    net = load_checkpoint(str(model_dir / "model.pt"), manifest.architecture)
+    with torch.no_grad():
+        torch_logits = net(torch.from_numpy(batch)).numpy().reshape(-1)
+    return {
+        name: np.asarray([manifest.calibrated_probability(float(z)) for z in logits])
+        for name, logits in (("onnxruntime", onnx_logits), ("torch", torch_logits))
+    }
+
+
+def test_probability_matches_the_in_process_model(channel: grpc.Channel, manifest: ModelManifest) -> None:
+    spec = manifest.preprocessing
+    items = [to_bytes(accepted(n, spec)) for n in COLOUR_FILES]
+    expected = _inprocess_probabilities(manifest, items)
+    batched = outputs(call(channel, items))
+    one_by_one = np.concatenate([outputs(call(channel, [item]))["probability"] for item in items])
+    assert batched["probability"].shape == (len(items), 1)
+    assert batched["image_stats"].shape == (len(items), len(STAT_FIELDS))
+    for served in (batched["probability"].reshape(-1), one_by_one.reshape(-1)):
+        for runtime, probs in expected.items():
+            np.testing.assert_allclose(served, probs, atol=1e-4, err_msg=runtime)
+    assert not np.allclose(batched["probability"], batched["probability"][0])  # different images
+
+
+def test_response_names_the_model_version_and_manifest(
+    channel: grpc.Channel, manifest: ModelManifest
+) -> None:
+    response = call(channel, [to_bytes(accepted("SC_rgb.dcm", manifest.preprocessing))])
+    assert response.model_name == "derm-cnn" and response.model_version == "1"
+    params = {k: v.string_param for k, v in response.parameters.items()}
+    assert params["manifest_version"] == str(manifest.version)
+    assert params["image_stats_fields"].split(",") == list(STAT_FIELDS)
+    assert params["placeholder"] == str(manifest.placeholder).lower()
+
+
+def test_unaccepted_modality_is_refused_with_422(channel: grpc.Channel) -> None:
+    ct = to_bytes(real_dataset("CT_small.dcm"))
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, [ct])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("unprocessable: modality CT is not accepted")
+    # The gRPC status is the class; the prefix is Sightline's error code, which is HTTP 422.
+    # (KServe's v2 REST cannot carry non-UTF-8 BYTES tensors, so gRPC is the only protocol.)
+    assert UnprocessableInput.code == "unprocessable" and UnprocessableInput.status == 422
+
+
+def test_bad_dicom_gets_a_clear_error(channel: grpc.Channel, manifest: ModelManifest) -> None:
+    cases = {
+        b"this is not DICOM" * 10: "invalid-input: not a DICOM Part 10 file",
+        to_bytes(
+            accepted("JPEG-lossy.dcm", manifest.preprocessing)
+        ): "invalid-input: pixel data could not be decoded",
+    }
+    for data, needle in cases.items():
+        with pytest.raises(grpc.RpcError) as err:
+            call(channel, [data])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(needle)
+
+
+def test_absurd_dimensions_are_refused(channel: grpc.Channel, manifest: ModelManifest) -> None:
+    ds = accepted("SC_rgb.dcm", manifest.preprocessing)
+    ds.Rows = ds.Columns = 65535
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, [to_bytes(ds)])
+    assert err.value.details() == "invalid-input: image dimensions exceed the configured limit"
+
+
+def test_concurrent_requests_are_batched_by_triton(
+    stack: Stack, channel: grpc.Channel, manifest: ModelManifest
+) -> None:
+    item = to_bytes(accepted("SC_rgb.dcm", manifest.preprocessing))
+    metrics_url = f"http://127.0.0.1:{stack.settings.triton_metrics_port}/metrics"
+
+    def counters() -> dict[str, float]:
+        text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+        found = {}
+        for line in text.splitlines():
+            for name in ("nv_inference_request_success", "nv_inference_exec_count"):
+                if line.startswith(name + "{") and 'model="derm-cnn"' in line:
+                    found[name] = float(line.rsplit(" ", 1)[1])
+        return found
+
+    before = counters()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: call(channel, [item]), range(64)))
+    after = counters()
+    requests = after["nv_inference_request_success"] - before["nv_inference_request_success"]
+    executions = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
+    assert requests == 64
+    assert executions < requests  # dynamic batching merged some requests
+
+
+def test_not_ready_when_triton_dies_and_ready_again_after_restart(
+    stack: Stack, channel: grpc.Channel
+) -> None:
+    ready_url = f"http://127.0.0.1:{stack.settings.preprocess_http_port}/health/ready"
+
+    def ready() -> bool:
+        try:
+            return urllib.request.urlopen(ready_url, timeout=10).status == 200
+        except urllib.error.HTTPError:
+            return False
+
+    assert ready()
+    kill_component(stack.settings, "triton")
+    deadline = time.monotonic() + 20
+    while ready() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not ready()
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, [b"x"])  # refused as bad input before Triton is needed
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    restart_component(stack, "triton")
+    deadline = time.monotonic() + 30
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ready()
