@@ -101,12 +101,73 @@ def setup_tracing(
     provider = TracerProvider(resource=resource, sampler=ParentBasedTraceIdRatio(settings.sample_ratio))
     exporter = _exporter(settings)
     if exporter is not None:
+        exporter = ScrubbingSpanExporter(exporter)
+    if exporter is not None:
         processor = SimpleSpanProcessor(exporter) if synchronous else BatchSpanProcessor(
             exporter, schedule_delay_millis=500
         )
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     return provider
+
+
+#: Attributes whose value is a URL or target: the query string is cut (callers may put anything there).
+URL_ATTRIBUTES = frozenset({"http.url", "http.target", "url.full", "http.request.uri"})
+#: Attributes never exported: raw query strings, and exception messages (they may quote input values).
+DROPPED_ATTRIBUTES = frozenset({"url.query", "exception.message"})
+
+
+def scrub_attributes(attributes: Any) -> dict[str, Any]:
+    """Span or event attributes without query strings or exception messages (PHI defence in depth)."""
+    out: dict[str, Any] = {}
+    for key, value in dict(attributes or {}).items():
+        if key in DROPPED_ATTRIBUTES:
+            continue
+        if key in URL_ATTRIBUTES and isinstance(value, str):
+            value = value.split("?", 1)[0].split("#", 1)[0]
+        out[key] = value
+    return out
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` with :func:`scrub_attributes` applied to it and its events."""
+    from opentelemetry.sdk.trace import Event
+
+    return ReadableSpan(
+        name=span.name,
+        context=span.get_span_context(),
+        parent=span.parent,
+        resource=span.resource,
+        attributes=scrub_attributes(span.attributes),
+        events=[Event(e.name, scrub_attributes(e.attributes), e.timestamp) for e in span.events],
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wrap an exporter so that no span leaves the process with a query string or exception message.
+
+    Instrumentations record ``http.target``/``http.url`` with the query string; a caller that puts
+    patient data in a query parameter must not see it in the tracing backend. The collector's
+    allow-list (infra/otel-collector) is the second line; this is the first, for every exporter.
+    """
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([scrub_span(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
 
 
 def current_trace_id() -> str | None:
