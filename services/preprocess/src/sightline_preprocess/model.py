@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -57,7 +59,9 @@ def _as_kserve_error(exc: SightlineError) -> Exception:
 class DicomTransformer(Model):  # type: ignore[misc]
     """A KServe ``Model`` in the transformer role; its name equals the Triton model's."""
 
-    def __init__(self, manifest: ModelManifest, triton: TritonClient, max_bytes: int) -> None:
+    def __init__(
+        self, manifest: ModelManifest, triton: TritonClient, max_bytes: int, decode_threads: int = 1
+    ) -> None:
         super().__init__(manifest.name)
         self.manifest = manifest
         self.triton = triton
@@ -65,6 +69,7 @@ class DicomTransformer(Model):  # type: ignore[misc]
         self._metadata: ModelMetadata | None = None
         self.contract_errors: list[str] = []
         self.ready = True  # the process is up; readiness of the path is `healthy()`
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
     async def _current_metadata(self) -> ModelMetadata:
         if self._metadata is None:
@@ -97,7 +102,11 @@ class DicomTransformer(Model):  # type: ignore[misc]
         with tracer.start_as_current_span("preprocess.transform") as span:
             span.set_attribute("sightline.batch_size", len(items))
             try:
-                batch, stats = transform_batch(items, self.manifest.preprocessing, self.max_bytes)
+                # Decoding is CPU work that partly releases the GIL (codecs, numpy, PIL): off the
+                # event loop, so gRPC I/O of other requests goes on meanwhile.
+                batch, stats = await asyncio.get_running_loop().run_in_executor(
+                    self._decode_pool, transform_batch, items, self.manifest.preprocessing, self.max_bytes
+                )
             except SightlineError as exc:
                 span.set_attribute("sightline.error", exc.code)
                 raise _as_kserve_error(exc) from exc
@@ -114,7 +123,9 @@ class DicomTransformer(Model):  # type: ignore[misc]
             with tracer.start_as_current_span("triton.infer") as span:
                 span.set_attribute("sightline.model.name", self.name)
                 span.set_attribute("sightline.batch_size", int(batch.shape[0]))
-                logits, version = await self.triton.infer(self.name, md.inputs[0].name, batch, md.outputs[0].name)
+                logits, version = await self.triton.infer(
+                    self.name, md.inputs[0].name, batch, md.outputs[0].name
+                )
                 span.set_attribute("sightline.model.version", version)
             STAGE_DURATION.labels("preprocess", "inference").observe(time.perf_counter() - start)
         except SightlineError as exc:
