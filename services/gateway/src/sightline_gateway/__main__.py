@@ -5,9 +5,9 @@ from __future__ import annotations
 
 def main() -> None:
     import uvicorn
-
     from sightline_common.logging import configure_logging
     from sightline_common.telemetry import setup_tracing
+
     from sightline_gateway.app import create_app
     from sightline_gateway.settings import GatewaySettings
 

@@ -2,39 +2,220 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import httpx
-from fastapi import FastAPI
-
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from sightline_common.storage import ObjectStore, S3Store, store_from_settings
+from sightline_common.telemetry import current_trace_id
 from sightline_common.web import service_app
+
+from sightline_gateway.api.deps import Gateway
+from sightline_gateway.api.routes import router
 from sightline_gateway.clients.health import http_ready
+from sightline_gateway.clients.services import (
+    Deid,
+    Explain,
+    GrpcPreprocess,
+    HttpDeid,
+    HttpExplain,
+    Preprocess,
+)
+from sightline_gateway.core.auth import TokenVerifier
+from sightline_gateway.core.limits import RateLimiter, UrlSigner
+from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.engine import make_engine, make_sessions, migrate
+from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
 
+log = logging.getLogger(__name__)
 
-def create_app(settings: GatewaySettings) -> FastAPI:
-    """The gateway: ready only while deid, preprocess (and so Triton) and explain are ready."""
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+}
+
+
+@dataclass
+class Dependencies:
+    """Outbound clients; tests pass fakes, ``None`` builds the real ones from settings."""
+
+    deid: Deid | None = None
+    preprocess: Preprocess | None = None
+    explain: Explain | None = None
+    store: ObjectStore | None = None
+    ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None
+
+
+def _instrument() -> None:
+    """Propagate traceparent through httpx and gRPC, and trace SQL (statements only, no values)."""
+    with contextlib.suppress(Exception):
+        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
+
+        GrpcAioInstrumentorClient().instrument()
+
+
+def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> FastAPI:
+    """The gateway: REST API, durable job worker and retention in one process.
+
+    Ready only while the database answers and deid, preprocess (and so Triton) and explain are ready.
+    """
+    deps = deps or Dependencies()
+    _instrument()
     http = httpx.AsyncClient()
+    with contextlib.suppress(Exception):
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    async def deid() -> bool:
-        return await http_ready(http, settings.deid_url)
+        HTTPXClientInstrumentor.instrument_client(http)
+    engine = make_engine(settings.database_url, settings.database_schema)
+    with contextlib.suppress(Exception):
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-    async def preprocess() -> bool:
-        return await http_ready(http, settings.preprocess_http)
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine.sync_engine, enable_commenter=False, skip_dep_check=True
+        )
+    sessions = make_sessions(engine)
+    store = deps.store or store_from_settings(
+        local_dir=settings.storage_dir,
+        s3_endpoint=settings.s3_endpoint,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        s3_bucket=settings.s3_bucket,
+        s3_secure=settings.s3_secure,
+    )
+    preprocess = deps.preprocess
+    owned_grpc: GrpcPreprocess | None = None
+    audit = AuditLog(sessions)
+    verifier = TokenVerifier(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        hs256_secret=settings.jwt_secret,
+        jwks_url=settings.jwks_url,
+        public_keys=settings.jwt_public_keys,
+        leeway_s=settings.jwt_leeway_s,
+    )
 
-    async def explain() -> bool:
-        return await http_ready(http, settings.explain_url)
+    async def database() -> bool:
+        from sqlalchemy import text
+
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    async def storage() -> bool:
+        return await asyncio.to_thread(store.ready)
+
+    checks: dict[str, Callable[[], Awaitable[bool]]] = {"database": database, "storage": storage}
+    if deps.ready_checks is not None:
+        checks.update(deps.ready_checks)
+    else:
+        checks.update(
+            {
+                "deid": lambda: http_ready(http, settings.deid_url),
+                "preprocess": lambda: http_ready(http, settings.preprocess_http),
+                "explain": lambda: http_ready(http, settings.explain_url),
+            }
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await http.aclose()
+        nonlocal owned_grpc
+        await migrate(engine, settings.database_schema)
+        if isinstance(store, S3Store):
+            await asyncio.to_thread(store.ensure_bucket)
+        if preprocess is None:
+            owned_grpc = GrpcPreprocess(
+                settings.preprocess_grpc, settings.model_name, settings.preprocess_timeout_s
+            )
+        pipeline = Pipeline(
+            sessions=sessions,
+            store=store,
+            audit=audit,
+            deid=deps.deid or HttpDeid(http, settings.deid_url, settings.deid_timeout_s),
+            preprocess=preprocess or owned_grpc,  # type: ignore[arg-type]
+            explain=deps.explain or HttpExplain(http, settings.explain_url, settings.explain_timeout_s),
+            model_repository=settings.model_repository,
+            model_name=settings.model_name,
+            max_attempts=settings.job_max_attempts,
+            backoff_s=settings.job_backoff_s,
+            lease_s=settings.job_lease_s,
+            poll_s=settings.job_poll_s,
+        )
+        app.state.gateway = Gateway(
+            settings=settings,
+            sessions=sessions,
+            store=store,
+            audit=audit,
+            pipeline=pipeline,
+            verifier=verifier,
+            limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            signer=UrlSigner(settings.jwt_secret),
+        )
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
+        tasks.append(
+            asyncio.create_task(
+                pipeline.run_retention(
+                    stop, timedelta(days=settings.retention_days), settings.retention_interval_s
+                )
+            )
+        )
+        log.info("gateway started: %d workers, store %s", settings.worker_concurrency, type(store).__name__)
+        try:
+            yield
+        finally:
+            stop.set()
+            pipeline.wake.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if owned_grpc is not None:
+                await owned_grpc.close()
+            await http.aclose()
+            await engine.dispose()
 
-    app = service_app(
-        "gateway",
-        title="Sightline API",
-        ready_checks={"deid": deid, "preprocess": preprocess, "explain": explain},
-        lifespan=lifespan,
-    )
+    app = service_app("gateway", title="Sightline API", ready_checks=checks, lifespan=lifespan)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def _trace_header(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        trace_id = current_trace_id()
+        if trace_id:
+            response.headers["X-Trace-Id"] = trace_id
+        return response
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                routes=app.routes,
+                description="Sightline: assistive medical-image analysis. Results are "
+                "preliminary until a clinician reviews them.",
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
-
 from sightline_common.settings import ServiceSettings, refuse_weak_secret
 
 
@@ -14,20 +15,65 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SIGHTLINE_GATEWAY_", extra="forbid")
 
     port: int = Field(default=8080, ge=1, le=65535)
-    database_url: str = Field(description="SQLAlchemy async URL (sqlite+aiosqlite:/// or postgresql+asyncpg://)")
+    database_url: str = Field(
+        description="SQLAlchemy async URL (sqlite+aiosqlite:/// or postgresql+asyncpg://)"
+    )
+    database_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema for every table (tests use one per run); None: the default",
+    )
     deid_url: str = Field(description="base URL of the de-identification service")
     preprocess_grpc: str = Field(description="host:port of the preprocess service's v2 gRPC")
     preprocess_http: str = Field(description="base URL of the preprocess service's HTTP (health)")
     explain_url: str = Field(description="base URL of the explanation service")
-    jwt_secret: str = Field(description="HS256 key for development tokens; use jwks_url in production")
+    model_repository: Path = Field(default=Path("model_repository"), description="manifests and model cards")
+    model_name: str = "derm-cnn"
+
+    # object storage: a local directory (embedded default) or an S3 API endpoint (minio client)
+    storage_dir: Path = Path("var/objects")
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "sightline"
+    s3_secure: bool = True
+
+    # authentication
+    jwt_secret: str = Field(description="HS256 key for development tokens and signed object URLs")
     jwt_issuer: str = "sightline-dev"
     jwt_audience: str = "sightline"
-    jwks_url: str | None = None
+    jwks_url: str | None = Field(default=None, description="JWKS of the OIDC provider (RS256)")
+    jwt_public_keys: list[Path] = Field(default_factory=list, description="PEM public keys (RS256)")
+    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+
+    # limits
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_instances_per_study: int = Field(default=16, ge=1, le=1000)
+    rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per client per minute")
+    rate_limit_burst: int = Field(default=60, ge=1)
+    sync_timeout_s: float = Field(default=60.0, gt=0, le=600, description="bound of ?mode=sync")
+
+    # jobs
+    worker_concurrency: int = Field(default=4, ge=0, le=256, description="0 runs no worker in this process")
+    job_max_attempts: int = Field(default=5, ge=1, le=50)
+    job_backoff_s: float = Field(default=1.0, gt=0, description="first retry delay; doubles per attempt")
+    job_lease_s: float = Field(default=120.0, gt=1)
+    job_poll_s: float = Field(default=0.5, gt=0)
+    deid_timeout_s: float = Field(default=30.0, gt=0)
+    preprocess_timeout_s: float = Field(default=30.0, gt=0)
+    explain_timeout_s: float = Field(default=60.0, gt=0)
+
+    # results and retention
+    signed_url_ttl_s: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    retention_days: float = Field(default=30.0, gt=0, description="de-identified images and heatmaps")
+    retention_interval_s: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:
         refuse_weak_secret(self.jwt_secret, "SIGHTLINE_GATEWAY_JWT_SECRET", self.environment)
         if self.environment == "production" and self.database_url.startswith("sqlite"):
             raise ValueError("SQLite is the embedded development default; use PostgreSQL in production")
+        if self.environment == "production" and not (self.jwks_url or self.jwt_public_keys):
+            raise ValueError(
+                "HS256 development tokens are refused in production; set jwks_url or jwt_public_keys"
+            )
         return self

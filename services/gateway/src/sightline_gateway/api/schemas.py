@@ -1,0 +1,97 @@
+"""Public request and response bodies (the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sightline_gateway.core.auth import Role
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StudyOut(_Body):
+    id: str
+    status: Literal["queued", "running", "completed", "failed"]
+    created_at: datetime
+    updated_at: datetime
+    instances: int
+    explain: bool
+    stage_timings_ms: dict[str, float]
+    deid: dict[str, Any] = Field(description="what de-identification did: counts per action and the recipe")
+    error: dict[str, str] | None = None
+    result_url: str | None = None
+    trace_id: str | None = None
+    images_purged: bool = False
+
+
+class ReviewIn(_Body):
+    verdict: Literal["agree", "disagree", "uncertain"]
+    comment: str = Field(default="", max_length=4000)
+
+
+class ReviewOut(_Body):
+    id: str
+    study_id: str
+    verdict: str
+    reviewer: str
+    created_at: datetime
+    result_status: str
+
+
+class AuditEventOut(_Body):
+    seq: int
+    id: str
+    at: datetime
+    tenant_id: str | None
+    actor: str
+    roles: list[str]
+    action: str
+    resource_type: str
+    resource_id: str | None
+    outcome: str
+    trace_id: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(_Body):
+    events: list[AuditEventOut]
+    next_after_seq: int | None
+
+
+class ChainOut(_Body):
+    ok: bool
+    events: int
+    head: str = Field(description="hash of the last event; anchor it elsewhere to detect truncation")
+    problems: list[dict[str, Any]]
+
+
+class ApiClientIn(_Body):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+    roles: list[Role] = Field(min_length=1)
+
+
+class ApiClientOut(_Body):
+    client_id: str
+    tenant: str
+    roles: list[str]
+    api_key: str = Field(description="shown once; only its hash is stored")
+
+
+class ModelSummary(_Body):
+    name: str
+    version: int
+    placeholder: bool
+    labels: list[str]
+    threshold: float
+    intended_use: str
+
+
+class ModelDetail(_Body):
+    manifest: dict[str, Any]
+    model_card: str | None

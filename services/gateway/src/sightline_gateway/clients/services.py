@@ -1,0 +1,200 @@
+"""Outbound calls to deid (HTTP), preprocess (Open Inference Protocol v2 gRPC) and explain (HTTP).
+
+Each client raises only :mod:`sightline_common.errors` types: a 4xx-class error is final for the
+study, :class:`DependencyUnavailable` may be retried. Nothing from the study is put in a
+message, span attribute or log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+from sightline_common.contracts import ExplainRequest, ExplainResponse
+from sightline_common.errors import (
+    DependencyUnavailable,
+    InvalidInput,
+    PayloadTooLarge,
+    SightlineError,
+    UnprocessableInput,
+    UnsupportedMediaType,
+)
+from sightline_common.telemetry import inject_headers
+
+log = logging.getLogger(__name__)
+
+_BY_CODE: dict[str, type[SightlineError]] = {
+    "invalid-input": InvalidInput,
+    "unprocessable": UnprocessableInput,
+    "payload-too-large": PayloadTooLarge,
+    "unsupported-media-type": UnsupportedMediaType,
+    "dependency-unavailable": DependencyUnavailable,
+}
+
+
+def _problem_error(service: str, response: httpx.Response) -> SightlineError:
+    """Map a downstream problem+json to our error (its detail is already PHI-free by contract)."""
+    try:
+        body = response.json()
+        code, detail = str(body.get("code", "")), str(body.get("detail", ""))[:300]
+    except (ValueError, AttributeError):
+        code, detail = "", ""
+    if response.status_code >= 500 or response.status_code == 429:
+        return DependencyUnavailable(f"{service} unavailable ({response.status_code})")
+    if response.status_code == 413:
+        return PayloadTooLarge(f"{service}: {detail or 'too large'}")
+    cls = _BY_CODE.get(code, UnprocessableInput if response.status_code == 422 else InvalidInput)
+    return cls(f"{service}: {detail or 'refused'}")
+
+
+@dataclass
+class DeidOutcome:
+    dicom: bytes
+    summary: dict[str, Any]
+    recipe: str
+
+
+class Deid(Protocol):
+    async def deidentify(self, dicom: bytes, tenant: str) -> DeidOutcome: ...
+
+
+class HttpDeid:
+    def __init__(self, client: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
+        self.client, self.url, self.timeout_s = client, base_url.rstrip("/") + "/v1/deidentify", timeout_s
+
+    async def deidentify(self, dicom: bytes, tenant: str) -> DeidOutcome:
+        headers = inject_headers({"Content-Type": "application/dicom", "X-Sightline-Tenant": tenant})
+        try:
+            response = await self.client.post(
+                self.url, content=dicom, headers=headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable(f"deid unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise _problem_error("deid", response)
+        try:
+            raw = json.loads(response.headers.get("X-Sightline-Deid-Summary", "{}"))
+        except ValueError:
+            raw = {}
+        # Counts, flags and the recipe label only (deid's contract: no values from the study).
+        summary = {
+            k: v
+            for k, v in (raw.items() if isinstance(raw, dict) else [])
+            if isinstance(v, int | float | bool)
+            or (isinstance(v, str) and len(v) <= 64)
+            or (k == "actions" and isinstance(v, dict))
+        }
+        return DeidOutcome(response.content, summary, response.headers.get("X-Sightline-Deid-Recipe", ""))
+
+
+@dataclass
+class Inference:
+    """One instance's model output as preprocess reports it."""
+
+    probability: float
+    logit: float
+    image_stats: dict[str, float]
+    model_version: int
+    manifest_version: str
+    placeholder: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Preprocess(Protocol):
+    async def infer(self, dicom: bytes) -> Inference: ...
+
+
+def _param(params: Any, name: str) -> str:
+    if name not in params:
+        return ""
+    p = params[name]
+    for kind in ("string_param", "int64_param", "bool_param", "double_param"):
+        if p.HasField(kind):
+            return str(getattr(p, kind)).lower() if kind == "bool_param" else str(getattr(p, kind))
+    return ""
+
+
+class GrpcPreprocess:
+    """Open Inference Protocol v2 over gRPC with ``tritonclient.grpc.aio`` (traceparent in metadata)."""
+
+    def __init__(self, url: str, model_name: str, timeout_s: float) -> None:
+        from tritonclient.grpc import aio as grpcclient
+
+        self._mod = grpcclient
+        self.client = grpcclient.InferenceServerClient(url)
+        self.model_name, self.timeout_s = model_name, timeout_s
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def infer(self, dicom: bytes) -> Inference:
+        from tritonclient.utils import InferenceServerException
+
+        g = self._mod
+        tensor = g.InferInput("dicom", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([dicom], dtype=np.object_))
+        outputs = [g.InferRequestedOutput(n) for n in ("probability", "logit", "image_stats")]
+        try:
+            result = await self.client.infer(
+                self.model_name,
+                [tensor],
+                outputs=outputs,
+                headers=inject_headers(),
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise map_grpc_error(str(exc.status() or ""), str(exc.message() or "")) from None
+        response = result.get_response()
+        params = response.parameters
+        fields = [f for f in _param(params, "image_stats_fields").split(",") if f]
+        stats = result.as_numpy("image_stats")
+        prob = result.as_numpy("probability")
+        logit = result.as_numpy("logit")
+        if prob is None or logit is None:
+            raise DependencyUnavailable("preprocess returned no probability")
+        values = [float(v) for v in (stats.reshape(-1) if stats is not None else [])]
+        return Inference(
+            probability=float(prob.reshape(-1)[0]),
+            logit=float(logit.reshape(-1)[0]),
+            image_stats=dict(zip(fields, values, strict=False)),
+            model_version=int(response.model_version or 0) or 1,
+            manifest_version=_param(params, "manifest_version"),
+            placeholder=_param(params, "placeholder") == "true",
+        )
+
+
+def map_grpc_error(status: str, message: str) -> SightlineError:
+    """``"<code>: <detail>"`` from preprocess -> our error; transport failures are retryable."""
+    code, _, detail = message.partition(": ")
+    if code in _BY_CODE and code != "dependency-unavailable":
+        return _BY_CODE[code](f"preprocess: {detail[:300]}")
+    if "INVALID_ARGUMENT" in status:
+        return InvalidInput("preprocess refused the instance")
+    return DependencyUnavailable(f"preprocess unavailable ({status.removeprefix('StatusCode.') or 'error'})")
+
+
+class Explain(Protocol):
+    async def explain(self, request: ExplainRequest) -> ExplainResponse: ...
+
+
+class HttpExplain:
+    def __init__(self, client: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
+        self.client, self.url, self.timeout_s = client, base_url.rstrip("/") + "/v1/explain", timeout_s
+
+    async def explain(self, request: ExplainRequest) -> ExplainResponse:
+        try:
+            response = await self.client.post(
+                self.url, json=request.model_dump(), headers=inject_headers(), timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable(f"explain unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise _problem_error("explain", response)
+        try:
+            return ExplainResponse.model_validate(response.json())
+        except ValueError as exc:
+            raise DependencyUnavailable("explain returned an unexpected body") from exc

@@ -1,0 +1,188 @@
+"""A stored result as JSON, FHIR (DiagnosticReport + Observation + Device) and DICOM SR (TID 1500).
+
+Every form says the same three things: the model and its digest, the calibrated probability
+against the operating threshold, and that the finding is assistive and preliminary until a
+clinician reviews it.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+from sightline_common.manifest import ModelManifest
+
+ASSISTIVE_STATEMENT = (
+    "Sightline assists clinicians; it does not diagnose. This probability must be reviewed by a "
+    "qualified clinician before any clinical decision."
+)
+REFER = "refer for clinician review"
+NO_REFER = "no referral suggested by the model (clinician review still required)"
+PLACEHOLDER_NOTE = "PLACEHOLDER MODEL (untrained weights): not for any clinical use."
+
+
+def result_body(
+    *, study_id: str, result: Any, manifest: ModelManifest | None, links: dict[str, str], reviews: list[Any]
+) -> dict[str, Any]:
+    """The JSON result a hospital system reads."""
+    explanation = dict(result.explanation or {})
+    explanation.pop("heatmap_key", None)
+    explanation.pop("overlay_key", None)
+    if links:
+        explanation["links"] = links
+    body: dict[str, Any] = {
+        "study_id": study_id,
+        "status": result.status,
+        "model": {
+            "name": result.model_name,
+            "version": result.model_version,
+            "sha256": result.model_sha256,
+            "placeholder": result.placeholder,
+            "positive_label": manifest.positive_label if manifest else None,
+        },
+        "probability": round(result.probability, 6),
+        "calibrated": True,
+        "threshold": result.threshold,
+        "decision": REFER if result.refer else NO_REFER,
+        "refer": result.refer,
+        "instances": [{k: v for k, v in i.items() if k != "image_stats"} for i in result.instances],
+        "explanation": explanation or None,
+        "trace_id": result.trace_id,
+        "created_at": result.created_at.isoformat(),
+        "finalised_at": result.finalised_at.isoformat() if result.finalised_at else None,
+        "reviews": [
+            {"id": r.id, "verdict": r.verdict, "reviewer": r.reviewer, "created_at": r.created_at.isoformat()}
+            for r in reviews
+        ],
+        "statement": ASSISTIVE_STATEMENT,
+    }
+    if result.placeholder:
+        body["warning"] = PLACEHOLDER_NOTE
+    return body
+
+
+def fhir_bundle(*, study_id: str, result: Any, base_url: str) -> dict[str, Any]:
+    """A FHIR R4 (R4B models) collection Bundle: DiagnosticReport, Observation and Device, validated."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    status = "final" if result.status == "final" else "preliminary"
+    device_id, obs_id, report_id = (
+        f"model-{result.model_name}-{result.model_version}",
+        f"obs-{study_id}",
+        study_id,
+    )
+    issued = (result.finalised_at or result.created_at).astimezone(UTC).isoformat()
+    note = ASSISTIVE_STATEMENT + (" " + PLACEHOLDER_NOTE if result.placeholder else "")
+    device = {
+        "resourceType": "Device",
+        "id": device_id,
+        "deviceName": [{"name": result.model_name, "type": "model-name"}],
+        "type": {"text": "AI/ML software (clinical decision support, assistive)"},
+        "version": [
+            {"type": {"text": "model version"}, "value": str(result.model_version)},
+            {"type": {"text": "sha256 of model.onnx"}, "value": result.model_sha256 or "unknown"},
+        ],
+        "note": [{"text": note}],
+    }
+    observation = {
+        "resourceType": "Observation",
+        "id": obs_id,
+        "status": status,
+        "code": {"text": f"{result.model_name}: calibrated probability of the positive label"},
+        "valueQuantity": {
+            "value": round(result.probability, 6),
+            "unit": "1",
+            "system": "http://unitsofmeasure.org",
+            "code": "1",
+        },
+        "interpretation": [{"text": REFER if result.refer else NO_REFER}],
+        "referenceRange": [{"text": f"operating threshold {result.threshold}"}],
+        "device": {"reference": f"Device/{device_id}"},
+        "issued": issued,
+        "note": [{"text": ASSISTIVE_STATEMENT}],
+    }
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": report_id,
+        "identifier": [{"system": f"{base_url}/v1/studies", "value": study_id}],
+        "status": status,
+        "code": {"text": "AI-assisted image analysis (Sightline)"},
+        "issued": issued,
+        "result": [{"reference": f"Observation/{obs_id}"}],
+        "conclusion": (REFER if result.refer else NO_REFER) + ". " + note,
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "entry": [
+            {"fullUrl": f"{base_url}/fhir/DiagnosticReport/{report_id}", "resource": report},
+            {"fullUrl": f"{base_url}/fhir/Observation/{obs_id}", "resource": observation},
+            {"fullUrl": f"{base_url}/fhir/Device/{device_id}", "resource": device},
+        ],
+    }
+    return Bundle.model_validate(bundle).model_dump(mode="json", exclude_none=True)
+
+
+def structured_report(*, result: Any, source: bytes) -> bytes:
+    """A Comprehensive 3D SR (TID 1500 measurement report) referencing the de-identified image."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    image = pydicom.dcmread(io.BytesIO(source), stop_before_pixels=True)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(),
+            name=f"{result.model_name} v{result.model_version}",
+            model_name=result.model_name,
+            manufacturer_name="Sightline",
+        ),
+    )
+    probability = hd.sr.Measurement(
+        name=hd.sr.CodedConcept(
+            "sightline-probability", "99SIGHTLINE", "Calibrated probability of the positive label"
+        ),
+        value=round(float(result.probability), 6),
+        unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=result.model_name, version=str(result.model_version)),
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="whole image"),
+        measurements=[probability],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=hd.sr.CodedConcept("sightline-decision", "99SIGHTLINE", "Model decision"),
+                value=hd.sr.CodedConcept(
+                    "refer" if result.refer else "no-refer",
+                    "99SIGHTLINE",
+                    "Refer for clinician review" if result.refer else "No referral suggested",
+                ),
+            )
+        ],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=hd.sr.CodedConcept("sightline-ai", "99SIGHTLINE", "AI-assisted image analysis"),
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[image],
+        content=report,
+        series_instance_uid=generate_uid(),
+        series_number=900,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Sightline",
+        is_complete=True,
+        is_final=result.status == "final",
+        is_verified=False,
+        series_description=("PRELIMINARY " if result.status != "final" else "") + "AI assistive result",
+    )
+    out = io.BytesIO()
+    sr.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -1,0 +1,1 @@
+"""State of the gateway: SQLAlchemy 2 models, engine and migrations."""
