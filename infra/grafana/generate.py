@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - PromQL expressions read best unbroken
 """Write the Grafana dashboards (dashboards/*.json) from one compact description.
 
 Run ``python infra/grafana/generate.py`` after editing (or pass an output folder); tests check that every metric in the
@@ -14,8 +15,16 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 
-def panel(title: str, targets: list[tuple[str, str]], *, unit: str = "short", kind: str = "timeseries",
-          desc: str = "", w: int = 12, h: int = 8) -> dict[str, Any]:
+def panel(
+    title: str,
+    targets: list[tuple[str, str]],
+    *,
+    unit: str = "short",
+    kind: str = "timeseries",
+    desc: str = "",
+    w: int = 12,
+    h: int = 8,
+) -> dict[str, Any]:
     p: dict[str, Any] = {
         "type": kind,
         "title": title,
@@ -34,7 +43,9 @@ def panel(title: str, targets: list[tuple[str, str]], *, unit: str = "short", ki
     return p
 
 
-def dashboard(uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, Any]:
+def dashboard(
+    uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]]
+) -> dict[str, Any]:
     x = y = 0
     for i, p in enumerate(panels):
         p["id"] = i + 1
@@ -51,17 +62,28 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]], variables: lis
         "editable": False,
         "time": {"from": "now-6h", "to": "now"},
         "refresh": "30s",
-        "templating": {"list": [
-            {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
-            *variables,
-        ]},
+        "templating": {
+            "list": [
+                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
+                *variables,
+            ]
+        },
         "panels": panels,
     }
 
 
 def query_var(name: str, query: str, label: str) -> dict[str, Any]:
-    return {"name": name, "type": "query", "label": label, "datasource": DS, "query": query,
-            "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*"}
+    return {
+        "name": name,
+        "type": "query",
+        "label": label,
+        "datasource": DS,
+        "query": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+    }
 
 
 SVC = 'service=~"$service"'
@@ -69,45 +91,123 @@ services = dashboard(
     "sightline-services",
     "Sightline / Services",
     [
-        panel("Request rate by service and route",
-              [(f'sum by (service, route) (rate(sightline_http_request_duration_seconds_count{{{SVC}}}[5m]))',
-                "{{service}} {{route}}")], unit="reqps"),
-        panel("p95 request latency by service and route",
-              [(f'histogram_quantile(0.95, sum by (le, service, route) (rate(sightline_http_request_duration_seconds_bucket{{{SVC}}}[5m])))',
-                "{{service}} {{route}}")], unit="s"),
-        panel("p50 / p95 / p99 latency per pipeline stage",
-              [(f'histogram_quantile({q}, sum by (le, service, stage) (rate(sightline_stage_duration_seconds_bucket{{{SVC}}}[5m])))',
-                f"p{int(q * 100)} {{{{service}}}}/{{{{stage}}}}") for q in (0.5, 0.95, 0.99)], unit="s", w=24,
-              desc="deid, preprocess transform, inference, explain (Grad-CAM), storage."),
-        panel("Latency SLO: share of API requests over 2.5 s (budget 1%)",
-              [("sightline:slo_latency_bad_ratio:rate1h", "{{service}} 1h"),
-               ("sightline:slo_latency_bad_ratio:rate6h", "{{service}} 6h")], unit="percentunit"),
-        panel("Server error ratio (5xx)",
-              [("sightline:http_5xx_ratio:rate5m", "{{service}}")], unit="percentunit"),
-        panel("Errors by kind",
-              [(f"sum by (service, kind) (rate(sightline_errors_total{{{SVC}}}[5m]))", "{{service}} {{kind}}")],
-              unit="ops"),
-        panel("Requests in flight",
-              [(f"sum by (service) (sightline_http_requests_in_flight{{{SVC}}})", "{{service}}")]),
-        panel("De-identification outcomes",
-              [("sum by (outcome) (rate(sightline_deid_requests_total[5m]))", "{{outcome}}")], unit="ops"),
-        panel("Asynchronous jobs: pending and oldest age",
-              [("sum by (service) (sightline_jobs_pending)", "pending {{service}}"),
-               ("max by (service) (sightline_jobs_oldest_pending_age_seconds)", "oldest age (s) {{service}}")]),
-        panel("Triton: inferences per second and average batch size",
-              [("sum by (model, version) (rate(nv_inference_count[5m]))", "inferences/s {{model}} v{{version}}"),
-               ("sum by (model, version) (rate(nv_inference_count[5m])) / sum by (model, version) (rate(nv_inference_exec_count[5m]))",
-                "avg batch {{model}} v{{version}}")],
-              desc="Batch size = inferences / executions (dynamic batching)."),
-        panel("Triton: queue and compute time per request",
-              [("sum by (model) (rate(nv_inference_queue_duration_us[5m])) / sum by (model) (rate(nv_inference_request_success[5m])) / 1e6", "queue {{model}}"),
-               ("sum by (model) (rate(nv_inference_compute_infer_duration_us[5m])) / sum by (model) (rate(nv_inference_request_success[5m])) / 1e6", "compute {{model}}"),
-               ("sum by (model) (nv_inference_pending_request_count)", "pending requests {{model}}")], unit="s"),
-        panel("Explain: Grad-CAM batch size",
-              [("histogram_quantile(0.5, sum by (le) (rate(sightline_explain_batch_size_bucket[5m])))", "p50"),
-               ("sum(rate(sightline_explain_batch_size_sum[5m])) / sum(rate(sightline_explain_batch_size_count[5m]))", "mean")]),
-        panel("Triton inference failures by reason",
-              [("sum by (model, reason) (rate(nv_inference_request_failure[5m]))", "{{model}} {{reason}}")], unit="ops"),
+        panel(
+            "Request rate by service and route",
+            [
+                (
+                    f"sum by (service, route) (rate(sightline_http_request_duration_seconds_count{{{SVC}}}[5m]))",
+                    "{{service}} {{route}}",
+                )
+            ],
+            unit="reqps",
+        ),
+        panel(
+            "p95 request latency by service and route",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (le, service, route) (rate(sightline_http_request_duration_seconds_bucket{{{SVC}}}[5m])))",
+                    "{{service}} {{route}}",
+                )
+            ],
+            unit="s",
+        ),
+        panel(
+            "p50 / p95 / p99 latency per pipeline stage",
+            [
+                (
+                    f"histogram_quantile({q}, sum by (le, service, stage) (rate(sightline_stage_duration_seconds_bucket{{{SVC}}}[5m])))",
+                    f"p{int(q * 100)} {{{{service}}}}/{{{{stage}}}}",
+                )
+                for q in (0.5, 0.95, 0.99)
+            ],
+            unit="s",
+            w=24,
+            desc="deid, preprocess transform, inference, explain (Grad-CAM), storage.",
+        ),
+        panel(
+            "Latency SLO: share of API requests over 2.5 s (budget 1%)",
+            [
+                ("sightline:slo_latency_bad_ratio:rate1h", "{{service}} 1h"),
+                ("sightline:slo_latency_bad_ratio:rate6h", "{{service}} 6h"),
+            ],
+            unit="percentunit",
+        ),
+        panel(
+            "Server error ratio (5xx)",
+            [("sightline:http_5xx_ratio:rate5m", "{{service}}")],
+            unit="percentunit",
+        ),
+        panel(
+            "Errors by kind",
+            [(f"sum by (service, kind) (rate(sightline_errors_total{{{SVC}}}[5m]))", "{{service}} {{kind}}")],
+            unit="ops",
+        ),
+        panel(
+            "Requests in flight",
+            [(f"sum by (service) (sightline_http_requests_in_flight{{{SVC}}})", "{{service}}")],
+        ),
+        panel(
+            "De-identification outcomes",
+            [("sum by (outcome) (rate(sightline_deid_requests_total[5m]))", "{{outcome}}")],
+            unit="ops",
+        ),
+        panel(
+            "Asynchronous jobs: pending and oldest age",
+            [
+                ("sum by (service) (sightline_jobs_pending)", "pending {{service}}"),
+                (
+                    "max by (service) (sightline_jobs_oldest_pending_age_seconds)",
+                    "oldest age (s) {{service}}",
+                ),
+            ],
+        ),
+        panel(
+            "Triton: inferences per second and average batch size",
+            [
+                (
+                    "sum by (model, version) (rate(nv_inference_count[5m]))",
+                    "inferences/s {{model}} v{{version}}",
+                ),
+                (
+                    "sum by (model, version) (rate(nv_inference_count[5m])) / sum by (model, version) (rate(nv_inference_exec_count[5m]))",
+                    "avg batch {{model}} v{{version}}",
+                ),
+            ],
+            desc="Batch size = inferences / executions (dynamic batching).",
+        ),
+        panel(
+            "Triton: queue and compute time per request",
+            [
+                (
+                    "sum by (model) (rate(nv_inference_queue_duration_us[5m])) / sum by (model) (rate(nv_inference_request_success[5m])) / 1e6",
+                    "queue {{model}}",
+                ),
+                (
+                    "sum by (model) (rate(nv_inference_compute_infer_duration_us[5m])) / sum by (model) (rate(nv_inference_request_success[5m])) / 1e6",
+                    "compute {{model}}",
+                ),
+                ("sum by (model) (nv_inference_pending_request_count)", "pending requests {{model}}"),
+            ],
+            unit="s",
+        ),
+        panel(
+            "Explain: Grad-CAM batch size",
+            [
+                (
+                    "histogram_quantile(0.5, sum by (le) (rate(sightline_explain_batch_size_bucket[5m])))",
+                    "p50",
+                ),
+                (
+                    "sum(rate(sightline_explain_batch_size_sum[5m])) / sum(rate(sightline_explain_batch_size_count[5m]))",
+                    "mean",
+                ),
+            ],
+        ),
+        panel(
+            "Triton inference failures by reason",
+            [("sum by (model, reason) (rate(nv_inference_request_failure[5m]))", "{{model}} {{reason}}")],
+            unit="ops",
+        ),
     ],
     [query_var("service", "label_values(sightline_http_request_duration_seconds_count, service)", "Service")],
 )
@@ -117,32 +217,80 @@ model = dashboard(
     "sightline-model",
     "Sightline / Model monitoring",
     [
-        panel("Input drift (PSI) by feature, all sites",
-              [(f'max by (feature) (sightline_drift_psi{{{MV}, segment="all", feature!="score"}})', "{{feature}}")],
-              desc="PSI against the training reference over the sliding window. > 0.2: significant shift (alert)."),
-        panel("Input drift (PSI) by site/device",
-              [(f'max by (segment) (sightline_drift_psi{{{MV}, segment!="all", feature!="score"}})', "{{segment}}")]),
-        panel("Score drift (PSI) and KS statistic",
-              [(f'max by (segment) (sightline_drift_psi{{{MV}, feature="score"}})', "PSI {{segment}}"),
-               (f'max by (segment) (sightline_drift_ks_statistic{{{MV}, feature="score"}})', "KS {{segment}}")]),
-        panel("Drift window fill",
-              [(f"sightline_drift_window_observations{{{MV}}}", "{{model}} v{{version}} {{segment}}")]),
-        panel("Score distribution",
-              [(f"sum by (le) (increase(sightline_model_score_bucket{{{MV}}}[$__rate_interval]))", "{{le}}")],
-              kind="heatmap", unit="percentunit", desc="Calibrated probability of the positive label per study."),
-        panel("Share of positive decisions vs validation reference",
-              [("sightline:model_positive_share:ratio_rate6h", "observed {{model}} v{{version}}"),
-               (f"sightline_model_reference_positive_rate{{{MV}}}", "reference {{model}} v{{version}}")],
-              unit="percentunit"),
-        panel("Decisions per second",
-              [(f"sum by (model, version, decision) (rate(sightline_model_decisions_total{{{MV}}}[5m]))",
-                "{{model}} v{{version}} {{decision}}")], unit="ops"),
-        panel("Median score per version",
-              [(f"histogram_quantile(0.5, sum by (le, model, version) (rate(sightline_model_score_bucket{{{MV}}}[1h])))",
-                "{{model}} v{{version}}")]),
+        panel(
+            "Input drift (PSI) by feature, all sites",
+            [
+                (
+                    f'max by (feature) (sightline_drift_psi{{{MV}, segment="all", feature!="score"}})',
+                    "{{feature}}",
+                )
+            ],
+            desc="PSI against the training reference over the sliding window. > 0.2: significant shift (alert).",
+        ),
+        panel(
+            "Input drift (PSI) by site/device",
+            [
+                (
+                    f'max by (segment) (sightline_drift_psi{{{MV}, segment!="all", feature!="score"}})',
+                    "{{segment}}",
+                )
+            ],
+        ),
+        panel(
+            "Score drift (PSI) and KS statistic",
+            [
+                (f'max by (segment) (sightline_drift_psi{{{MV}, feature="score"}})', "PSI {{segment}}"),
+                (
+                    f'max by (segment) (sightline_drift_ks_statistic{{{MV}, feature="score"}})',
+                    "KS {{segment}}",
+                ),
+            ],
+        ),
+        panel(
+            "Drift window fill",
+            [(f"sightline_drift_window_observations{{{MV}}}", "{{model}} v{{version}} {{segment}}")],
+        ),
+        panel(
+            "Score distribution",
+            [(f"sum by (le) (increase(sightline_model_score_bucket{{{MV}}}[$__rate_interval]))", "{{le}}")],
+            kind="heatmap",
+            unit="percentunit",
+            desc="Calibrated probability of the positive label per study.",
+        ),
+        panel(
+            "Share of positive decisions vs validation reference",
+            [
+                ("sightline:model_positive_share:ratio_rate6h", "observed {{model}} v{{version}}"),
+                (f"sightline_model_reference_positive_rate{{{MV}}}", "reference {{model}} v{{version}}"),
+            ],
+            unit="percentunit",
+        ),
+        panel(
+            "Decisions per second",
+            [
+                (
+                    f"sum by (model, version, decision) (rate(sightline_model_decisions_total{{{MV}}}[5m]))",
+                    "{{model}} v{{version}} {{decision}}",
+                )
+            ],
+            unit="ops",
+        ),
+        panel(
+            "Median score per version",
+            [
+                (
+                    f"histogram_quantile(0.5, sum by (le, model, version) (rate(sightline_model_score_bucket{{{MV}}}[1h])))",
+                    "{{model}} v{{version}}",
+                )
+            ],
+        ),
     ],
-    [query_var("model", "label_values(sightline_model_decisions_total, model)", "Model"),
-     query_var("version", 'label_values(sightline_model_decisions_total{model=~"$model"}, version)', "Version")],
+    [
+        query_var("model", "label_values(sightline_model_decisions_total, model)", "Model"),
+        query_var(
+            "version", 'label_values(sightline_model_decisions_total{model=~"$model"}, version)', "Version"
+        ),
+    ],
 )
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ from typing import Annotated
 
 import numpy as np
 import typer
-
 from sightline_common.drift import DEFAULT_PSI_THRESHOLD, SCORE, Reference, drift_of, read_observations
 from sightline_common.manifest import load_manifest
 
-drift_app = typer.Typer(help="Input and prediction drift against the training reference.", no_args_is_help=True)
+drift_app = typer.Typer(
+    help="Input and prediction drift against the training reference.", no_args_is_help=True
+)
 
 
 @drift_app.callback()
@@ -26,7 +27,9 @@ def _group() -> None:
 
 @drift_app.command("report")
 def report(
-    observations: Annotated[Path, typer.Option(help="JSON-lines observations file", exists=True, dir_okay=False)],
+    observations: Annotated[
+        Path, typer.Option(help="JSON-lines observations file", exists=True, dir_okay=False)
+    ],
     out: Annotated[Path, typer.Option(help="PNG to write")] = Path("drift-report.png"),
     model: Annotated[str, typer.Option(help="model name")] = "derm-cnn",
     model_repository: Annotated[Path, typer.Option(help="model repository")] = Path("model_repository"),
@@ -42,9 +45,13 @@ def report(
         typer.echo(f"{model} v{manifest.version}: the manifest has no reference_distribution", err=True)
         raise typer.Exit(2)
     want = version or str(manifest.version)
-    rows = [r for r in read_observations(observations)
-            if r.get("model") == model and str(r.get("version")) == want
-            and (segment is None or r.get("segment") == segment)][-window:]
+    rows = [
+        r
+        for r in read_observations(observations)
+        if r.get("model") == model
+        and str(r.get("version")) == want
+        and (segment is None or r.get("segment") == segment)
+    ][-window:]
     if not rows:
         typer.echo(f"no observations of {model} v{want}{' in ' + segment if segment else ''}", err=True)
         raise typer.Exit(1)
@@ -64,8 +71,14 @@ def _reference_hist(summary: dict[str, object]) -> tuple[np.ndarray, np.ndarray]
     return None
 
 
-def _draw(dist: dict[str, object], rows: list[dict[str, object]], psi: dict[str, float], threshold: float,
-          out: Path, title: str) -> None:
+def _draw(
+    dist: dict[str, object],
+    rows: list[dict[str, object]],
+    psi: dict[str, float],
+    threshold: float,
+    out: Path,
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,14 +90,20 @@ def _draw(dist: dict[str, object], rows: list[dict[str, object]], psi: dict[str,
         summaries[SCORE] = dist[SCORE]
     names = [n for n in psi if n in summaries]
     cols = 3
-    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(names) + 2) // cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        (len(names) + cols - 1) // cols,
+        cols,
+        figsize=(4 * cols, 3 * ((len(names) + 2) // cols)),
+        squeeze=False,
+    )
     for ax, name in zip(axes.flat, names, strict=False):
         current = np.asarray([float(r[name]) for r in rows if name in r], float)  # type: ignore[arg-type]
         ref = _reference_hist(summaries[name])  # type: ignore[arg-type]
         if ref is not None:
             edges, counts = ref
-            ax.stairs(counts / max(counts.sum(), 1) / np.diff(edges), edges, label="reference", fill=True, alpha=0.4)
+            ax.stairs(
+                counts / max(counts.sum(), 1) / np.diff(edges), edges, label="reference", fill=True, alpha=0.4
+            )
             bins = edges
         else:
             bins = 20
@@ -95,7 +114,7 @@ def _draw(dist: dict[str, object], rows: list[dict[str, object]], psi: dict[str,
         colour = "tab:red" if psi[name] > threshold else "black"
         ax.set_title(f"{name}: PSI {psi[name]:.2f}", color=colour)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(f"Drift: {title}, n={len(rows)}")
     fig.tight_layout()

@@ -39,19 +39,26 @@ class SpanStore:
             resource = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    found.append({
-                        "service": resource.get("service.name"),
-                        "resource": resource,
-                        "scope": ss.scope.name,
-                        "name": s.name,
-                        "trace_id": s.trace_id.hex(),
-                        "span_id": s.span_id.hex(),
-                        "parent_span_id": s.parent_span_id.hex() or None,
-                        "kind": s.kind,
-                        "attributes": {kv.key: _value(kv.value) for kv in s.attributes},
-                        "events": [{"name": e.name, "attributes": {kv.key: _value(kv.value) for kv in e.attributes}}
-                                   for e in s.events],
-                    })
+                    found.append(
+                        {
+                            "service": resource.get("service.name"),
+                            "resource": resource,
+                            "scope": ss.scope.name,
+                            "name": s.name,
+                            "trace_id": s.trace_id.hex(),
+                            "span_id": s.span_id.hex(),
+                            "parent_span_id": s.parent_span_id.hex() or None,
+                            "kind": s.kind,
+                            "attributes": {kv.key: _value(kv.value) for kv in s.attributes},
+                            "events": [
+                                {
+                                    "name": e.name,
+                                    "attributes": {kv.key: _value(kv.value) for kv in e.attributes},
+                                }
+                                for e in s.events
+                            ],
+                        }
+                    )
         with self.lock:
             self.spans.extend(found)
             self.raw.append(raw)
@@ -64,7 +71,7 @@ class SpanStore:
 class _Handler(BaseHTTPRequestHandler):
     store: SpanStore
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         encoding = self.headers.get("Content-Encoding", "")
         if encoding == "gzip":
@@ -93,7 +100,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, store: SpanStore) -> None:
         self.store = store
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - generated name
+    def Export(self, request: Any, context: Any) -> Any:
         self.store.add(request, request.SerializeToString())
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -117,8 +124,9 @@ def start_receivers() -> Iterator[Receivers]:
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        yield Receivers(store, f"http://127.0.0.1:{httpd.server_address[1]}/v1/traces",
-                        f"127.0.0.1:{grpc_port}")
+        yield Receivers(
+            store, f"http://127.0.0.1:{httpd.server_address[1]}/v1/traces", f"127.0.0.1:{grpc_port}"
+        )
     finally:
         server.stop(0)
         httpd.shutdown()

@@ -23,15 +23,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
-
 from sightline_common.settings import TelemetrySettings
 from sightline_common.telemetry import ScrubbingSpanExporter, _exporter, inject_headers
+
 from tests.conftest import free_ports
 
-from .otlp_receiver import Receivers, start_receivers
-
+sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "deid"))
-from deid_canary import CANARY_UID_ROOT, canary_dataset, to_bytes  # noqa: E402
+from deid_canary import CANARY_UID_ROOT, canary_dataset, to_bytes
+from otlp_receiver import Receivers, start_receivers
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -62,20 +62,23 @@ def deid(receivers: Receivers, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tmp = tmp_path_factory.mktemp("deid")
     (port,) = free_ports(1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHTLINE_", "OTEL_"))}
-    env.update({
-        "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / n / "src") for n in ("common", "deid")),
-        "SIGHTLINE_DEID_ENVIRONMENT": "development",
-        "SIGHTLINE_DEID_PORT": str(port),
-        "SIGHTLINE_DEID_RECIPE": "sightline-basic",
-        "SIGHTLINE_DEID_PSEUDONYM_KEY": "observability-test-key-0123456789abcdef",
-        "SIGHTLINE_DEID_LOG_LEVEL": "DEBUG",
-        "SIGHTLINE_OTEL_EXPORTER": "otlp-http",
-        "SIGHTLINE_OTEL_OTLP_ENDPOINT": receivers.http_endpoint,
-    })
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(str(ROOT / "services" / n / "src") for n in ("common", "deid")),
+            "SIGHTLINE_DEID_ENVIRONMENT": "development",
+            "SIGHTLINE_DEID_PORT": str(port),
+            "SIGHTLINE_DEID_RECIPE": "sightline-basic",
+            "SIGHTLINE_DEID_PSEUDONYM_KEY": "observability-test-key-0123456789abcdef",
+            "SIGHTLINE_DEID_LOG_LEVEL": "DEBUG",
+            "SIGHTLINE_OTEL_EXPORTER": "otlp-http",
+            "SIGHTLINE_OTEL_OTLP_ENDPOINT": receivers.http_endpoint,
+        }
+    )
     log = tmp / "deid.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "sightline_deid"], env=env, stdout=fh, stderr=fh,
-                                cwd=tmp)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sightline_deid"], env=env, stdout=fh, stderr=fh, cwd=tmp
+        )
     try:
         _wait(f"http://127.0.0.1:{port}/health/ready", proc, log)
         yield f"http://127.0.0.1:{port}", log
@@ -92,8 +95,9 @@ def _client_provider(receivers: Receivers) -> TracerProvider:
     """The caller's tracing: the SDK's OTLP/gRPC exporter as setup_tracing builds it."""
     exporter = _exporter(TelemetrySettings(exporter="otlp-grpc", otlp_endpoint=receivers.grpc_endpoint))
     assert exporter is not None
-    provider = TracerProvider(resource=Resource.create({"service.name": "gateway-under-test",
-                                                        "service.namespace": "sightline"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "gateway-under-test", "service.namespace": "sightline"})
+    )
     provider.add_span_processor(SimpleSpanProcessor(ScrubbingSpanExporter(exporter)))
     return provider
 
@@ -110,7 +114,9 @@ def _spans_of(receivers: Receivers, trace_id: str, services: set[str], timeout: 
     pytest.fail(f"trace {trace_id} did not arrive from {services} (services seen: {got})")
 
 
-def test_trace_crosses_services_with_parent_links_and_no_phi(receivers: Receivers, deid: tuple[str, Path]) -> None:
+def test_trace_crosses_services_with_parent_links_and_no_phi(
+    receivers: Receivers, deid: tuple[str, Path]
+) -> None:
     url, log = deid
     provider = _client_provider(receivers)
     tracer = provider.get_tracer("sightline.test")
@@ -119,15 +125,27 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(receivers: Receiver
     body = to_bytes(ds)
     with tracer.start_as_current_span("POST /v1/studies", kind=SpanKind.SERVER) as root:
         with tracer.start_as_current_span("deid", kind=SpanKind.CLIENT) as call:
-            headers = inject_headers({"content-type": "application/dicom", "X-Sightline-Tenant": "hospital-a"})
-            r = httpx.post(f"{url}/v1/deidentify", params={"note": "PLANTED-PHI-QUERY"}, content=body,
-                           headers=headers, timeout=30)
+            headers = inject_headers(
+                {"content-type": "application/dicom", "X-Sightline-Tenant": "hospital-a"}
+            )
+            r = httpx.post(
+                f"{url}/v1/deidentify",
+                params={"note": "PLANTED-PHI-QUERY"},
+                content=body,
+                headers=headers,
+                timeout=30,
+            )
         # A refusal path too: a burned-in study is refused, and the refusal is traced.
         ds.BurnedInAnnotation = "YES"
         with tracer.start_as_current_span("deid-refused", kind=SpanKind.CLIENT):
-            refused = httpx.post(f"{url}/v1/deidentify", content=to_bytes(ds),
-                                 headers=inject_headers({"content-type": "application/dicom",
-                                                         "X-Sightline-Tenant": "hospital-a"}), timeout=30)
+            refused = httpx.post(
+                f"{url}/v1/deidentify",
+                content=to_bytes(ds),
+                headers=inject_headers(
+                    {"content-type": "application/dicom", "X-Sightline-Tenant": "hospital-a"}
+                ),
+                timeout=30,
+            )
     provider.shutdown()
     assert r.status_code == 200, r.text
     assert refused.status_code == 422
@@ -138,7 +156,9 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(receivers: Receiver
     by_id = {s["span_id"]: s for s in spans}
     deid_spans = [s for s in spans if s["service"] == "deid"]
     server = [s for s in deid_spans if s["kind"] == 2 and s["parent_span_id"] == call_id]  # SPAN_KIND_SERVER
-    assert server, f"no deid server span under the caller's span: {[(s['name'], s['parent_span_id']) for s in deid_spans]}"
+    assert server, (
+        f"no deid server span under the caller's: {[(s['name'], s['parent_span_id']) for s in deid_spans]}"
+    )
     assert server[0]["attributes"].get("http.route") == "/v1/deidentify"
     # Every span but the root has its parent in the same trace: the tree is whole.
     orphans = [s["name"] for s in spans if s["parent_span_id"] and s["parent_span_id"] not in by_id]
@@ -179,5 +199,5 @@ def test_full_pipeline_trace_through_the_gateway() -> None:
         pytest.skip("the gateway has no /v1/studies route yet (issue: gateway pipeline)")
     pytest.skip(
         "gateway /v1/studies exists, but the whole-stack OTLP trace test needs StackSettings to pass "
-        "SIGHTLINE_OTEL_EXPORTER/ENDPOINT overrides to every component (to be wired in src/sightline/stack.py)"
+        "SIGHTLINE_OTEL_EXPORTER/ENDPOINT overrides to every component (to wire in src/sightline/stack.py)"
     )

@@ -34,9 +34,10 @@ SERVICE_MODULES = [
 
 #: Names the rules/dashboards already use that a service is still to export: name -> who.
 PENDING = {
-    "sightline_jobs_pending": "gateway: Gauge('sightline_jobs_pending', ..., ['service']) of queued async jobs",
+    "sightline_jobs_pending": "gateway: Gauge('sightline_jobs_pending', ..., ['service']): queued async jobs",
     "sightline_jobs_oldest_pending_age_seconds": (
-        "gateway: Gauge('sightline_jobs_oldest_pending_age_seconds', ..., ['service']) age of the oldest queued job"
+        "gateway: Gauge('sightline_jobs_oldest_pending_age_seconds', ..., ['service']): oldest queued job"
+
     ),
 }
 
@@ -51,12 +52,25 @@ for family in REGISTRY.collect():
 
 
 def _service_families() -> dict[str, str]:
-    paths = [str(ROOT / p) for p in ("src", "services/common/src", "services/gateway/src", "services/deid/src",
-                                     "services/preprocess/src", "services/explain/src")]
+    paths = [
+        str(ROOT / p)
+        for p in (
+            "src",
+            "services/common/src",
+            "services/gateway/src",
+            "services/deid/src",
+            "services/preprocess/src",
+            "services/explain/src",
+        )
+    ]
     env = {"PYTHONPATH": ":".join(paths), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
-        [sys.executable, "-c", _SCRAPE, *SERVICE_MODULES], capture_output=True, text=True, env=env,
-        timeout=300, check=False,
+        [sys.executable, "-c", _SCRAPE, *SERVICE_MODULES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return dict(line.split() for line in out.stdout.splitlines() if line.strip())
@@ -126,7 +140,9 @@ def test_dashboards_and_rules_use_exported_metrics(exported: set[str]) -> None:
     recorded = {str(r["record"]) for r in _rules() if "record" in r}
     used: dict[str, set[str]] = {}
     for rule in _rules():
-        used.setdefault(f"rule {rule.get('alert') or rule.get('record')}", set()).update(metric_names(str(rule["expr"])))
+        used.setdefault(f"rule {rule.get('alert') or rule.get('record')}", set()).update(
+            metric_names(str(rule["expr"]))
+        )
     for name, exprs in _dashboard_exprs().items():
         for expr in exprs:
             used.setdefault(f"dashboard {name}", set()).update(metric_names(expr))
@@ -138,8 +154,13 @@ def test_dashboards_and_rules_use_exported_metrics(exported: set[str]) -> None:
     unknown = {k: v for k, v in unknown.items() if v}
     assert not unknown, f"metrics used but not exported by any service: {unknown}"
     all_used = set().union(*used.values())
-    assert {"sightline_drift_psi", "sightline_model_score_bucket", "sightline_model_decisions_total",
-            "sightline_stage_duration_seconds_bucket", "nv_inference_count"} <= all_used
+    assert {
+        "sightline_drift_psi",
+        "sightline_model_score_bucket",
+        "sightline_model_decisions_total",
+        "sightline_stage_duration_seconds_bucket",
+        "nv_inference_count",
+    } <= all_used
 
 
 def test_pending_metrics_are_exported(exported: set[str]) -> None:
@@ -156,8 +177,12 @@ def test_dashboards_are_generated_and_well_formed(tmp_path: Path) -> None:
         assert len(ids) == len(set(ids)) and board["uid"] and board["title"].startswith("Sightline")
         for p in board["panels"]:
             assert p["targets"] and p["datasource"]["uid"] == "${datasource}", p["title"]
-    gen = subprocess.run([sys.executable, str(ROOT / "infra" / "grafana" / "generate.py"), str(tmp_path)],
-                         capture_output=True, text=True, check=False)
+    gen = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "grafana" / "generate.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert gen.returncode == 0, gen.stderr
     for path in sorted(DASHBOARDS.glob("*.json")):
         assert (tmp_path / path.name).read_text() == path.read_text(), f"regenerate {path.name} (generate.py)"
@@ -171,22 +196,32 @@ def _promtool() -> str:
 
 
 def test_promtool_check_rules() -> None:
-    out = subprocess.run([_promtool(), "check", "rules", *map(str, _rule_files())], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [_promtool(), "check", "rules", *map(str, _rule_files())], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_promtool_test_rules() -> None:
     tests = sorted((PROM / "tests").glob("*.yaml"))
     assert tests
-    out = subprocess.run([_promtool(), "test", "rules", *[t.name for t in tests]], capture_output=True, text=True,
-                         check=False, cwd=PROM / "tests")
+    out = subprocess.run(
+        [_promtool(), "test", "rules", *[t.name for t in tests]],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PROM / "tests",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_promtool_check_config(tmp_path: Path) -> None:
-    out = subprocess.run([_promtool(), "check", "config", str(PROM / "prometheus.yml")], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [_promtool(), "check", "config", str(PROM / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -48,7 +48,7 @@ ALL = "all"
 OTHER = "other"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
-SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
+SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 20)), 1.0)
 
 DRIFT_PSI = Gauge(
     "sightline_drift_psi",
@@ -164,7 +164,7 @@ class Reference:
 
     @classmethod
     def from_manifest(cls, manifest: ModelManifest) -> Reference:
-        """From ``manifest.reference_distribution`` (``image_stats.<name>.quantiles``, ``score.quantiles``)."""
+        """From ``manifest.reference_distribution`` (``image_stats.<name>.quantiles``, ``score``)."""
         dist = manifest.reference_distribution
         features: dict[str, FeatureReference] = {}
         for name, summary in (dist.get("image_stats") or {}).items():
@@ -300,7 +300,9 @@ class DriftMonitor:
         if self.observations_file is not None:
             self._append(model, version, row, decision, segment)
 
-    def _push(self, entry: _Model, name: str, row: dict[str, float]) -> tuple[str, list[dict[str, float]] | None]:
+    def _push(
+        self, entry: _Model, name: str, row: dict[str, float]
+    ) -> tuple[str, list[dict[str, float]] | None]:
         win = entry.windows.get(name)
         if win is None:
             win = entry.windows[name] = _Window(deque(maxlen=self.window))
@@ -340,8 +342,14 @@ class DriftMonitor:
         self, model: str, version: str, row: dict[str, float], decision: bool, segment: str | None
     ) -> None:
         assert self.observations_file is not None
-        record = {"ts": round(time.time(), 3), "model": model, "version": version, "segment": segment,
-                  "decision": bool(decision), **row}
+        record = {
+            "ts": round(time.time(), 3),
+            "model": model,
+            "version": version,
+            "segment": segment,
+            "decision": bool(decision),
+            **row,
+        }
         data = (json.dumps(record) + "\n").encode()
         self.observations_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.observations_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -351,9 +359,7 @@ class DriftMonitor:
             os.close(fd)
 
 
-def drift_of(
-    reference: Reference, rows: list[dict[str, float]]
-) -> tuple[dict[str, float], dict[str, float]]:
+def drift_of(reference: Reference, rows: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """PSI and KS statistic per reference feature present in ``rows``."""
     psi: dict[str, float] = {}
     ks: dict[str, float] = {}
