@@ -6,6 +6,8 @@ On a CUDA machine it also runs batch 1..64 on the GPU (and pytorch-grad-cam when
 The issue's GPU goal: Grad-CAM <= 1.1x a forward pass at batch >= 16.
 """
 
+# The timed closures run inside the loop iteration that defines them.
+# ruff: noqa: B023
 from __future__ import annotations
 
 import argparse
@@ -17,10 +19,9 @@ from pathlib import Path
 
 import torch
 from captum.attr import LayerGradCam
-from torch import nn
-
 from sightline_explain.core.gradcam import explain_batch
 from sightline_explain.core.model import load_served_model
+from torch import nn
 
 
 class _TwoLogits(nn.Module):
@@ -33,8 +34,9 @@ class _TwoLogits(nn.Module):
         return torch.cat([-z, z], dim=1)
 
 
-def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None],
-                     warmup: int = 3) -> dict[str, float]:
+def _time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None], warmup: int = 3
+) -> dict[str, float]:
     """Median ms of each function, measured round-robin so that load from other processes
     (shared cores) affects them alike and the ratios stay meaningful."""
     for fn in fns.values():
@@ -65,7 +67,8 @@ def run(model: nn.Module, device: str, batches: list[int], repeats: int, h: int,
         except ImportError:
             pass
     print(f"\n{device}: median ms per batch (ratio = time / forward time)")
-    header = f"{'batch':>5} {'forward':>9} {'grad-cam':>9} {'ratio':>6} {'grad-cam++':>10} {'captum':>9} {'ratio':>6}"
+    header = f"{'batch':>5} {'forward':>9} {'grad-cam':>9} {'ratio':>6} {'grad-cam++':>10}"
+    header += f" {'captum':>9} {'ratio':>6}"
     print(header + (f" {'pytorch-grad-cam':>16}" if pgc else ""))
     for n in batches:
         x = torch.randn(n, 3, h, w, device=device)
@@ -86,8 +89,10 @@ def run(model: nn.Module, device: str, batches: list[int], repeats: int, h: int,
             fns["pytorch-grad-cam"] = lambda: cam(input_tensor=x, targets=[target_cls(1)] * n)
         ms = _time_interleaved(fns, repeats, sync)
         fwd, ours, cap = ms["forward"], ms["grad-cam"], ms["captum"]
-        line = (f"{n:>5} {fwd:>9.2f} {ours:>9.2f} {ours / fwd:>6.2f} {ms['grad-cam++']:>10.2f} {cap:>9.2f} "
-                f"{cap / fwd:>6.2f}")
+        line = (
+            f"{n:>5} {fwd:>9.2f} {ours:>9.2f} {ours / fwd:>6.2f} {ms['grad-cam++']:>10.2f} {cap:>9.2f} "
+            f"{cap / fwd:>6.2f}"
+        )
         if pgc:
             line += f" {ms['pytorch-grad-cam']:>16.2f}"
         print(line)
@@ -103,9 +108,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     manifest, model = load_served_model(args.repository, args.model)
     h, w = manifest.preprocessing.height, manifest.preprocessing.width
-    print(f"{manifest.name} v{manifest.version}{' (placeholder)' if manifest.placeholder else ''} "
-          f"{manifest.architecture['kwargs']} input {h}x{w}; torch {torch.__version__}, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"{manifest.name} v{manifest.version}{' (placeholder)' if manifest.placeholder else ''} "
+        f"{manifest.architecture['kwargs']} input {h}x{w}; torch {torch.__version__}, "
+        f"{args.threads} threads, {platform.processor() or platform.machine()}"
+    )
     run(model, "cpu", [1, 8], args.repeats, h, w)
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name()}")

@@ -51,7 +51,9 @@ class Tiny:
     accuracy: float
 
 
-def _synthetic_set(rng: np.random.Generator, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+def _synthetic_set(
+    rng: np.random.Generator, n: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
     xs, ys, centres = [], [], []
     for i in range(n):
         lesion = bool(i % 2)
@@ -74,7 +76,7 @@ def tiny() -> Tiny:
     model = LesionNet(widths=(8, 16, 32), dropout=0.0)  # 8x8 CAM at 64x64
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(150):
+    for _ in range(150):
         idx = torch.from_numpy(rng.choice(len(x), 32, replace=False))
         loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
         opt.zero_grad()

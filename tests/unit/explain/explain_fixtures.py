@@ -18,7 +18,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
 ROOT = Path(__file__).parents[3]
-HAM_IMAGES = Path(os.environ.get("SIGHTLINE_DATASET", ROOT.parent / "shared" / "datasets" / "ham10000")) / "images"
+HAM_IMAGES = (
+    Path(os.environ.get("SIGHTLINE_DATASET", ROOT.parent / "shared" / "datasets" / "ham10000")) / "images"
+)
 
 
 def dicom_bytes(rgb: NDArray[np.uint8]) -> bytes:
@@ -44,12 +46,16 @@ def dicom_bytes(rgb: NDArray[np.uint8]) -> bytes:
     return buf.getvalue()
 
 
-def synthetic_lesion(rng: np.random.Generator, size: int = 160, lesion: bool = True,
-                     centre: tuple[int, int] | None = None) -> tuple[NDArray[np.uint8], tuple[int, int]]:
+def synthetic_lesion(
+    rng: np.random.Generator, size: int = 160, lesion: bool = True, centre: tuple[int, int] | None = None
+) -> tuple[NDArray[np.uint8], tuple[int, int]]:
     """Skin-toned noise with (or without) a dark elliptical 'lesion'; returns the image and centre."""
     img = np.empty((size, size, 3), np.float32)
     img[:] = np.array([200, 150, 130], np.float32) + rng.normal(0, 10, (size, size, 3))
-    cy, cx = centre or (int(rng.integers(size // 5, 4 * size // 5)), int(rng.integers(size // 5, 4 * size // 5)))
+    cy, cx = centre or (
+        int(rng.integers(size // 5, 4 * size // 5)),
+        int(rng.integers(size // 5, 4 * size // 5)),
+    )
     if lesion:
         yy, xx = np.mgrid[:size, :size]
         ry, rx = rng.uniform(size / 12, size / 7, 2)

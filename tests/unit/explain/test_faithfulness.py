@@ -8,7 +8,6 @@ import numpy as np
 from conftest import MODEL, REPOSITORY, Tiny
 from explain_fixtures import synthetic_lesion
 from PIL import Image
-
 from sightline_explain.core.faithfulness import curves, heat_order, random_order
 from sightline_explain.core.gradcam import explain_batch
 from sightline_explain.report import main
@@ -39,8 +38,23 @@ def test_report_command_writes_the_figure(tmp_path: Path) -> None:
     for i in range(2):
         Image.fromarray(synthetic_lesion(rng)[0]).save(images / f"img{i}.png")
     out = tmp_path / "report"
-    rc = main(["deletion", "--out", str(out), "--images", str(images), "--repository", str(REPOSITORY),
-               "--model", MODEL, "--steps", "4", "--threads", "1"])
+    rc = main(
+        [
+            "deletion",
+            "--out",
+            str(out),
+            "--images",
+            str(images),
+            "--repository",
+            str(REPOSITORY),
+            "--model",
+            MODEL,
+            "--steps",
+            "4",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     assert (out / "deletion_insertion.png").stat().st_size > 10_000
     assert '"images": 2' in (out / "deletion_insertion.json").read_text()

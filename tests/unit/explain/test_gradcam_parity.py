@@ -6,9 +6,8 @@ import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from conftest import input_batch
-from torch import nn
-
 from sightline_explain.core.gradcam import explain_batch, normalise_maps
+from torch import nn
 
 TOL = 1e-4
 
@@ -60,8 +59,10 @@ def test_backward_stops_at_the_target_layer(served: tuple) -> None:
     """No gradient flows into the convolutional trunk: only the head is differentiated."""
     manifest, model = served
     reached: list[str] = []
-    handles = [m.register_full_backward_hook(lambda *_a, n=n: reached.append(n))
-               for n, m in model.features.named_children()]
+    handles = [
+        m.register_full_backward_hook(lambda *_a, n=n: reached.append(n))
+        for n, m in model.features.named_children()
+    ]
     try:
         explain_batch(model, input_batch(manifest.preprocessing, 2), [1, 1])
     finally:

@@ -12,7 +12,6 @@ from conftest import MODEL, REPOSITORY
 from explain_fixtures import dicom_bytes, synthetic_lesion
 from matplotlib.text import Text
 from PIL import Image
-
 from sightline_common.errors import Conflict, IntegrityError
 from sightline_common.storage import LocalDirStore
 from sightline_explain.core.engine import ExplanationEngine
@@ -22,7 +21,9 @@ from sightline_explain.core.render import ASSISTIVE_LABEL, heatmap_npy, overlay_
 
 @pytest.fixture()
 def repo_copy(tmp_path: Path) -> Path:
-    shutil.copytree(REPOSITORY / MODEL, tmp_path / MODEL, ignore=shutil.ignore_patterns("*.onnx", "__pycache__"))
+    shutil.copytree(
+        REPOSITORY / MODEL, tmp_path / MODEL, ignore=shutil.ignore_patterns("*.onnx", "__pycache__")
+    )
     return tmp_path
 
 

@@ -13,9 +13,8 @@ import pytest
 import torch
 from conftest import Tiny, input_batch
 from scipy.stats import spearmanr
-from torch import nn
-
 from sightline_explain.core.gradcam import explain_batch
+from torch import nn
 
 N_IMAGES = 8
 
@@ -71,7 +70,9 @@ def test_randomised_tiny_model_gives_different_maps(tiny: Tiny) -> None:
 def test_randomised_served_model_gives_different_maps(served: tuple) -> None:
     manifest, model = served
     if manifest.placeholder:
-        pytest.skip("the committed model is the random-weight placeholder: 'trained' would mean nothing "
-                    "(the tiny model trained here covers the check)")
+        pytest.skip(
+            "the committed model is the random-weight placeholder: 'trained' would mean nothing "
+            "(the tiny model trained here covers the check)"
+        )
     rhos = _check(model, input_batch(manifest.preprocessing, N_IMAGES))
     assert float(np.mean(rhos)) < 0.5, rhos

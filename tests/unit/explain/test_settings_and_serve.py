@@ -9,7 +9,6 @@ from conftest import REPOSITORY
 from pydantic import ValidationError
 from ray.serve import Application
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-
 from sightline_common.storage import LocalDirStore, S3Store
 from sightline_explain.settings import ExplainSettings
 
@@ -26,17 +25,29 @@ def test_storage_must_be_configured(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_store_from_settings(tmp_path: Path) -> None:
     assert isinstance(ExplainSettings(**BASE, storage_dir=tmp_path).object_store(), LocalDirStore)
-    s3 = ExplainSettings(**BASE, s3_endpoint="minio:9000", s3_access_key="a" * 8, s3_secret_key="b" * 32,
-                         s3_secure=False).object_store()
+    s3 = ExplainSettings(
+        **BASE, s3_endpoint="minio:9000", s3_access_key="a" * 8, s3_secret_key="b" * 32, s3_secure=False
+    ).object_store()
     assert isinstance(s3, S3Store) and s3.bucket == "sightline"
 
 
 def test_env_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for k, v in {"MODEL_REPOSITORY": str(REPOSITORY), "STORAGE_DIR": str(tmp_path), "MAX_BATCH_SIZE": "16",
-                 "BATCH_WAIT_TIMEOUT_S": "0.05", "REPLICAS": "2", "NUM_GPUS_PER_REPLICA": "0.5"}.items():
+    for k, v in {
+        "MODEL_REPOSITORY": str(REPOSITORY),
+        "STORAGE_DIR": str(tmp_path),
+        "MAX_BATCH_SIZE": "16",
+        "BATCH_WAIT_TIMEOUT_S": "0.05",
+        "REPLICAS": "2",
+        "NUM_GPUS_PER_REPLICA": "0.5",
+    }.items():
         monkeypatch.setenv(f"SIGHTLINE_EXPLAIN_{k}", v)
     s = ExplainSettings(environment="test", telemetry={"exporter": "none"})  # type: ignore[arg-type]
-    assert (s.max_batch_size, s.batch_wait_timeout_s, s.replicas, s.num_gpus_per_replica) == (16, 0.05, 2, 0.5)
+    assert (s.max_batch_size, s.batch_wait_timeout_s, s.replicas, s.num_gpus_per_replica) == (
+        16,
+        0.05,
+        2,
+        0.5,
+    )
 
 
 def test_rayservice_import_path_builds_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import threading
 def main() -> int:
     import ray
     from ray import serve
-
     from sightline_common.logging import configure_logging
+
     from sightline_explain.app import build_deployment
     from sightline_explain.settings import ExplainSettings
 

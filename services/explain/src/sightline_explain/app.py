@@ -18,13 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
-
+from sightline_common import metrics as common_metrics
 from sightline_common.contracts import ExplainRequest, ExplainResponse
 from sightline_common.errors import PayloadTooLarge, UnsupportedMediaType
-from sightline_common import metrics as common_metrics
 from sightline_common.web import service_app
-from sightline_explain.core.engine import ExplanationEngine, PreparedImage, generated_prefix
+
 from sightline_explain import metrics as explain_metrics
+from sightline_explain.core.engine import ExplanationEngine, PreparedImage, generated_prefix
 from sightline_explain.settings import ExplainSettings
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,11 @@ def create_app(settings: ExplainSettings) -> FastAPI:
         engine = _Replica.engine
         return engine is not None and await asyncio.to_thread(engine.store.ready)
 
-    return service_app(SERVICE, title="Sightline explanation service",
-                       ready_checks={"model": model_loaded, "storage": storage})
+    return service_app(
+        SERVICE,
+        title="Sightline explanation service",
+        ready_checks={"model": model_loaded, "storage": storage},
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -82,7 +85,6 @@ def build_deployment(settings: ExplainSettings) -> Application:
     class Explainer:
         def __init__(self, settings: ExplainSettings) -> None:
             import torch
-
             from sightline_common.logging import configure_logging
             from sightline_common.telemetry import setup_tracing
 
@@ -90,13 +92,18 @@ def build_deployment(settings: ExplainSettings) -> Application:
             setup_tracing(SERVICE, settings.telemetry)
             torch.set_num_threads(settings.torch_threads)
             self.settings = settings
-            self.engine = ExplanationEngine.load(settings.model_repository, settings.model_name,
-                                                 settings.object_store(), settings.method)
+            self.engine = ExplanationEngine.load(
+                settings.model_repository, settings.model_name, settings.object_store(), settings.method
+            )
             if settings.num_gpus_per_replica > 0 and torch.cuda.is_available():
                 self.engine.model.to("cuda")
             _Replica.engine = self.engine
-            log.info("explain loaded %s v%d (%s)", self.engine.manifest.name, self.engine.manifest.version,
-                     self.engine.method)
+            log.info(
+                "explain loaded %s v%d (%s)",
+                self.engine.manifest.name,
+                self.engine.manifest.version,
+                self.engine.method,
+            )
 
         @app.post("/v1/explain", response_model=ExplainResponse)
         async def explain(
@@ -123,13 +130,16 @@ def build_deployment(settings: ExplainSettings) -> Application:
                 self.engine.check_model(model_name, model_version)
                 dicom, prefix = body, generated_prefix()
             else:
-                raise UnsupportedMediaType("send application/json (ExplainRequest) or application/dicom",
-                                           reason="media-type")
+                raise UnsupportedMediaType(
+                    "send application/json (ExplainRequest) or application/dicom", reason="media-type"
+                )
             image = await asyncio.to_thread(self.engine.prepare, dicom)
             heat, logit = await self._cam((image, target))
             return await asyncio.to_thread(self.engine.publish, image, heat, logit, target, prefix, started)
 
-        @serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s)
+        @serve.batch(
+            max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s
+        )
         async def _cam(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
             # Metrics through their modules: a global referenced from this nested class would be
             # pickled by value (an unregistered copy); a module is pickled by reference.

@@ -7,7 +7,6 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
-
 from sightline_common.settings import ServiceSettings
 from sightline_common.storage import ObjectStore, store_from_settings
 

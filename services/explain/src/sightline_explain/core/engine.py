@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import nn
-
 from sightline_common.contracts import ExplainResponse, HeatmapPeak
 from sightline_common.errors import Conflict
 from sightline_common.imaging import prepare, read_dicom
 from sightline_common.manifest import ModelManifest
 from sightline_common.storage import ObjectStore, check_key
+from torch import nn
+
 from sightline_explain.core.gradcam import CamBatch, Method, explain_batch
 from sightline_explain.core.model import load_served_model
 from sightline_explain.core.render import heatmap_npy, overlay_png, summarise
@@ -46,8 +46,9 @@ def generated_prefix() -> str:
 class ExplanationEngine:
     """One loaded model version (sha256-checked) and the object store its outputs go to."""
 
-    def __init__(self, manifest: ModelManifest, model: nn.Module, store: ObjectStore,
-                 method: Method = "grad-cam") -> None:
+    def __init__(
+        self, manifest: ModelManifest, model: nn.Module, store: ObjectStore, method: Method = "grad-cam"
+    ) -> None:
         self.manifest = manifest
         self.model = model
         self.store = store
@@ -55,7 +56,9 @@ class ExplanationEngine:
         self.model_sha256 = manifest.artifacts[f"{manifest.version}/model.pt"]
 
     @classmethod
-    def load(cls, repository: Path, name: str, store: ObjectStore, method: Method = "grad-cam") -> ExplanationEngine:
+    def load(
+        cls, repository: Path, name: str, store: ObjectStore, method: Method = "grad-cam"
+    ) -> ExplanationEngine:
         """Load ``model.pt`` of the served version; a digest mismatch raises ``IntegrityError``."""
         manifest, model = load_served_model(repository, name)
         return cls(manifest, model, store, method)
@@ -84,8 +87,15 @@ class ExplanationEngine:
         batch = torch.from_numpy(np.stack([im.tensor for im in images])).to(device)
         return explain_batch(self.model, batch, list(targets), self.method)
 
-    def publish(self, image: PreparedImage, heat: NDArray[np.floating], logit: float, target: int,
-                output_prefix: str, started: float) -> ExplainResponse:
+    def publish(
+        self,
+        image: PreparedImage,
+        heat: NDArray[np.floating],
+        logit: float,
+        target: int,
+        output_prefix: str,
+        started: float,
+    ) -> ExplainResponse:
         """Store the heatmap (.npy, float16) and the overlay (PNG); return the summary."""
         prefix = check_key(output_prefix.rstrip("/"))
         heatmap_key, overlay_key = f"{prefix}/heatmap.npy", f"{prefix}/overlay.png"

@@ -47,14 +47,23 @@ def blurred(x: torch.Tensor, kernel: int = 11) -> torch.Tensor:
     return y
 
 
-def target_probability(model: nn.Module, batch: torch.Tensor, target: int, temperature: float = 1.0) -> torch.Tensor:
+def target_probability(
+    model: nn.Module, batch: torch.Tensor, target: int, temperature: float = 1.0
+) -> torch.Tensor:
     with torch.no_grad():
         z = model(batch)[:, 0] / temperature
     return torch.sigmoid(z if target == 1 else -z)
 
 
-def curves(model: nn.Module, x: torch.Tensor, order: NDArray[np.int64], target: int, *, steps: int = 20,
-           temperature: float = 1.0) -> Curves:
+def curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    order: NDArray[np.int64],
+    target: int,
+    *,
+    steps: int = 20,
+    temperature: float = 1.0,
+) -> Curves:
     """Deletion and insertion curves of one input ``x`` (3, H, W) for a pixel ``order``
     (flat indices, most important first)."""
     _, h, w = x.shape

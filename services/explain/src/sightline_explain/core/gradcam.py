@@ -73,8 +73,9 @@ def explain_batch(
         # Closed form of Chattopadhay et al. (eq. 19) with the exponential score, as usually done.
         g2, g3 = grads.pow(2), grads.pow(3)
         denom = 2 * g2 + feats.sum(dim=(2, 3), keepdim=True) * g3
-        alpha = torch.where(grads != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
-                            torch.zeros_like(g2))
+        alpha = torch.where(
+            grads != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2)
+        )
         weights = (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
     else:
         raise ValueError(f"unknown CAM method {method!r}")

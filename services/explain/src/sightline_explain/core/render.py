@@ -61,8 +61,17 @@ def overlay_figure(rgb: NDArray[np.uint8], heat: NDArray[np.floating], *, title:
     bar = fig.colorbar(im, cax=cax)
     bar.set_label("relative contribution (Grad-CAM)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    fig.text(0.5, 0.035, ASSISTIVE_LABEL, ha="center", va="center", fontsize=10, fontweight="bold",
-             color="white", bbox={"facecolor": "#b00020", "edgecolor": "none", "pad": 3})
+    fig.text(
+        0.5,
+        0.035,
+        ASSISTIVE_LABEL,
+        ha="center",
+        va="center",
+        fontsize=10,
+        fontweight="bold",
+        color="white",
+        bbox={"facecolor": "#b00020", "edgecolor": "none", "pad": 3},
+    )
     return fig
 
 
