@@ -195,7 +195,9 @@ def test_full_pipeline_trace_through_the_gateway() -> None:
 
     source = inspect.getsource(gateway_app)
     routes = ROOT / "services" / "gateway" / "src" / "sightline_gateway" / "api" / "routes.py"
-    if "/v1/studies" not in source and not (routes.is_file() and '"/v1/studies"' in routes.read_text()):
+    text = routes.read_text() if routes.is_file() else ""
+    has_route = '"/v1/studies"' in source + text or ('prefix="/v1"' in text and '"/studies"' in text)
+    if not has_route:
         pytest.skip("the gateway has no /v1/studies route yet (issue: gateway pipeline)")
     pytest.skip(
         "gateway /v1/studies exists, but the whole-stack OTLP trace test needs StackSettings to pass "
