@@ -18,12 +18,12 @@ TS = sa.DateTime(timezone=True)
 
 # The audit table refuses UPDATE and DELETE at the database level as well (defence in depth;
 # the hash chain is what detects tampering by someone who can drop the trigger).
-PG_AUDIT_GUARD = """
-CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger AS $$
-BEGIN RAISE EXCEPTION 'audit_events is append-only'; END; $$ LANGUAGE plpgsql;
-CREATE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON audit_events
-FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
-"""
+PG_AUDIT_GUARD = (
+    "CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger AS $$ "
+    "BEGIN RAISE EXCEPTION 'audit_events is append-only'; END; $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON audit_events "
+    "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()",
+)
 SQLITE_AUDIT_GUARD = (
     "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
     "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
@@ -129,11 +129,9 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False, unique=True),
     )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(PG_AUDIT_GUARD)
-    elif op.get_bind().dialect.name == "sqlite":
-        for statement in SQLITE_AUDIT_GUARD:
-            op.execute(statement)
+    guard = {"postgresql": PG_AUDIT_GUARD, "sqlite": SQLITE_AUDIT_GUARD}.get(op.get_bind().dialect.name, ())
+    for statement in guard:
+        op.execute(statement)
 
 
 def downgrade() -> None:

@@ -1,0 +1,219 @@
+"""State against SQLite and PostgreSQL: migrations, the audit chain, exclusive job claims, crash resume.
+
+PostgreSQL (127.0.0.1:5432, trust auth, database ``test``) gets a fresh schema per test, dropped after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
+from sightline_common.storage import LocalDirStore
+from sightline_gateway.clients.services import DeidOutcome
+from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.engine import make_engine, make_sessions, migrate
+from sightline_gateway.db.models import Job, Result, Study, Tenant
+from sightline_gateway.pipeline import Pipeline
+from sqlalchemy import func, select, text
+
+pytestmark = pytest.mark.integration
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+class PassDeid:
+    async def deidentify(self, dicom: bytes, tenant: str) -> DeidOutcome:
+        return DeidOutcome(dicom, {"actions": {"X": 1}}, "test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[object, str | None]]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        schema = None
+    else:
+        schema = "gw_test_" + secrets.token_hex(6)
+        engine = make_engine(PG_URL, schema)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except OSError:
+            pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+    await migrate(engine, schema)
+    await migrate(engine, schema)  # idempotent at every start
+    yield engine, schema
+    if schema:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+def pipeline(engine: object, tmp_path: Path, **kw: object) -> Pipeline:
+    sessions = make_sessions(engine)  # type: ignore[arg-type]
+    store = LocalDirStore(tmp_path / "objects")
+    return Pipeline(
+        sessions=sessions,
+        store=store,
+        audit=AuditLog(sessions),
+        deid=PassDeid(),
+        preprocess=kw.pop("preprocess", FakePreprocess()),
+        explain=FakeExplain(store),  # type: ignore[arg-type]
+        model_repository=MODEL_REPOSITORY,
+        model_name="derm-cnn",
+        backoff_s=0.01,
+        poll_s=0.02,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def tenant(engine: object, name: str = "t1") -> None:
+    async with make_sessions(engine)() as s, s.begin():  # type: ignore[arg-type]
+        s.add(Tenant(id=name, name=name))
+
+
+async def test_audit_chain_verifies_and_detects_change_and_deletion(db) -> None:
+    engine, _ = db
+    log = AuditLog(make_sessions(engine))
+    for i in range(5):
+        await log.append(
+            actor=f"u{i}",
+            roles=["clinician"],
+            tenant_id="t1",
+            action="study.read",
+            resource_type="study",
+            resource_id=str(i),
+            trace_id="a" * 32,
+        )
+    report = await log.verify()
+    assert report.ok and report.events == 5
+
+    # The table refuses UPDATE/DELETE; an attacker with DDL rights drops the guard first.
+    async with engine.begin() as conn:
+        with pytest.raises(Exception, match="append-only"):
+            async with conn.begin_nested():
+                await conn.execute(text("UPDATE audit_events SET actor='x' WHERE seq=2"))
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("DROP TRIGGER audit_events_no_change ON audit_events"))
+        else:
+            await conn.execute(text("DROP TRIGGER audit_events_no_update"))
+            await conn.execute(text("DROP TRIGGER audit_events_no_delete"))
+        await conn.execute(text("UPDATE audit_events SET actor='mallory' WHERE seq=2"))
+    report = await log.verify()
+    assert not report.ok and report.problems[0] == {
+        "seq": 2,
+        "problem": "altered",
+        "detail": "content does not match its hash",
+    }
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE audit_events SET actor='u1' WHERE seq=2"))
+    assert (await log.verify()).ok
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_events WHERE seq=3"))
+    report = await log.verify()
+    assert not report.ok and {p["problem"] for p in report.problems} == {"gap", "broken-link"}
+
+
+async def test_concurrent_appends_keep_one_chain(db) -> None:
+    engine, _ = db
+    log = AuditLog(make_sessions(engine))
+    await asyncio.gather(
+        *(
+            log.append(actor="u", roles=[], tenant_id="t", action="a", resource_type="r", resource_id=str(i))
+            for i in range(20)
+        )
+    )
+    report = await log.verify()
+    assert report.ok and report.events == 20
+
+
+async def test_a_job_is_claimed_by_exactly_one_worker(db, tmp_path: Path) -> None:
+    engine, _ = db
+    await tenant(engine)
+    a, b = pipeline(engine, tmp_path), pipeline(engine, tmp_path)
+    await a.accept(
+        tenant="t1", submitted_by="u", instances=[phi_dicom()], idempotency_key=None, explain=False
+    )
+    claims = await asyncio.gather(a.claim(), b.claim(), a.claim(), b.claim())
+    assert sum(c is not None for c in claims) == 1
+
+
+async def test_a_crashed_job_is_resumed_after_its_lease_and_gives_one_result(db, tmp_path: Path) -> None:
+    engine, _ = db
+    await tenant(engine)
+    crashed = pipeline(engine, tmp_path, lease_s=0.3)
+    accepted = await crashed.accept(
+        tenant="t1", submitted_by="u", instances=[phi_dicom()], idempotency_key=None, explain=True
+    )
+    job = await crashed.claim()
+    assert job is not None  # ... and the process dies here, holding the lease
+    restarted = pipeline(engine, tmp_path, lease_s=30)
+    assert await restarted.claim() is None  # the lease still holds
+    await asyncio.sleep(0.4)
+    again = await restarted.claim()
+    assert again is not None and again.id == job.id and again.attempts == 2
+    await restarted.run_job(again)
+    # The "crashed" worker wakes up late and finishes too: still one result.
+    await crashed.run_job(job)
+    sessions = make_sessions(engine)
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Result)) == 1
+        assert (await s.get(Study, accepted.study.id)).status == "completed"
+        assert (await s.scalar(select(Job))).status == "succeeded"
+
+
+async def test_retention_deletes_images_and_heatmaps_and_is_audited(db, tmp_path: Path) -> None:
+    engine, _ = db
+    await tenant(engine)
+    p = pipeline(engine, tmp_path)
+    accepted = await p.accept(
+        tenant="t1", submitted_by="u", instances=[phi_dicom()], idempotency_key=None, explain=True
+    )
+    job = await p.claim()
+    await p.run_job(job)
+    prefix = f"studies/{accepted.study.id}/"
+    assert len(p.store.list(prefix)) == 3  # image, overlay, heatmap
+    assert await p.purge_expired(timedelta(days=1)) == 0
+    assert await p.purge_expired(timedelta(seconds=0)) == 1
+    assert p.store.list(prefix) == []
+    events = await p.audit.query(action="retention.purge")
+    assert [e.resource_id for e in events] == [accepted.study.id]
+    async with make_sessions(engine)() as s:
+        assert (await s.get(Study, accepted.study.id)).purged_at is not None
+        assert await s.scalar(select(func.count()).select_from(Result)) == 1  # the result itself is kept
+
+
+def test_api_flow_on_postgresql(tmp_path: Path) -> None:
+    """Submit, result, review and audit verification through the app with PostgreSQL state."""
+    import asyncpg  # noqa: F401 - the driver the URL names
+    from gateway_fixtures import harness, token
+
+    schema = "gw_api_" + secrets.token_hex(6)
+    try:
+        with harness(tmp_path, PG_URL, database_schema=schema) as h:
+            r = h.submit(mode="sync")
+            assert r.status_code == 200, r.text
+            study_id = r.headers["Location"].rsplit("/", 1)[1]
+            assert (
+                h.client.post(
+                    f"/v1/studies/{study_id}/reviews",
+                    json={"verdict": "uncertain"},
+                    headers=token(roles=("clinician",)),
+                ).status_code
+                == 201
+            )
+            verify = h.client.get("/v1/audit/verify", headers=token(roles=("auditor",))).json()
+            assert verify["ok"] and verify["events"] >= 3
+    finally:
+
+        async def drop() -> None:
+            engine = make_engine(PG_URL)
+            async with engine.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            await engine.dispose()
+
+        asyncio.run(drop())
