@@ -18,8 +18,11 @@ app = typer.Typer(help="Sightline: assistive medical-image diagnostics, served l
 console = Console()
 
 
-def _settings(data_dir: Path | None) -> StackSettings:
-    return StackSettings(data_dir=data_dir) if data_dir else StackSettings()
+def _settings(data_dir: Path | None, **overrides: object) -> StackSettings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir:
+        values["data_dir"] = data_dir
+    return StackSettings(**values)  # type: ignore[arg-type]
 
 
 def _model_line(settings: StackSettings) -> str:
@@ -46,9 +49,10 @@ def _status_table(rows: list[dict[str, object]]) -> Table:
 def up(
     data_dir: Path = typer.Option(None, help="data directory (default var/stack or SIGHTLINE_STACK_DATA_DIR)"),
     detach: bool = typer.Option(False, help="return once ready and leave the stack running"),
+    with_prometheus: bool = typer.Option(False, help="also run Debian's prometheus scraping the stack"),
 ) -> None:
     """Start the whole stack on loopback and wait until every component is ready."""
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, with_prometheus=with_prometheus or None)
     stack = Stack(settings)
     progress: dict[str, str] = {}
 

@@ -46,6 +46,10 @@ class StackSettings(BaseSettings):
     deid_port: int = 8020
     explain_port: int = 8030
     gateway_port: int = 8080
+    prometheus_port: int = 9090
+    with_prometheus: bool = False
+    otel_exporter: str = Field(default="jsonl", description="jsonl, otlp-grpc, otlp-http, console or none")
+    otel_otlp_endpoint: str | None = None
     deid_recipe: str = "sightline-basic"
     ready_timeout_s: float = Field(default=240.0, gt=0)
     explain_object_store_mb: int = 128
@@ -117,10 +121,12 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
     py = sys.executable
     keys = _dev_secrets(data)
     common = {
-        "SIGHTLINE_OTEL_EXPORTER": "jsonl",
+        "SIGHTLINE_OTEL_EXPORTER": settings.otel_exporter,
         "SIGHTLINE_OTEL_TRACES_FILE": str(data / "traces.jsonl"),
         "PYTHONUNBUFFERED": "1",
     }
+    if settings.otel_otlp_endpoint:
+        common["SIGHTLINE_OTEL_OTLP_ENDPOINT"] = settings.otel_otlp_endpoint
 
     def svc(prefix: str, **values: object) -> dict[str, str]:
         env = dict(common)
@@ -213,7 +219,12 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
             jwt_secret=keys["jwt_secret"],
         ),
     )
-    return [triton, preprocess, deid, explain, gateway]
+    components = [triton, preprocess, deid, explain, gateway]
+    if settings.with_prometheus:
+        from sightline.prometheus_local import prometheus_component
+
+        components.append(prometheus_component(settings, port=settings.prometheus_port))
+    return components
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
