@@ -262,11 +262,6 @@ def test_concurrent_requests_are_batched(service: Service) -> None:
     assert 'sightline_stage_duration_seconds_count{service="explain",stage="gradcam"}' in metrics
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sightline_common.web/metrics closures are pickled by value by Serve's "
-    "ingress, so the HTTP middleware records into unregistered copies (fix in sightline_common)",
-)
 def test_http_request_metrics_reach_the_replica_registry(service: Service) -> None:
     httpx.get(f"{service.url}/health/live", timeout=5)
     assert 'route="/health/live"' in httpx.get(f"{service.url}/metrics", timeout=10).text

@@ -6,6 +6,7 @@ histograms). Labels carry route templates and status codes, never ids or patient
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -38,6 +39,16 @@ STAGE_DURATION = Histogram(
 )
 
 
+def _registry_module():  # type: ignore[no-untyped-def]
+    """This module, looked up at call time.
+
+    Ray Serve pickles the ingress app's closures by value, globals included: metric objects
+    referenced directly would be copied into each replica and never reach ``/metrics``.
+    A module is pickled by reference, so the closures reach the real metrics through it.
+    """
+    return sys.modules[__name__]
+
+
 def _route_template(request: Request) -> str:
     route = request.scope.get("route")
     return getattr(route, "path", None) or "unmatched"
@@ -52,7 +63,8 @@ def instrument_app(app: FastAPI, service: str) -> None:
     ) -> Response:
         if request.url.path == "/metrics":
             return await call_next(request)
-        in_flight = HTTP_IN_FLIGHT.labels(service)
+        m = _registry_module()
+        in_flight = m.HTTP_IN_FLIGHT.labels(service)
         in_flight.inc()
         start = time.perf_counter()
         status = 500
@@ -62,7 +74,7 @@ def instrument_app(app: FastAPI, service: str) -> None:
             return response
         finally:
             in_flight.dec()
-            HTTP_REQUEST_DURATION.labels(
+            m.HTTP_REQUEST_DURATION.labels(
                 service, request.method, _route_template(request), str(status)
             ).observe(time.perf_counter() - start)
 

@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sightline_common.errors import SightlineError
 from sightline_common.health import ReadyCheck, health_router
-from sightline_common.metrics import ERRORS, instrument_app
+from sightline_common import metrics
+from sightline_common.metrics import instrument_app
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
 
     @app.exception_handler(SightlineError)
     async def _domain(request: Request, exc: SightlineError) -> JSONResponse:
-        ERRORS.labels(service, exc.code).inc()
+        metrics.ERRORS.labels(service, exc.code).inc()
         headers = {}
         if "retry_after" in exc.extra:
             headers["Retry-After"] = str(exc.extra["retry_after"])
@@ -50,7 +51,7 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        ERRORS.labels(service, "validation").inc()
+        metrics.ERRORS.labels(service, "validation").inc()
         # Locations and messages only: pydantic's "input" field would echo caller values.
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return problem_response(422, "Unprocessable Content", "request validation failed", "validation",
@@ -58,12 +59,12 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        ERRORS.labels(service, f"http-{exc.status_code}").inc()
+        metrics.ERRORS.labels(service, f"http-{exc.status_code}").inc()
         return problem_response(exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        ERRORS.labels(service, "internal").inc()
+        metrics.ERRORS.labels(service, "internal").inc()
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
         return problem_response(500, "Internal Server Error", "internal error (see trace)", "internal")
 
