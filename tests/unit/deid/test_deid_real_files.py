@@ -21,7 +21,7 @@ MAX_SIZE = 4 * 1024 * 1024
 
 def _installed_files() -> list[Path]:
     roots = [Path(pydicom.data.__file__).parent / "test_files"]
-    for module in ("pydicom_data", "deid_data"):
+    for module in ("data_store", "deid_data"):  # pydicom-data installs as `data_store`
         try:
             roots.append(Path(__import__(module).__file__).parent)
         except ImportError:
