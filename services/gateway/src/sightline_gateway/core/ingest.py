@@ -23,7 +23,7 @@ DICOM = "application/dicom"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 MAX_PHOTO_PIXELS = 40_000_000
 _SITE = re.compile(r"^[A-Za-z][A-Za-z /_-]{0,63}$")
-_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/()+-]{0,63}$")
+_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/()+_-]{0,63}$")
 
 
 class Sidecar(BaseModel):
