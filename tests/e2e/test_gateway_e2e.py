@@ -1,0 +1,133 @@
+"""The whole stack through the gateway: a DICOM with planted fake PHI goes in; result, FHIR and
+SR come out; the planted strings appear in no response, database, object, log or trace."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "gateway"))
+
+from gateway_fixtures import PHI, PLANTED, phi_dicom
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+RESERVED = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
+
+
+def free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    socks = []
+    while len(ports) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        socks.append(s)
+        if port not in RESERVED:
+            ports.append(port)
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    from sightline_gateway.core.auth import mint_dev_token
+
+    from sightline.stack import Stack, StackSettings
+
+    data = tmp_path_factory.mktemp("stack")
+    names = (
+        "triton_http_port",
+        "triton_grpc_port",
+        "triton_metrics_port",
+        "preprocess_http_port",
+        "preprocess_grpc_port",
+        "deid_port",
+        "explain_port",
+        "gateway_port",
+    )
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    settings = StackSettings(data_dir=data, model_repository=REPO / "model_repository", **ports)
+    stack = Stack(settings)
+    stack.start()
+    try:
+        secret = json.loads((data / "secrets.json").read_text())["jwt_secret"]
+        token = mint_dev_token(
+            secret, "sightline-dev", "sightline", "e2e-hospital", ["submitter", "clinician", "auditor"], 3600
+        )
+        yield f"http://127.0.0.1:{ports['gateway_port']}", token, data
+    finally:
+        stack.stop()
+
+
+def test_phi_goes_in_and_comes_out_nowhere(stack: tuple[str, str, Path]) -> None:
+    url, token, data = stack
+    auth = {"Authorization": f"Bearer {token}"}
+    responses: list[bytes] = []
+    with httpx.Client(base_url=url, headers=auth, timeout=180) as client:
+        r = client.post(
+            "/v1/studies",
+            params={"mode": "sync"},
+            content=phi_dicom(rows=160, cols=200),
+            headers={"Content-Type": "application/dicom", "Idempotency-Key": "e2e-1"},
+        )
+        responses.append(r.content)
+        assert r.status_code == 200, r.text
+        assert r.headers.get("X-Trace-Id")
+        result = r.json()
+        study_id = result["study_id"]
+        assert result["model"]["name"] == "derm-cnn" and len(result["model"]["sha256"]) == 64
+        assert 0.0 <= result["probability"] <= 1.0 and result["status"] == "preliminary"
+        assert result["trace_id"] and "does not diagnose" in result["statement"]
+
+        study = client.get(f"/v1/studies/{study_id}")
+        responses.append(study.content)
+        assert {"deid_ms", "preprocess_ms", "total_ms"} <= set(study.json()["stage_timings_ms"])
+
+        fhir = client.get(f"/v1/studies/{study_id}/result.fhir")
+        responses.append(fhir.content)
+        assert [e["resource"]["resourceType"] for e in fhir.json()["entry"]] == [
+            "DiagnosticReport",
+            "Observation",
+            "Device",
+        ]
+
+        sr = client.get(f"/v1/studies/{study_id}/result.dcm")
+        responses.append(sr.content)
+        assert sr.status_code == 200
+        assert pydicom.dcmread(io.BytesIO(sr.content)).Modality == "SR"
+
+        review = client.post(f"/v1/studies/{study_id}/reviews", json={"verdict": "agree", "comment": "e2e"})
+        responses.append(review.content)
+        assert review.status_code == 201
+        verify = client.get("/v1/audit/verify").json()
+        assert verify["ok"], verify
+        for link in ((result.get("explanation") or {}).get("links") or {}).values():
+            if link.startswith("http"):
+                responses.append(client.get(link).content)
+
+    time.sleep(1.5)  # let the batch span processors flush
+    planted = [p.encode() for p in PLANTED] + [PHI.encode()]
+    places: dict[str, bytes] = {f"response {i}": body for i, body in enumerate(responses)}
+    for path in [
+        *data.glob("sightline.db*"),
+        *(data / "objects").rglob("*"),
+        *(data / "logs").glob("*.log"),
+        data / "traces.jsonl",
+    ]:
+        if path.is_file():
+            places[str(path.relative_to(data))] = path.read_bytes()
+    assert any(k.startswith("objects/") for k in places), "no de-identified object stored"
+    assert (data / "traces.jsonl").exists()
+    leaks = [(where, p.decode()) for where, body in places.items() for p in planted if p in body]
+    assert not leaks, leaks
