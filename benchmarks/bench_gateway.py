@@ -1,0 +1,185 @@
+"""Studies per second and p50/p99 latency through the gateway (sync mode) at concurrency 1, 4 and
+16, with and without explanation, beside the bare model (Triton gRPC) and preprocess (gRPC) in
+the same run. Prints figures; never fails on timing.
+
+    python benchmarks/bench_gateway.py                 # starts a stack on free ports in a temp dir
+    python benchmarks/bench_gateway.py --requests 40   # more requests per level
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "unit" / "gateway"))
+RESERVED = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
+
+
+def free_ports(n: int) -> list[int]:
+    out, socks = [], []
+    while len(out) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        if s.getsockname()[1] not in RESERVED:
+            out.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return out
+
+
+async def measure(
+    call: Callable[[int], Awaitable[None]], concurrency: int, requests: int
+) -> dict[str, float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            start = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - start)
+
+    await call(-1)  # warm-up
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "per_s": len(latencies) / wall,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+    }
+
+
+async def run(url: str, token: str, triton_grpc: str, preprocess_grpc: str, requests: int) -> list[dict]:
+    from gateway_fixtures import phi_dicom
+    from tritonclient.grpc import aio as grpcclient
+
+    dicoms = [phi_dicom(rows=150, cols=200, seed=i) for i in range(8)]
+    rows: list[dict] = []
+
+    triton = grpcclient.InferenceServerClient(triton_grpc)
+    meta = await triton.get_model_metadata("derm-cnn", as_json=True)
+    tin = meta["inputs"][0]
+    shape = [1, *[int(d) for d in tin["shape"][1:]]]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+    async def bare(_: int) -> None:
+        t = grpcclient.InferInput(tin["name"], shape, tin["datatype"])
+        t.set_data_from_numpy(x)
+        await triton.infer("derm-cnn", [t])
+
+    pre = grpcclient.InferenceServerClient(preprocess_grpc)
+
+    async def preprocess(i: int) -> None:
+        t = grpcclient.InferInput("dicom", [1], "BYTES")
+        t.set_data_from_numpy(np.array([dicoms[i % len(dicoms)]], dtype=np.object_))
+        await pre.infer("derm-cnn", [t])
+
+    http = httpx.AsyncClient(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=300,
+        limits=httpx.Limits(max_connections=64),
+    )
+
+    def gateway(explain: bool) -> Callable[[int], Awaitable[None]]:
+        async def call(i: int) -> None:
+            r = await http.post(
+                "/v1/studies",
+                params={"mode": "sync", "explain": str(explain).lower()},
+                content=dicoms[i % len(dicoms)],
+                headers={"Content-Type": "application/dicom"},
+            )
+            if r.status_code != 200:
+                raise RuntimeError(f"gateway answered {r.status_code}: {r.text[:200]}")
+
+        return call
+
+    targets = [
+        ("bare model (Triton gRPC)", bare),
+        ("preprocess + model (gRPC)", preprocess),
+        ("gateway, no explanation", gateway(False)),
+        ("gateway, with explanation", gateway(True)),
+    ]
+    for name, call in targets:
+        for concurrency in (1, 4, 16):
+            n = requests if "gateway" in name else requests * 4
+            figures = await measure(call, concurrency, max(n, concurrency))
+            rows.append(
+                {"path": name, "concurrency": concurrency, **{k: round(v, 2) for k, v in figures.items()}}
+            )
+            print(
+                f"{name:28s} c={concurrency:<3d} {figures['per_s']:8.2f}/s  p50 {figures['p50_ms']:8.1f} ms  "
+                f"p99 {figures['p99_ms']:8.1f} ms",
+                flush=True,
+            )
+    await http.aclose()
+    await triton.close()
+    await pre.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--requests", type=int, default=24, help="studies per gateway level (x4 for the model)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    from sightline_gateway.core.auth import mint_dev_token
+
+    from sightline.stack import Stack, StackSettings
+
+    names = (
+        "triton_http_port",
+        "triton_grpc_port",
+        "triton_metrics_port",
+        "preprocess_http_port",
+        "preprocess_grpc_port",
+        "deid_port",
+        "explain_port",
+        "gateway_port",
+    )
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    with tempfile.TemporaryDirectory(prefix="sightline-bench-") as tmp:
+        settings = StackSettings(data_dir=Path(tmp), model_repository=REPO / "model_repository", **ports)
+        stack = Stack(settings)
+        stack.start()
+        try:
+            secret = json.loads((Path(tmp) / "secrets.json").read_text())["jwt_secret"]
+            token = mint_dev_token(secret, "sightline-dev", "sightline", "bench", ["submitter"], 3600)
+            rows = asyncio.run(
+                run(
+                    f"http://127.0.0.1:{ports['gateway_port']}",
+                    token,
+                    f"127.0.0.1:{ports['triton_grpc_port']}",
+                    f"127.0.0.1:{ports['preprocess_grpc_port']}",
+                    args.requests,
+                )
+            )
+        finally:
+            stack.stop()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
