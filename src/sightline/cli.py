@@ -45,11 +45,50 @@ def _status_table(rows: list[dict[str, object]]) -> Table:
     return table
 
 
+DEV_TENANT = "dev-hospital"
+DEV_ROLES = ("submitter", "clinician", "auditor", "admin")
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _dev_token(settings: StackSettings, ttl_s: int = 8 * 3600) -> str:
+    """A development bearer token for the local gateway (HS256 with this data dir's secret)."""
+    from sightline_gateway.core.auth import mint_dev_token
+
+    secret = json.loads((settings.data_dir / "secrets.json").read_text())["jwt_secret"]
+    return mint_dev_token(secret, "sightline-dev", "sightline", DEV_TENANT, list(DEV_ROLES), ttl_s)
+
+
+def _demo(settings: StackSettings, token: str) -> None:
+    """Submit a committed HAM10000 sample through the gateway and print what a hospital gets back."""
+    from sightline.demo import run_demo
+
+    sample = sorted(SAMPLES.glob("*.jpg"))[0]
+    out_dir = settings.data_dir / "demo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"submitting sample {sample.name} (HAM10000, CC BY-NC-SA 4.0) ...")
+    demo = run_demo(f"http://{settings.host}:{settings.gateway_port}", token, sample, out_dir=out_dir)
+    result = demo["result"]
+    table = Table(title="Sample result (assistive, preliminary until a clinician reviews it)")
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("status", "model", "probability", "threshold", "decision", "preliminary", "trace_id"):
+        if key in result:
+            table.add_row(key, json.dumps(result[key]) if isinstance(result[key], dict | list) else str(result[key]))
+    console.print(table)
+    for key in ("statement", "warning"):
+        if result.get(key):
+            console.print(f"[italic]{result[key]}[/]")
+    console.print(f"study: {demo['study_url']}")
+    if demo.get("overlay_png"):
+        console.print(f"Grad-CAM overlay: {demo['overlay_png']}")
+
+
 @app.command()
 def up(
     data_dir: Path = typer.Option(None, help="data directory (default var/stack or SIGHTLINE_STACK_DATA_DIR)"),
     detach: bool = typer.Option(False, help="return once ready and leave the stack running"),
     with_prometheus: bool = typer.Option(False, help="also run Debian's prometheus scraping the stack"),
+    demo: bool = typer.Option(False, help="submit a sample image once ready and print the result"),
 ) -> None:
     """Start the whole stack on loopback and wait until every component is ready."""
     settings = _settings(data_dir, with_prometheus=with_prometheus or None)
@@ -79,6 +118,14 @@ def up(
     console.print(_status_table(stack.status()))
     console.print(_model_line(settings))
     console.print(f"all components ready in {time.monotonic() - t0:.1f}s; data in {settings.data_dir.resolve()}")
+    token = _dev_token(settings)
+    console.print(f"development token (tenant {DEV_TENANT}, all roles, 8 h; refused outside development):")
+    console.print(token, soft_wrap=True)
+    if demo:
+        try:
+            _demo(settings, token)
+        except Exception as exc:  # noqa: BLE001 - the stack stays up; say what failed
+            console.print(f"[red]sample diagnosis failed:[/] {exc}")
     if detach:
         console.print("running in the background: `sightline status`, `sightline down`")
         return
