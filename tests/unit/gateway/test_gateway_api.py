@@ -237,3 +237,25 @@ def test_signed_links_refuse_tampering(h) -> None:
     link = r.json()["explanation"]["links"]["overlay_png"].replace("http://testserver", "")
     assert h.client.get(link.replace("signature=", "signature=0")).status_code in (403, 422)
     assert h.client.get(link.replace("overlay.png", "heatmap.npy")).status_code == 403
+
+
+def _sample_value(metrics: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{{{want}}} not exported")
+
+
+def test_each_result_feeds_score_decision_and_backlog_metrics(h) -> None:
+    before = h.client.get("/metrics").text
+    try:
+        positives = _sample_value(before, "sightline_model_decisions_total", model="derm-cnn", decision="positive")
+    except AssertionError:
+        positives = 0.0
+    assert h.submit(mode="sync").status_code == 200
+    metrics = h.client.get("/metrics").text
+    after = _sample_value(metrics, "sightline_model_decisions_total", model="derm-cnn", decision="positive")
+    assert after == positives + 1
+    assert _sample_value(metrics, "sightline_model_score_count", model="derm-cnn") >= 1
+    assert "sightline_jobs_pending{" in metrics and "sightline_jobs_oldest_pending_age_seconds{" in metrics

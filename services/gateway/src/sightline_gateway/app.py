@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
+from sightline_common.drift import DriftMonitor
 from sightline_common.storage import ObjectStore, S3Store, store_from_settings
 from sightline_common.telemetry import current_trace_id
 from sightline_common.web import service_app
@@ -157,6 +158,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             backoff_s=settings.job_backoff_s,
             lease_s=settings.job_lease_s,
             poll_s=settings.job_poll_s,
+            drift=DriftMonitor(),
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -170,6 +172,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         )
         stop = asyncio.Event()
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
+        tasks.append(asyncio.create_task(pipeline.run_backlog_metrics(stop)))
         tasks.append(
             asyncio.create_task(
                 pipeline.run_retention(

@@ -21,19 +21,35 @@ from typing import Any, TypeVar
 
 import pydicom
 from opentelemetry import trace
+from prometheus_client import Gauge
 from sightline_common.contracts import ExplainRequest
+from sightline_common.drift import DriftMonitor
 from sightline_common.errors import DependencyUnavailable, NotFound, SightlineError
 from sightline_common.manifest import ModelManifest, load_manifest
 from sightline_common.metrics import STAGE_DURATION
 from sightline_common.storage import ObjectStore
 from sightline_common.telemetry import current_trace_id
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.clients.services import Deid, Explain, Inference, Preprocess
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.models import Job, Result, Study, utcnow
+
+JOBS_PENDING = Gauge(
+    "sightline_jobs_pending", "Studies queued or running in the durable job queue.", ["service"]
+)
+JOBS_OLDEST_AGE = Gauge(
+    "sightline_jobs_oldest_pending_age_seconds", "Age of the oldest queued or running job.", ["service"]
+)
+
+
+def _aware(value: Any) -> Any:
+    """SQLite returns naive datetimes; they are UTC."""
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -87,8 +103,11 @@ class Pipeline:
         backoff_s: float = 1.0,
         lease_s: float = 120.0,
         poll_s: float = 0.5,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.sessions, self.store, self.audit = sessions, store, audit
+        self.drift = drift
+        self._drift_registered: set[tuple[str, int]] = set()
         self.deid, self.preprocess, self.explain = deid, preprocess, explain
         self.model_repository, self.model_name = model_repository, model_name
         self.max_attempts, self.backoff_s, self.lease_s, self.poll_s = (
@@ -103,6 +122,42 @@ class Pipeline:
 
     def manifest(self) -> ModelManifest:
         return load_manifest(self.model_repository, self.model_name)
+
+    def _observe_drift(self, manifest: ModelManifest, version: int, top: dict[str, Any], refer: bool,
+                       segment: str) -> None:
+        """Feed the drift monitor: image statistics, calibrated score and decision, per tenant (site)."""
+        if self.drift is None:
+            return
+        if (manifest.name, manifest.version) not in self._drift_registered:
+            self.drift.register(manifest)
+            self._drift_registered.add((manifest.name, manifest.version))
+        self.drift.observe(
+            manifest.name, version, stats=top["image_stats"], score=float(top["probability"]),
+            decision=refer, segment=segment,
+        )
+
+    async def run_backlog_metrics(self, stop: asyncio.Event, interval_s: float = 5.0) -> None:
+        """Publish the queue depth and the age of the oldest queued job (for the backlog alert)."""
+        while not stop.is_set():
+            try:
+                async with self.sessions() as session:
+                    row = (
+                        await session.execute(
+                            select(func.count(Job.id), func.min(Job.created_at)).where(
+                                Job.status.in_(("queued", "running"))
+                            )
+                        )
+                    ).one()
+                JOBS_PENDING.labels("gateway").set(row[0] or 0)
+                oldest = row[1]
+                age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+                JOBS_OLDEST_AGE.labels("gateway").set(max(0.0, age))
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop the gateway
+                log.warning("backlog metrics failed: %s", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                pass
 
     # ---- accepting a study --------------------------------------------------------------
 
@@ -422,6 +477,7 @@ class Pipeline:
             async with self.sessions() as session, session.begin():
                 await self._finish(session, job, study, "completed", timings, now)
             return
+        self._observe_drift(manifest, version, top, result.refer, study.tenant_id)
         await self.audit.append(
             actor=SYSTEM,
             roles=[],
