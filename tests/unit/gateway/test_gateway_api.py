@@ -259,3 +259,31 @@ def test_each_result_feeds_score_decision_and_backlog_metrics(h) -> None:
     assert after == positives + 1
     assert _sample_value(metrics, "sightline_model_score_count", model="derm-cnn") >= 1
     assert "sightline_jobs_pending{" in metrics and "sightline_jobs_oldest_pending_age_seconds{" in metrics
+
+
+def test_stow_rs_stores_through_deid_and_names_the_study(h) -> None:
+    boundary = "stow-boundary"
+    parts = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + phi_dicom(seed=i) + b"\r\n"
+            for i in range(2)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    ct = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    r = h.client.post("/dicomweb/studies", content=parts, headers={"Content-Type": ct, **token()})
+    assert r.status_code == 202, r.text
+    assert r.headers["content-type"].startswith("application/dicom+json")
+    url = r.json()["00081190"]["Value"][0]
+    assert url.endswith(r.headers["Location"])
+    study = wait_done(h, r.headers["Location"].rsplit("/", 1)[1])
+    assert study["status"] == "completed"
+    assert PHI.encode() not in r.content
+
+
+def test_stow_rs_refuses_a_plain_dicom_body(h) -> None:
+    r = h.client.post(
+        "/dicomweb/studies", content=phi_dicom(), headers={"Content-Type": "application/dicom", **token()}
+    )
+    assert r.status_code == 415
+    assert r.headers["content-type"].startswith("application/problem+json")

@@ -541,3 +541,38 @@ async def get_object(
     data = await asyncio.to_thread(gw.store.get, key)
     media = "image/png" if key.endswith(".png") else "application/octet-stream"
     return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=60"})
+
+
+dicomweb = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+
+
+@dicomweb.post(
+    "/studies",
+    status_code=202,
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {'multipart/related; type="application/dicom"': {"schema": {"type": "string"}}},
+        }
+    },
+    responses={202: {"description": "STOW-RS: stored and queued; RetrieveURL names the study"}, **UPLOAD_ERRORS},
+)
+async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
+    """STOW-RS subset (PS3.18 10.5): multipart/related of application/dicom instances, one study.
+
+    The instances take the same path as ``POST /v1/studies`` (de-identification first, never
+    stored identified); the response is DICOM JSON with the RetrieveURL (0008,1190).
+    """
+    who.require(Role.SUBMITTER)
+    if ingest.classify(request.headers.get("content-type")) != "multipart-related":
+        raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
+    instances = await _instances(request, gw)
+    accepted = await gw.pipeline.accept(
+        tenant=who.tenant, submitted_by=who.subject, instances=instances, idempotency_key=None, explain=True
+    )
+    del instances
+    await gw.record(who, "study.create", "study", accepted.study.id)
+    location = f"/v1/studies/{accepted.study.id}"
+    body = {"00081190": {"vr": "UR", "Value": [f"{str(request.base_url).rstrip('/')}{location}"]}}
+    return JSONResponse(body, status_code=202, headers={"Location": location}, media_type="application/dicom+json")
