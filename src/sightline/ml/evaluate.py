@@ -464,7 +464,7 @@ def render_report(result: dict[str, Any]) -> str:
         f"Calibrated probability = sigmoid(logit / {result['temperature']:.3f}); operating threshold "
         f"{result['threshold']:.4f} (chosen on validation). 95% CIs: percentile bootstrap, "
         f"{result['n_bootstrap']} resamples within each group. ECE: 15 equal-width bins "
-        f"(before temperature scaling: {result['uncalibrated_ece']}).",
+        f"(at T = 1, after removing the class-weight prior: {result['uncalibrated_ece']}).",
         "",
         "## Overall",
         "",

@@ -168,7 +168,7 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         "",
         f"Overall on `{split}`: AUROC {_v(overall['auroc'])}, AUPRC {_v(overall['auprc'])}, sensitivity "
         f"{_v(overall['sensitivity'])}, specificity {_v(overall['specificity'])}, ECE {_v(overall['ece'])} "
-        f"(ECE before temperature scaling {evaluation.get('uncalibrated_ece')}).",
+        f"(ECE at T = 1, after removing the class-weight prior: {evaluation.get('uncalibrated_ece')}).",
         "",
     ]
     for attribute, per in evaluation["by_attribute"].items():
