@@ -19,7 +19,7 @@ INTENDED_USE = (
     "Assistive triage of dermoscopic images of pigmented skin lesions: a calibrated probability that the "
     "lesion is malignant (melanoma, basal cell carcinoma, actinic keratosis / intraepithelial carcinoma) "
     "for a clinician to review. Research and demonstration only: not a medical device, not for diagnosis, "
-    "not for use without clinician review, not for non-commercial-licence-incompatible use."
+    "not for use without clinician review, not for commercial use (CC BY-NC-SA 4.0)."
 )
 
 LIMITATIONS = [
@@ -58,6 +58,37 @@ def _counts_table(counts: dict[str, dict[str, int]]) -> str:
     return "| group | benign | malignant |\n|---|---|---|\n" + rows
 
 
+def _findings(evaluation: dict[str, Any]) -> list[str]:
+    """Key findings in words: within-site vs pooled AUROC (the site shortcut) and external validation."""
+    overall = evaluation["overall"]["auroc"]["value"]
+    sites = evaluation["by_attribute"].get("site", {})
+    within = {s: v["auroc"]["value"] for s, v in sites.items() if v["positives"] >= 50}
+    lines = ["Key findings:", ""]
+    if within and overall is not None:
+        listed = ", ".join(f"{s} {a:.3f}" for s, a in within.items() if a is not None)
+        lines.append(
+            f"- Pooled AUROC ({overall:.3f}) exceeds AUROC within each site with at least 50 malignant "
+            f"images ({listed}): part of the pooled discrimination comes from site (malignant share "
+            "by site), "
+            "the shortcut the dataset README warns about."
+        )
+    ext = evaluation.get("external_validation")
+    if ext:
+        site = ext["held_out_site"]
+        held = ext["held_out_site_all_splits"]["auroc"]["value"]
+        others = next(v for k, v in ext.items() if k.startswith("other_sites_"))["auroc"]["value"]
+        lines.append(
+            f"- Trained without {site}, the recipe reaches AUROC {held:.3f} on {site} against "
+            f"{others:.3f} on the "
+            f"sites it was trained on: it does not transfer to an unseen site without local validation."
+        )
+    flagged = evaluation.get("flagged_gaps", [])
+    if flagged:
+        listed = "; ".join(f"{f['attribute']} {f['metric']} {f['gap']:.3f}" for f in flagged[:5])
+        lines.append(f"- Largest flagged subgroup gaps: {listed}.")
+    return [*lines, ""]
+
+
 def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> str:
     """MODEL_CARD.md text: the sections of Mitchell et al. (2019), filled from manifest and evaluation."""
     td = manifest.training_data
@@ -76,6 +107,7 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
                     f"| {attribute} | {metric} | {g['gap']:.3f} | {g['best']} / {g['worst']} | "
                     f"{g['tolerance']} |{flag}"
                 )
+    tolerances = ", ".join(f"{k} {v}" for k, v in evaluation["gap_rules"]["tolerance"].items())
     ext = evaluation.get("external_validation")
     ext_text = "Not run."
     if ext:
@@ -143,7 +175,7 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         "scikit-learn and, "
         "per group, fairlearn's MetricFrame. 95% confidence intervals by percentile bootstrap "
         f"({evaluation['n_bootstrap']} resamples within each group). A between-group gap is flagged when it "
-        f"exceeds {evaluation['gap_rules']['tolerance']} and only groups with at least "
+        f"exceeds {tolerances} and only groups with at least "
         f"{evaluation['gap_rules']['min_positives']} malignant and "
         f"{evaluation['gap_rules']['min_negatives']} "
         "benign images enter it.",
@@ -170,6 +202,7 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         f"{_v(overall['sensitivity'])}, specificity {_v(overall['specificity'])}, ECE {_v(overall['ece'])} "
         f"(ECE at T = 1, after removing the class-weight prior: {evaluation.get('uncalibrated_ece')}).",
         "",
+        *_findings(evaluation),
     ]
     for attribute, per in evaluation["by_attribute"].items():
         sections += [
