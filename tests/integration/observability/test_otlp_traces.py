@@ -182,24 +182,62 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(
         assert planted not in metrics, f"planted {planted!r} in a metric label"
 
 
-def test_full_pipeline_trace_through_the_gateway() -> None:
-    """gateway -> deid -> preprocess -> Triton -> explain in one trace (needs the gateway pipeline)."""
-    sys.path.insert(0, str(ROOT / "services" / "gateway" / "src"))
-    try:
-        from sightline_gateway.app import create_app  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"gateway app not importable yet: {exc}")
-    import inspect
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path: Path) -> None:
+    """One study: gateway -> deid -> preprocess -> explain spans in one trace, over OTLP, linked.
 
-    import sightline_gateway.app as gateway_app
+    Triton itself is not an OpenTelemetry exporter here (the bundled 2.51 has no OTel trace mode
+    configured); its hop is the preprocess service's ``triton.infer`` client span.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "gateway"))
+    from gateway_fixtures import PHI, PLANTED as GATEWAY_PLANTED, phi_dicom
+    from sightline.cli import _dev_token
+    from sightline.stack import Stack, StackSettings
 
-    source = inspect.getsource(gateway_app)
-    routes = ROOT / "services" / "gateway" / "src" / "sightline_gateway" / "api" / "routes.py"
-    text = routes.read_text() if routes.is_file() else ""
-    has_route = '"/v1/studies"' in source + text or ('prefix="/v1"' in text and '"/studies"' in text)
-    if not has_route:
-        pytest.skip("the gateway has no /v1/studies route yet (issue: gateway pipeline)")
-    pytest.skip(
-        "gateway /v1/studies exists, but the whole-stack OTLP trace test needs StackSettings to pass "
-        "SIGHTLINE_OTEL_EXPORTER/ENDPOINT overrides to every component (to wire in src/sightline/stack.py)"
+    names = (
+        "triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
+        "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port",
     )
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    settings = StackSettings(
+        data_dir=tmp_path, model_repository=ROOT / "model_repository", otel_exporter="otlp-http",
+        otel_otlp_endpoint=receivers.http_endpoint, **ports,
+    )
+    stack = Stack(settings)
+    stack.start()
+    try:
+        token = _dev_token(settings)
+        r = httpx.post(
+            f"http://127.0.0.1:{ports['gateway_port']}/v1/studies",
+            params={"mode": "sync"},
+            content=phi_dicom(rows=150, cols=200),
+            headers={"Content-Type": "application/dicom", "Authorization": f"Bearer {token}"},
+            timeout=180,
+        )
+        assert r.status_code == 200, r.text
+        trace_id = r.json()["trace_id"]
+        assert r.json()["explanation"]["status"] == "available"
+        spans = _spans_of(receivers, trace_id, {"gateway", "deid", "preprocess", "explain"}, timeout=30)
+    finally:
+        stack.stop()
+    ids = {s["span_id"] for s in spans}
+    roots = [s for s in spans if s["parent_span_id"] is None]
+    assert len(roots) == 1 and roots[0]["service"] == "gateway", [(s["service"], s["name"]) for s in roots]
+    orphans = [
+        (s["service"], s["name"]) for s in spans if s["parent_span_id"] and s["parent_span_id"] not in ids
+    ]
+    assert not orphans, f"spans whose parent never arrived: {orphans}"
+    by_id = {s["span_id"]: s for s in spans}
+    for service in ("deid", "preprocess", "explain"):
+        # Each service's server span hangs under a gateway client span (W3C traceparent over HTTP/gRPC).
+        entry = [
+            s
+            for s in spans
+            if s["service"] == service and by_id.get(s["parent_span_id"], {}).get("service") == "gateway"
+        ]
+        assert entry, f"no {service} span is a child of a gateway span"
+    assert any(s["name"] == "triton.infer" for s in spans), "the Triton hop is missing"
+    raw = b"".join(receivers.store.raw)
+    for planted in (*GATEWAY_PLANTED, PHI):
+        assert planted.encode() not in raw, f"planted {planted!r} reached the trace backend"
