@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydicom
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from prometheus_client import Gauge
 from sightline_common.contracts import ExplainRequest
 from sightline_common.drift import DriftMonitor
@@ -28,7 +28,7 @@ from sightline_common.errors import DependencyUnavailable, NotFound, SightlineEr
 from sightline_common.manifest import ModelManifest, load_manifest
 from sightline_common.metrics import STAGE_DURATION
 from sightline_common.storage import ObjectStore
-from sightline_common.telemetry import current_trace_id
+from sightline_common.telemetry import current_trace_id, inject_headers
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -230,7 +230,16 @@ class Pipeline:
             async with self.sessions() as session, session.begin():
                 session.add(study)
                 await session.flush()
-                session.add(Job(id=str(uuid.uuid4()), study_id=study_id, status="queued", stage="preprocess"))
+                # The job continues the submitting request's trace: one trace per study.
+                session.add(
+                    Job(
+                        id=str(uuid.uuid4()),
+                        study_id=study_id,
+                        status="queued",
+                        stage="preprocess",
+                        state={"traceparent": inject_headers()},
+                    )
+                )
         except DbIntegrityError:
             await self._delete_objects(keys)
             again = await self.find_idempotent(tenant, idempotency_key)
@@ -333,7 +342,8 @@ class Pipeline:
                 job, study, "gave-up", f"gave up after {self.max_attempts} attempts: {job.last_error}"
             )
             return
-        with tracer.start_as_current_span("gateway.job") as span:
+        parent = propagate.extract(dict((job.state or {}).get("traceparent") or {}))
+        with tracer.start_as_current_span("gateway.job", context=parent) as span:
             span.set_attribute("sightline.study_id", study.id)
             span.set_attribute("sightline.job.attempt", job.attempts)
             try:
