@@ -59,12 +59,14 @@ backend: "python"
 max_batch_size: {max_batch}
 input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ 3, {h}, {w} ] }} ]
 output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
-instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
+# Two single-threaded instances and no batching delay: measured on a 2-core host (see
+# benchmarks/bench_inference.py), a held request cost more than batching gained, and two ONNX
+# threads per call starved the preprocess service's decoding.
+instance_group [ {{ kind: KIND_CPU, count: 2 }} ]
 dynamic_batching {{
-  preferred_batch_size: [ 4, 8 ]
-  max_queue_delay_microseconds: 2000
+  max_queue_delay_microseconds: 0
 }}
-parameters: {{ key: "onnx_threads" value: {{ string_value: "2" }} }}
+parameters: {{ key: "onnx_threads" value: {{ string_value: "1" }} }}
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 """
 
@@ -101,17 +103,45 @@ def export_model(
     model = model.eval().cpu()
     torch.save(model.state_dict(), vdir / "model.pt")
     export_onnx(model, vdir / "model.onnx", h, w)
-    fmt = {"name": name, "max_batch": MAX_BATCH, "input": INPUT_NAME, "output": OUTPUT_NAME, "h": h, "w": w}
+    write_serving_files(root, name, version, h, w)
+    manifest = ModelManifest.model_validate(
+        {**manifest_fields, "version": version, "artifacts": artifact_digests(root)}
+    )
+    (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    return manifest
+
+
+def write_serving_files(root: Path, name: str, version: int, height: int, width: int) -> None:
+    """Triton configurations (production and local) and the python-backend model file."""
+    fmt = {"name": name, "max_batch": MAX_BATCH, "input": INPUT_NAME, "output": OUTPUT_NAME, "h": height,
+           "w": width}
+    (root / "configs").mkdir(exist_ok=True)
     (root / "config.pbtxt").write_text(PRODUCTION_CONFIG.format(**fmt))
     (root / "configs" / "local.pbtxt").write_text(LOCAL_CONFIG.format(**fmt))
     backend = resources.files("sightline.ml").joinpath("triton_python_model.py").read_text()
-    (vdir / "model.py").write_text(backend)
-    artifacts = {
+    (root / str(version) / "model.py").write_text(backend)
+
+
+def artifact_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file of a model folder except its manifest (and its evaluation outputs)."""
+    return {
         str(p.relative_to(root)): sha256_file(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts
+        if p.is_file()
+        and p.name not in ("manifest.json", "MODEL_CARD.md")
+        and "__pycache__" not in p.parts
+        and "evaluation" not in p.relative_to(root).parts
     }
-    manifest = ModelManifest.model_validate({**manifest_fields, "version": version, "artifacts": artifacts})
+
+
+def refresh_serving_files(repository: Path, name: str) -> ModelManifest:
+    """Rewrite the configurations and backend file of an exported model (same weights) and
+    update the manifest's digests: how a serving change reaches a committed model."""
+    root = repository / name
+    manifest = ModelManifest.model_validate(json.loads((root / "manifest.json").read_text()))
+    spec = manifest.preprocessing
+    write_serving_files(root, name, manifest.version, spec.height, spec.width)
+    manifest = manifest.model_copy(update={"artifacts": artifact_digests(root)})
     (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
     return manifest
 

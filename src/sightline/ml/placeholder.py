@@ -1,19 +1,12 @@
-"""A placeholder model: the reference architecture with seeded random weights.
+"""Manifest fields of a placeholder model (the reference architecture, random weights).
 
-It makes the serving path real (Triton, preprocess, explain) before a trained model exists.
-Its manifest says ``placeholder: true`` and every service reports it; its outputs mean nothing.
+The first serving path ran on such a model before the trained one existed; tests still export
+one to check the exporter. A manifest with ``placeholder: true`` is reported by every service.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import torch
-from sightline_common.manifest import ModelManifest
-from sightline_common.nets import build_model
-
-from sightline.ml.export import export_model
 
 MODEL_NAME = "derm-cnn"
 VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
@@ -48,9 +41,3 @@ def placeholder_fields() -> dict[str, Any]:
         "limitations": ["Untrained: its outputs carry no information."],
         "licence": "Apache-2.0 (random weights)",
     }
-
-
-def write_placeholder(repository: Path, seed: int = 0) -> ModelManifest:
-    torch.manual_seed(seed)
-    model = build_model(ARCHITECTURE)
-    return export_model(model, repository, placeholder_fields())
