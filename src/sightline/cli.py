@@ -30,7 +30,11 @@ def _model_line(settings: StackSettings) -> str:
     if not path.exists():
         return f"model {settings.model_name}: no manifest"
     manifest = json.loads(path.read_text())
-    tag = " [bold red]PLACEHOLDER (random weights, outputs mean nothing)[/]" if manifest.get("placeholder") else ""
+    tag = (
+        " [bold red]PLACEHOLDER (random weights, outputs mean nothing)[/]"
+        if manifest.get("placeholder")
+        else ""
+    )
     return f"model {manifest['name']} v{manifest['version']}{tag}"
 
 
@@ -39,7 +43,11 @@ def _status_table(rows: list[dict[str, object]]) -> Table:
     for col in ("component", "pid", "state", "listens"):
         table.add_column(col)
     for row in rows:
-        state = "[green]ready[/]" if row["ready"] else ("[yellow]not ready[/]" if row["alive"] else "[red]down[/]")
+        state = (
+            "[green]ready[/]"
+            if row["ready"]
+            else ("[yellow]not ready[/]" if row["alive"] else "[red]down[/]")
+        )
         listens = "  ".join(f"{k} {v}" for k, v in dict(row["listens"]).items())  # type: ignore[call-overload]
         table.add_row(str(row["name"]), str(row["pid"]), state, listens)
     return table
@@ -73,7 +81,9 @@ def _demo(settings: StackSettings, token: str) -> None:
     table.add_column("value")
     for key in ("status", "model", "probability", "threshold", "decision", "preliminary", "trace_id"):
         if key in result:
-            table.add_row(key, json.dumps(result[key]) if isinstance(result[key], dict | list) else str(result[key]))
+            table.add_row(
+                key, json.dumps(result[key]) if isinstance(result[key], dict | list) else str(result[key])
+            )
     console.print(table)
     for key in ("statement", "warning"):
         if result.get(key):
@@ -85,7 +95,9 @@ def _demo(settings: StackSettings, token: str) -> None:
 
 @app.command()
 def up(
-    data_dir: Path = typer.Option(None, help="data directory (default var/stack or SIGHTLINE_STACK_DATA_DIR)"),
+    data_dir: Path = typer.Option(
+        None, help="data directory (default var/stack or SIGHTLINE_STACK_DATA_DIR)"
+    ),
     detach: bool = typer.Option(False, help="return once ready and leave the stack running"),
     with_prometheus: bool = typer.Option(False, help="also run Debian's prometheus scraping the stack"),
     demo: bool = typer.Option(False, help="submit a sample image once ready and print the result"),
@@ -117,7 +129,9 @@ def up(
             raise typer.Exit(1) from exc
     console.print(_status_table(stack.status()))
     console.print(_model_line(settings))
-    console.print(f"all components ready in {time.monotonic() - t0:.1f}s; data in {settings.data_dir.resolve()}")
+    console.print(
+        f"all components ready in {time.monotonic() - t0:.1f}s; data in {settings.data_dir.resolve()}"
+    )
     token = _dev_token(settings)
     console.print(f"development token (tenant {DEV_TENANT}, all roles, 8 h; refused outside development):")
     console.print(token, soft_wrap=True)

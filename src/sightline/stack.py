@@ -85,7 +85,9 @@ class StackState:
     components: list[Component]
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self) | {"components": [_public(c) for c in self.components]}, indent=2))
+        path.write_text(
+            json.dumps(asdict(self) | {"components": [_public(c) for c in self.components]}, indent=2)
+        )
 
     @classmethod
     def load(cls, path: Path) -> StackState:
@@ -157,7 +159,10 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
         "preprocess",
         [py, "-m", "sightline_preprocess"],
         f"http://{host}:{settings.preprocess_http_port}/health/ready",
-        {"http": f"http://{host}:{settings.preprocess_http_port}", "grpc": f"{host}:{settings.preprocess_grpc_port}"},
+        {
+            "http": f"http://{host}:{settings.preprocess_http_port}",
+            "grpc": f"{host}:{settings.preprocess_grpc_port}",
+        },
         env=svc(
             "PREPROCESS",
             environment="development",
@@ -229,7 +234,7 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -299,7 +304,9 @@ class Stack:
         stack_id = secrets.token_hex(8)
         state = StackState(stack_id, f"sightline_{stack_id}_", [])
         wanted = set(only) if only else None
-        components = [c for c in plan(self.settings, stack_id, state.shm_prefix) if not wanted or c.name in wanted]
+        components = [
+            c for c in plan(self.settings, stack_id, state.shm_prefix) if not wanted or c.name in wanted
+        ]
         try:
             for comp in components:
                 self._spawn(comp, state)
@@ -323,7 +330,7 @@ class Stack:
             env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env["PATH"]))
         env[STACK_ENV] = state.stack_id
         log = (self.logs / f"{comp.name}.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - our own command lines
+        proc = subprocess.Popen(
             comp.command,
             env=env,
             stdout=log,
@@ -340,7 +347,9 @@ class Stack:
         started = time.monotonic()
         while time.monotonic() < deadline:
             if not _alive(comp.pid):
-                raise RuntimeError(f"{comp.name} exited during start-up; see {self.logs / (comp.name + '.log')}")
+                raise RuntimeError(
+                    f"{comp.name} exited during start-up; see {self.logs / (comp.name + '.log')}"
+                )
             if http_ok(comp.ready_url):
                 return
             on_progress(comp.name, f"waiting {time.monotonic() - started:.0f}s")
@@ -349,7 +358,9 @@ class Stack:
 
     def stop(self, state: StackState | None = None, grace_s: float = 20.0) -> list[str]:
         """Stop every process of the stack (reverse order), then its descendants and shm files."""
-        state = state or (StackState.load(self.settings.state_file) if self.settings.state_file.exists() else None)
+        state = state or (
+            StackState.load(self.settings.state_file) if self.settings.state_file.exists() else None
+        )
         if state is None:
             return []
         stopped = []

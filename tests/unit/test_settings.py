@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
-from sightline.stack import StackSettings
 from sightline_common.settings import TelemetrySettings
 from sightline_gateway.settings import GatewaySettings
+
+from sightline.stack import StackSettings
 
 GATEWAY = {
     "port": 8080,
@@ -33,14 +33,19 @@ def test_gateway_accepts_a_weak_secret_only_in_development() -> None:
 def test_gateway_refuses_sqlite_in_production() -> None:
     with pytest.raises(ValidationError, match="SQLite"):
         GatewaySettings(
-            environment="production", jwt_secret="x" * 40, **(GATEWAY | {"database_url": "sqlite+aiosqlite:///x.db"})
+            environment="production",
+            jwt_secret="x" * 40,
+            **(GATEWAY | {"database_url": "sqlite+aiosqlite:///x.db"}),
         )
 
 
 def test_tracing_cannot_be_switched_off_in_production() -> None:
     with pytest.raises(ValidationError, match="tracing"):
         GatewaySettings(
-            environment="production", jwt_secret="x" * 40, telemetry=TelemetrySettings(exporter="none"), **GATEWAY
+            environment="production",
+            jwt_secret="x" * 40,
+            telemetry=TelemetrySettings(exporter="none"),
+            **GATEWAY,
         )
 
 

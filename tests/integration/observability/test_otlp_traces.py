@@ -191,7 +191,9 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
     configured); its hop is the preprocess service's ``triton.infer`` client span.
     """
     sys.path.insert(0, str(ROOT / "tests" / "unit" / "gateway"))
-    from gateway_fixtures import PHI, PLANTED as GATEWAY_PLANTED, phi_dicom
+    from gateway_fixtures import PHI, phi_dicom
+    from gateway_fixtures import PLANTED as GATEWAY_PLANTED
+
     from sightline.cli import _dev_token
     from sightline.stack import Stack, StackSettings
 

@@ -250,7 +250,9 @@ def _sample_value(metrics: str, name: str, **labels: str) -> float:
 def test_each_result_feeds_score_decision_and_backlog_metrics(h) -> None:
     before = h.client.get("/metrics").text
     try:
-        positives = _sample_value(before, "sightline_model_decisions_total", model="derm-cnn", decision="positive")
+        positives = _sample_value(
+            before, "sightline_model_decisions_total", model="derm-cnn", decision="positive"
+        )
     except AssertionError:
         positives = 0.0
     assert h.submit(mode="sync").status_code == 200

@@ -82,7 +82,9 @@ def model_dir(repository: Path, name: str) -> Path:
 
 
 def load_manifest(repository: Path, name: str) -> ModelManifest:
-    return ModelManifest.model_validate(json.loads((model_dir(repository, name) / "manifest.json").read_text()))
+    return ModelManifest.model_validate(
+        json.loads((model_dir(repository, name) / "manifest.json").read_text())
+    )
 
 
 def verify_artifact(repository: Path, manifest: ModelManifest, relative: str) -> Path:

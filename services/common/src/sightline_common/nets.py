@@ -6,6 +6,7 @@ the explanation service build the same network from the same description.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -23,7 +24,9 @@ class ResidualBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,8 +44,10 @@ class LesionNet(nn.Module):
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 192), dropout: float = 0.2) -> None:
         super().__init__()
-        stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        blocks = [ResidualBlock(a, b, 2) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        blocks = [ResidualBlock(a, b, 2) for a, b in itertools.pairwise(widths)]
         self.features = nn.Sequential(stem, *blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)

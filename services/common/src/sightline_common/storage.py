@@ -86,12 +86,20 @@ class S3Store:
     """An S3 API bucket through the ``minio`` client (MinIO, or any S3-compatible server)."""
 
     def __init__(
-        self, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = True,
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = True,
         region: str | None = None,
     ) -> None:
         from minio import Minio
 
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+        )
         self.bucket = bucket
 
     def ensure_bucket(self) -> None:
@@ -99,7 +107,9 @@ class S3Store:
             self.client.make_bucket(self.bucket)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(self.bucket, check_key(key), io.BytesIO(data), len(data), content_type=content_type)
+        self.client.put_object(
+            self.bucket, check_key(key), io.BytesIO(data), len(data), content_type=content_type
+        )
 
     def get(self, key: str) -> bytes:
         from minio.error import S3Error
@@ -146,8 +156,13 @@ class S3Store:
 
 
 def store_from_settings(
-    *, local_dir: Path | None, s3_endpoint: str | None, s3_access_key: str | None, s3_secret_key: str | None,
-    s3_bucket: str, s3_secure: bool,
+    *,
+    local_dir: Path | None,
+    s3_endpoint: str | None,
+    s3_access_key: str | None,
+    s3_secret_key: str | None,
+    s3_bucket: str,
+    s3_secure: bool,
 ) -> ObjectStore:
     """The S3 store when an endpoint is configured, else the local directory."""
     if s3_endpoint:

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sightline_common import metrics
 from sightline_common.errors import SightlineError
 from sightline_common.health import ReadyCheck, health_router
-from sightline_common import metrics
 from sightline_common.metrics import instrument_app
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import sys
 def main() -> None:
     from sightline_common.logging import configure_logging
     from sightline_common.telemetry import setup_tracing
+
     from sightline_preprocess.settings import PreprocessSettings
 
     settings = PreprocessSettings()  # type: ignore[call-arg]

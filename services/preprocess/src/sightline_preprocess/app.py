@@ -6,6 +6,7 @@ from typing import Any
 
 from sightline_common.health import health_router
 from sightline_common.manifest import load_manifest
+
 from sightline_preprocess.clients.triton import TritonClient
 from sightline_preprocess.model import DicomTransformer
 from sightline_preprocess.settings import PreprocessSettings

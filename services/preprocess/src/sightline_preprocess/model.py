@@ -13,10 +13,10 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput as KServeInvalidInput
 from kserve.errors import ServerNotReady
 from opentelemetry import trace
-
 from sightline_common.errors import DependencyUnavailable, SightlineError, UnprocessableInput
 from sightline_common.manifest import ModelManifest
 from sightline_common.metrics import STAGE_DURATION
+
 from sightline_preprocess.clients.triton import ModelMetadata, TritonClient
 from sightline_preprocess.core.contract import contract_problems
 from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
 from sightline_common.settings import ServiceSettings
 
 

@@ -556,7 +556,10 @@ dicomweb = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
             "content": {'multipart/related; type="application/dicom"': {"schema": {"type": "string"}}},
         }
     },
-    responses={202: {"description": "STOW-RS: stored and queued; RetrieveURL names the study"}, **UPLOAD_ERRORS},
+    responses={
+        202: {"description": "STOW-RS: stored and queued; RetrieveURL names the study"},
+        **UPLOAD_ERRORS,
+    },
 )
 async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
     """STOW-RS subset (PS3.18 10.5): multipart/related of application/dicom instances, one study.
@@ -575,4 +578,6 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
     await gw.record(who, "study.create", "study", accepted.study.id)
     location = f"/v1/studies/{accepted.study.id}"
     body = {"00081190": {"vr": "UR", "Value": [f"{str(request.base_url).rstrip('/')}{location}"]}}
-    return JSONResponse(body, status_code=202, headers={"Location": location}, media_type="application/dicom+json")
+    return JSONResponse(
+        body, status_code=202, headers={"Location": location}, media_type="application/dicom+json"
+    )

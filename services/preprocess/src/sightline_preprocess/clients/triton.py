@@ -14,7 +14,6 @@ import numpy as np
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from numpy.typing import NDArray
-
 from sightline_common.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class TritonClient:
         stub = self._client._client_stub  # KServe's client has no metadata call of its own
         try:
             md = await stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=2.0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise DependencyUnavailable("Triton model metadata unavailable") from exc
 
         def specs(items: object) -> tuple[TensorSpec, ...]:
@@ -86,7 +85,7 @@ class TritonClient:
         request = InferRequest(model_name=model, infer_inputs=[tensor])
         try:
             response = await self._client.infer(request, timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - gRPC errors of every kind mean Triton failed us
+        except Exception as exc:
             raise DependencyUnavailable(f"Triton inference failed ({type(exc).__name__})") from exc
         for out in response.outputs:
             if out.name == output_name:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sightline_common.manifest import ModelManifest
+
 from sightline_preprocess.clients.triton import ModelMetadata
 
 
@@ -22,7 +23,8 @@ def contract_problems(manifest: ModelManifest, metadata: ModelMetadata) -> list[
         problems.append(f"input {tin.name} is {tin.datatype}, the transformer sends FP32")
     if list(tin.shape[-3:]) != [channels, spec.height, spec.width]:
         problems.append(
-            f"input {tin.name} has shape {list(tin.shape)}, manifest says [{channels}, {spec.height}, {spec.width}]"
+            f"input {tin.name} has shape {list(tin.shape)}, "
+            f"manifest says [{channels}, {spec.height}, {spec.width}]"
         )
     if tout.datatype != "FP32" or list(tout.shape[-1:]) != [1]:
         problems.append(f"output {tout.name} must be FP32 [..., 1]")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-
 from sightline_common.errors import PayloadTooLarge
 from sightline_common.imaging import ImageStats, prepare, read_dicom
 from sightline_common.manifest import PreprocessSpec
