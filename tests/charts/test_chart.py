@@ -182,6 +182,18 @@ def test_services_probe_health_endpoints_and_run_their_module() -> None:
     deid = _by(docs, "Deployment", f"{RELEASE}-deid")["spec"]["template"]["spec"]["containers"][0]
     key = next(e for e in deid["env"] if e["name"] == "SIGHTLINE_DEID_PSEUDONYM_KEY")
     assert "valueFrom" in key, "the pseudonym key must come from a Secret"
+    # The recipe the chart names is one the deid image ships (else the service refuses to start).
+    recipe = next(e["value"] for e in deid["env"] if e["name"] == "SIGHTLINE_DEID_RECIPE")
+    recipes = Path(__file__).resolve().parents[2] / "services/deid/src/sightline_deid/resources/recipes"
+    assert (recipes / f"{recipe}.yaml").is_file(), f"deid recipe {recipe!r} is not shipped"
+
+
+def test_gateway_gets_the_oidc_provider_in_production() -> None:
+    docs = render(str(CHART / "ci" / "gpu-values.yaml"))
+    gateway = _by(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["SIGHTLINE_GATEWAY_JWKS_URL"].startswith("https://")
+    assert env["SIGHTLINE_GATEWAY_JWT_ISSUER"] and env["SIGHTLINE_GATEWAY_JWT_AUDIENCE"] == "sightline"
 
 
 def test_triton_gpu_shm_probes_and_ports() -> None:
