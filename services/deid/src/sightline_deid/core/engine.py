@@ -22,12 +22,17 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom import config as pydicom_config
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.charset import default_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -56,6 +61,12 @@ _DUMMY: dict[str, Any] = {
     "DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0", "AS": "000Y",
 }
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+#: Values at least this long are not copied again by the self-check re-parse.
+_VERIFY_DEFER = 1024
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,17 @@ class Deidentifier:
         self.recipe = recipe
         self._secret = secret
         self.limits = limits or Limits()
+        self._pseudonymizers: dict[str, Pseudonymizer] = {}
         quiet_pydicom()
+
+    def _pseudonymizer(self, tenant: str) -> Pseudonymizer:
+        """The tenant's pseudonymizer, its derived key computed once per tenant."""
+        pseudo = self._pseudonymizers.get(tenant)
+        if pseudo is None:
+            if len(self._pseudonymizers) >= 4096:  # bound memory under many distinct tenants
+                self._pseudonymizers.clear()
+            pseudo = self._pseudonymizers[tenant] = Pseudonymizer(self._secret, tenant)
+        return pseudo
 
     # ------------------------------------------------------------------ entry point
     def deidentify(self, data: bytes, tenant: str) -> Result:
@@ -146,7 +167,7 @@ class Deidentifier:
         if len(data) > self.limits.max_bytes:
             raise PayloadTooLarge(f"file exceeds the {self.limits.max_bytes} byte limit", reason="oversized")
         ds = self._parse(data)
-        ctx = _Context(self.recipe, Pseudonymizer(self._secret, tenant), self.limits)
+        ctx = _Context(self.recipe, self._pseudonymizer(tenant), self.limits)
         try:
             self._check_required(ds)
             self._check_pixels(ds, len(data))
@@ -218,7 +239,7 @@ class Deidentifier:
                 f"decoded pixel data would exceed {self.limits.max_decoded_pixel_bytes} bytes",
                 reason="pixel-bomb")
         ts = UID(ds.file_meta.TransferSyntaxUID)
-        stored = len(ds.PixelData)
+        stored = len(ds.get_item(0x7FE00010).value or b"")
         if not ts.is_compressed:
             if stored < expected:
                 raise InvalidInput("pixel data is shorter than its description (truncated)",
@@ -267,7 +288,8 @@ class Deidentifier:
             raise UnprocessableInput("cannot blank regions of 1-bit pixel data",
                                      reason="burned-in-annotation")
         if UID(ds.file_meta.TransferSyntaxUID).is_compressed:
-            ds.decompress()
+            # A fresh random SOP Instance UID here would make the pseudonym differ on every run.
+            ds.decompress(generate_instance_uid=False)
         arr = np.array(ds.pixel_array, copy=True)
         frames = int(ds.get("NumberOfFrames") or 1)
         view = arr if frames > 1 else arr[np.newaxis, ...]
@@ -317,17 +339,21 @@ class Deidentifier:
                 ctx.count("X")
                 ctx.summary.uncovered_removed += 1
                 continue
-            self._apply(ds, ds[tag], rule, ctx, depth)
+            self._apply(ds, tag, rule, ctx, depth)
         if has_private:
             self._private(ds, ctx, depth)
 
-    def _apply(self, ds: Dataset, elem: DataElement, rule: Rule, ctx: _Context, depth: int) -> None:
+    def _apply(self, ds: Dataset, tag: BaseTag, rule: Rule, ctx: _Context, depth: int) -> None:
         action = rule.action
         ctx.count(action)
-        vr = elem.VR
         if action == "X":
-            del ds[elem.tag]
+            del ds[tag]
             return
+        if action == "K" and not _may_hold_items(ds.get_item(tag)):
+            # Kept as read: the value is never decoded, and its bytes are written back unchanged.
+            return
+        elem = ds[tag]
+        vr = elem.VR
         if vr == "SQ":
             if action in ("Z", "D"):
                 # A dummy sequence is an empty one: items of identity sequences (person or
@@ -465,24 +491,27 @@ class Deidentifier:
 
     @staticmethod
     def _write(ds: Dataset) -> bytes:
-        old = ds.file_meta
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = old.TransferSyntaxUID
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-        ds.file_meta = meta
-        ds.preamble = b"\x00" * 128  # the preamble can hide a TIFF header or anything else
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        return buf.getvalue()
+        """Encode the data set in its own transfer syntax, behind fresh file meta and preamble.
+
+        Elements kept as read are copied through as their original bytes; only changed ones go
+        through pydicom's element writer. The preamble is zeroed: it can hide a TIFF header or
+        anything else.
+        """
+        ts = UID(ds.file_meta.TransferSyntaxUID)
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = ts.is_little_endian, ts.is_implicit_VR
+        fp.write(b"\x00" * 128 + b"DICM")
+        fp.write(_file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ts)))
+        _write_dataset(fp, ds, default_encoding)
+        return fp.getvalue()
 
     @staticmethod
     def _verify(out: bytes) -> None:
         """Re-parse the output: never return a file that does not read back consistently."""
         try:
-            back = pydicom.dcmread(BytesIO(out), force=False)
+            # Every element is parsed to the end of the file, but long values (pixel data) are
+            # skipped rather than copied: they were copied through unchanged.
+            back = pydicom.dcmread(BytesIO(out), force=False, defer_size=_VERIFY_DEFER)
             ok = (back.file_meta.MediaStorageSOPInstanceUID == back.SOPInstanceUID
                   and back.file_meta.MediaStorageSOPClassUID == back.SOPClassUID
                   and back.PatientIdentityRemoved == "YES")
@@ -491,3 +520,86 @@ class Deidentifier:
         if not ok:
             raise UnprocessableInput("de-identified output failed its validity check",
                                      reason="invalid-output")
+
+
+def _may_hold_items(elem: DataElement | RawDataElement) -> bool:
+    """Whether an element is, or may decode to, a sequence (whose items must be walked)."""
+    if not isinstance(elem, RawDataElement):
+        return elem.VR == "SQ"
+    if elem.value is None:
+        return True  # not read yet: decode it to find out
+    vr = elem.VR
+    if vr is None:  # implicit VR: the dictionary says what it is
+        try:
+            vr = dictionary_VR(elem.tag)
+        except KeyError:
+            return True
+    # UN is decoded as the dictionary VR on conversion, which may be SQ.
+    return vr in ("SQ", "UN") or "SQ" in vr
+
+
+def _header(tag: int, vr: str | None, length: int, implicit: bool, little: bool) -> bytes:
+    e = "<" if little else ">"
+    if implicit:
+        return struct.pack(e + "HHI", tag >> 16, tag & 0xFFFF, length)
+    assert vr is not None
+    if vr in _LONG_VRS:
+        return struct.pack(e + "HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+    return struct.pack(e + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+
+def _write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
+    """Write ``ds`` in ``fp``'s encoding: raw elements as read, decoded ones via pydicom."""
+    implicit, little = fp.is_implicit_VR, fp.is_little_endian
+    # Raw bytes are only valid where they were read in the same encoding and character set
+    # (the condition pydicom's own writer uses); otherwise every element is re-encoded.
+    raw_ok = (ds.original_encoding == (implicit, little)
+              and ds.original_character_set == ds._character_set)
+    encodings = ds.get("SpecificCharacterSet", parent_encoding)
+    for tag in sorted(ds.keys()):
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # retired group lengths are never written (PS3.5 7.2)
+        elem = ds.get_item(tag)
+        if isinstance(elem, RawDataElement):
+            value = elem.value
+            if raw_ok and isinstance(value, bytes) and (elem.VR is not None or implicit):
+                if elem.length == _UNDEFINED:  # encapsulated pixel data: fragments as read
+                    fp.write(_header(tag, elem.VR, _UNDEFINED, implicit, little))
+                    fp.write(value)
+                    fp.write(_header(_SEQ_END, None, 0, True, little))
+                else:
+                    fp.write(_header(tag, elem.VR, len(value), implicit, little))
+                    fp.write(value)
+                continue
+            elem = ds[tag]
+        if elem.VR == "SQ":
+            items = elem.value or []
+            fp.write(_header(tag, "SQ", _UNDEFINED if items else 0, implicit, little))
+            if items:
+                for item in items:
+                    fp.write(_header(_ITEM, None, _UNDEFINED, True, little))
+                    _write_dataset(fp, item, encodings)
+                    fp.write(_header(_ITEM_END, None, 0, True, little))
+                fp.write(_header(_SEQ_END, None, 0, True, little))
+            continue
+        write_data_element(fp, elem, encodings)
+
+
+def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """File meta information (group 0002, explicit VR little endian) with its group length."""
+
+    def uid(value: str) -> bytes:
+        raw = value.encode("ascii")
+        return raw + b"\x00" * (len(raw) % 2)
+
+    version = IMPLEMENTATION_VERSION.encode("ascii")
+    elements = (
+        (0x00020001, "OB", b"\x00\x01"),
+        (0x00020002, "UI", uid(sop_class)),
+        (0x00020003, "UI", uid(sop_instance)),
+        (0x00020010, "UI", uid(transfer_syntax)),
+        (0x00020012, "UI", uid(PYDICOM_IMPLEMENTATION_UID)),
+        (0x00020013, "SH", version + b" " * (len(version) % 2)),
+    )
+    body = b"".join(_header(tag, vr, len(v), False, True) + v for tag, vr, v in elements)
+    return _header(0x00020000, "UL", 4, False, True) + struct.pack("<I", len(body)) + body
