@@ -15,16 +15,17 @@ import time
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pydicom
 from pydicom import config as pydicom_config
 from pydicom.charset import default_encoding
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
@@ -63,8 +64,9 @@ _DUMMY: dict[str, Any] = {
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
 _UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
 #: Values at least this long are not copied again by the self-check re-parse.
 _VERIFY_DEFER = 1024
 
@@ -149,6 +151,8 @@ class Deidentifier:
         self._secret = secret
         self.limits = limits or Limits()
         self._pseudonymizers: dict[str, Pseudonymizer] = {}
+        self._marks: dict[tuple[bool, bool, bool],
+                          tuple[list[RawDataElement], dict[str, RawDataElement]]] = {}
         quiet_pydicom()
 
     def _pseudonymizer(self, tenant: str) -> Pseudonymizer:
@@ -221,16 +225,16 @@ class Deidentifier:
     def _check_required(ds: Dataset) -> None:
         names = REQUIRED + (REQUIRED_FOR_PIXELS if "PixelData" in ds else ())
         for keyword in names:
-            if keyword not in ds or ds[keyword].value in (None, "", b""):
+            if _value(ds, keyword) in (None, "", b""):
                 raise UnprocessableInput(f"required attribute {keyword} is missing or empty",
                                          reason="missing-attribute", attribute=keyword)
 
     def _check_pixels(self, ds: Dataset, encoded_total: int) -> None:
         if "PixelData" not in ds:
             return
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        samples, bits = int(ds.SamplesPerPixel), int(ds.BitsAllocated)
-        frames = int(ds.get("NumberOfFrames") or 1)
+        rows, cols = int(_value(ds, "Rows")), int(_value(ds, "Columns"))
+        samples, bits = int(_value(ds, "SamplesPerPixel")), int(_value(ds, "BitsAllocated"))
+        frames = int(_value(ds, "NumberOfFrames") or 1)
         if min(rows, cols, samples, bits, frames) <= 0 or (bits % 8 not in (0,) and bits != 1):
             raise UnprocessableInput("image pixel description is invalid", reason="invalid-pixels")
         expected = (rows * cols * samples * frames * bits + 7) // 8
@@ -252,9 +256,9 @@ class Deidentifier:
     def _burned_in(self, ds: Dataset, ctx: _Context) -> BurnedInRule | None:
         """Apply the burned-in annotation policy: None to pass, a rule to blank, or refuse."""
         policy = self.recipe.burned_in
-        sop = str(ds.SOPClassUID)
-        modality = str(ds.get("Modality") or "")
-        bia_elem = ds.get("BurnedInAnnotation")
+        sop = str(_value(ds, "SOPClassUID"))
+        modality = str(_value(ds, "Modality") or "")
+        bia_elem = _value(ds, "BurnedInAnnotation")
         bia = str(bia_elem).strip().upper() if bia_elem not in (None, "") else None
         risky = bia == "YES" or sop in policy.risky_sop_classes or modality in policy.risky_modalities
         if not risky:
@@ -305,11 +309,11 @@ class Deidentifier:
     def _date_shift(self, ds: Dataset, ctx: _Context) -> int:
         if not self.recipe.options.get("retain_longitudinal_modified_dates"):
             return 0
-        key = str(ds.get("PatientID") or "").strip()
+        key = str(_value(ds, "PatientID") or "").strip()
         if key:
-            key = "pid:" + str(ds.get("IssuerOfPatientID") or "") + "/" + key
+            key = "pid:" + str(_value(ds, "IssuerOfPatientID") or "") + "/" + key
         else:
-            key = "study:" + str(ds.StudyInstanceUID)
+            key = "study:" + str(_value(ds, "StudyInstanceUID"))
         ctx.summary.date_shifted = True
         lo, hi = self.recipe.date_shift_days
         return ctx.pseudo.date_offset_days(key, lo, hi)
@@ -349,8 +353,11 @@ class Deidentifier:
         if action == "X":
             del ds[tag]
             return
-        if action == "K" and not _may_hold_items(ds.get_item(tag)):
+        raw = ds.get_item(tag)
+        if action == "K" and not _may_hold_items(raw):
             # Kept as read: the value is never decoded, and its bytes are written back unchanged.
+            return
+        if isinstance(raw, RawDataElement) and self._apply_raw(ds, raw, action, ctx):
             return
         elem = ds[tag]
         vr = elem.VR
@@ -384,6 +391,47 @@ class Deidentifier:
                 elem.value = None
         elif action == "C":
             self._clean(elem, ctx)
+
+    def _apply_raw(self, ds: Dataset, raw: RawDataElement, action: str, ctx: _Context) -> bool:
+        """Apply an action that needs no character-set decoding straight to the encoded value.
+
+        Returns False where the element needs the general path (sequences, unknown or
+        ambiguous VRs, free text). The results are the bytes the general path would write.
+        """
+        value = raw.value
+        vr = raw.VR or _dictionary_vr(raw.tag)
+        if value is None or vr is None or vr in ("SQ", "UN") or " " in vr:
+            return False
+        new: bytes
+        if action == "Z":
+            new = b""
+        elif vr == "UI" and action in ("U", "U*", "D"):
+            new = _map_uids(value, ctx.pseudo.uid)
+        elif action == "D":
+            if vr in _DUMMY:
+                new = _pad(_DUMMY[vr].encode("ascii"), b" ")
+            elif vr in _BYTES_VRS:
+                new = b"\x00" * (len(value) + len(value) % 2)  # same length, no information
+            else:
+                new = b""
+        elif action == "C" and vr in ("DA", "DT"):
+            new = self._shift_encoded(value, ctx)
+        elif action == "C" and vr == "TM":
+            return True  # whole-day shifts keep times of day
+        else:
+            return False
+        ds[raw.tag] = RawDataElement(raw.tag, raw.VR, len(new), new, raw.value_tell,
+                                     raw.is_implicit_VR, raw.is_little_endian)
+        return True
+
+    def _shift_encoded(self, value: bytes, ctx: _Context) -> bytes:
+        if ctx.shift_days == 0 and not self.recipe.options.get("retain_longitudinal_modified_dates"):
+            return b""
+        items = value.decode(default_encoding).rstrip(" \x00").split("\\")
+        shifted = [self._shift(v, ctx.shift_days) for v in items if v != ""]
+        if any(v is None for v in shifted):
+            return b""  # unparseable dates are emptied, never passed through
+        return _pad("\\".join(cast(list[str], shifted)).encode(default_encoding), b" ")
 
     @staticmethod
     def _map(value: Any, fn: Any) -> Any:
@@ -477,17 +525,32 @@ class Deidentifier:
 
     # ------------------------------------------------------------------ marking and output
     def _mark(self, ds: Dataset, ctx: _Context, *, pixels_cleaned: bool) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = f"Sightline {self.recipe.label} PS3.15 E.1-1"[:64]
-        items = []
-        for value, meaning in self.recipe.method_codes(pixels_cleaned=pixels_cleaned):
-            item = Dataset()
-            item.CodeValue = value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
-            items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
-        ds.LongitudinalTemporalInformationModified = "MODIFIED" if ctx.shift_days else "REMOVED"
+        ts = UID(ds.file_meta.TransferSyntaxUID)
+        key = (pixels_cleaned, ts.is_implicit_VR, ts.is_little_endian)
+        marks = self._marks.get(key)
+        if marks is None:
+            # The same for every file of one recipe and encoding: encoded once, as raw elements.
+            mark = Dataset()
+            mark.PatientIdentityRemoved = "YES"
+            mark.DeidentificationMethod = f"Sightline {self.recipe.label} PS3.15 E.1-1"[:64]
+            items = []
+            for value, meaning in self.recipe.method_codes(pixels_cleaned=pixels_cleaned):
+                item = Dataset()
+                item.CodeValue = value
+                item.CodingSchemeDesignator = "DCM"
+                item.CodeMeaning = meaning
+                items.append(item)
+            mark.DeidentificationMethodCodeSequence = Sequence(items)
+            common = [_encoded(elem, ts.is_implicit_VR, ts.is_little_endian) for elem in mark]
+            temporal = {}
+            for value in ("MODIFIED", "REMOVED"):
+                elem = DataElement(0x00280303, "CS", value)  # LongitudinalTemporalInformationModified
+                temporal[value] = _encoded(elem, ts.is_implicit_VR, ts.is_little_endian)
+            marks = self._marks[key] = (common, temporal)
+        common, temporal = marks
+        for raw in common:
+            ds[raw.tag] = raw
+        ds[0x00280303] = temporal["MODIFIED" if ctx.shift_days else "REMOVED"]
 
     @staticmethod
     def _write(ds: Dataset) -> bytes:
@@ -501,7 +564,7 @@ class Deidentifier:
         fp = DicomBytesIO()
         fp.is_little_endian, fp.is_implicit_VR = ts.is_little_endian, ts.is_implicit_VR
         fp.write(b"\x00" * 128 + b"DICM")
-        fp.write(_file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ts)))
+        fp.write(_file_meta(str(_value(ds, "SOPClassUID")), str(_value(ds, "SOPInstanceUID")), str(ts)))
         _write_dataset(fp, ds, default_encoding)
         return fp.getvalue()
 
@@ -536,6 +599,51 @@ def _may_hold_items(elem: DataElement | RawDataElement) -> bool:
             return True
     # UN is decoded as the dictionary VR on conversion, which may be SQ.
     return vr in ("SQ", "UN") or "SQ" in vr
+
+
+def _value(ds: Dataset, keyword: str) -> Any:
+    """An attribute's value (None if absent), decoded without replacing the element read.
+
+    Reading through ``ds.<keyword>`` would store the decoded element, which then could no
+    longer be copied through as its original bytes.
+    """
+    elem = ds.get_item(cast(int, tag_for_keyword(keyword)))
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement):
+        elem = convert_raw_data_element(elem, encoding=ds.original_character_set, ds=ds)
+    return elem.value
+
+
+def _encoded(elem: DataElement, implicit: bool, little: bool) -> RawDataElement:
+    """``elem`` encoded once, as a raw element that the writer copies through."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = little, implicit
+    holder = Dataset()
+    holder.add(elem)
+    _write_dataset(fp, holder, default_encoding)
+    header = 8 if implicit or elem.VR not in _LONG_VRS else 12
+    value = fp.getvalue()[header:]
+    return RawDataElement(BaseTag(elem.tag), elem.VR, len(value), value, 0, implicit, little)
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _pad(value: bytes, padding: bytes) -> bytes:
+    return value + padding if len(value) % 2 else value
+
+
+def _map_uids(value: bytes, fn: Callable[[str], str]) -> bytes:
+    """Pseudonymise each UID of an encoded UI value (decoded as pydicom does)."""
+    items = value.decode(default_encoding).rstrip(" \x00").split("\\")
+    if items == [""]:
+        return b""
+    return _pad("\\".join(fn(v) for v in items).encode(default_encoding), b"\x00")
 
 
 def _header(tag: int, vr: str | None, length: int, implicit: bool, little: bool) -> bytes:
@@ -573,14 +681,19 @@ def _write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
                 continue
             elem = ds[tag]
         if elem.VR == "SQ":
-            items = elem.value or []
-            fp.write(_header(tag, "SQ", _UNDEFINED if items else 0, implicit, little))
-            if items:
-                for item in items:
-                    fp.write(_header(_ITEM, None, _UNDEFINED, True, little))
-                    _write_dataset(fp, item, encodings)
-                    fp.write(_header(_ITEM_END, None, 0, True, little))
-                fp.write(_header(_SEQ_END, None, 0, True, little))
+            # Defined lengths: a reader can skip a sequence without parsing its items.
+            seq = DicomBytesIO()
+            seq.is_little_endian, seq.is_implicit_VR = little, implicit
+            for item in elem.value or []:
+                body = DicomBytesIO()
+                body.is_little_endian, body.is_implicit_VR = little, implicit
+                _write_dataset(body, item, encodings)
+                encoded = body.getvalue()
+                seq.write(_header(_ITEM, None, len(encoded), True, little))
+                seq.write(encoded)
+            encoded = seq.getvalue()
+            fp.write(_header(tag, "SQ", len(encoded), implicit, little))
+            fp.write(encoded)
             continue
         write_data_element(fp, elem, encodings)
 
