@@ -146,6 +146,7 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
             metrics_port=settings.triton_metrics_port,
             host=host,
             shm_prefix=shm_prefix,
+            otlp_http_url=settings.otel_otlp_endpoint if settings.otel_exporter == "otlp-http" else None,
         ),
         f"http://{host}:{settings.triton_http_port}/v2/models/{settings.model_name}/ready",
         {

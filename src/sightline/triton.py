@@ -76,8 +76,13 @@ def triton_command(
     host: str = "127.0.0.1",
     model_config_name: str | None = "local",
     shm_prefix: str = "triton_python_backend_shm_region_",
+    otlp_http_url: str | None = None,
 ) -> list[str]:
-    """The tritonserver command line for a CPU host (python backend)."""
+    """The tritonserver command line for a CPU host (python backend).
+
+    With ``otlp_http_url`` Triton traces every request in OpenTelemetry mode, continuing the
+    caller's W3C trace context (the preprocess service's gRPC client span).
+    """
     cmd = [
         str(install.binary),
         f"--model-repository={model_repository}",
@@ -96,4 +101,13 @@ def triton_command(
     ]
     if model_config_name:
         cmd.append(f"--model-config-name={model_config_name}")
+    if otlp_http_url:
+        for option in (
+            "mode=opentelemetry",
+            f"opentelemetry,url={otlp_http_url}",
+            "opentelemetry,resource=service.name=triton",
+            "rate=1",
+            "level=TIMESTAMPS",
+        ):
+            cmd += ["--trace-config", option]
     return cmd

@@ -68,11 +68,39 @@ class SpanStore:
             return list(self.spans)
 
 
+def _parse_json(body: bytes, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+    import base64
+    import json
+
+    from google.protobuf import json_format
+
+    doc = json.loads(body)
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(key):  # OTLP JSON encodes ids as hex; protobuf JSON expects base64
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    json_format.ParseDict(doc, request, ignore_unknown_fields=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: SpanStore
 
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = self._body()
         encoding = self.headers.get("Content-Encoding", "")
         if encoding == "gzip":
             body = gzip.decompress(body)
@@ -83,7 +111,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         request = trace_service_pb2.ExportTraceServiceRequest()
-        request.ParseFromString(body)
+        if "json" in self.headers.get("Content-Type", ""):
+            # OTLP/HTTP JSON (opentelemetry-cpp's default, e.g. Triton): ids are hex strings there.
+            _parse_json(body, request)
+        else:
+            request.ParseFromString(body)
         self.store.add(request, body)
         payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)

@@ -185,10 +185,10 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path: Path) -> None:
-    """One study: gateway -> deid -> preprocess -> explain spans in one trace, over OTLP, linked.
+    """One study: gateway -> deid -> preprocess -> Triton -> explain spans in one trace, over OTLP.
 
-    Triton itself is not an OpenTelemetry exporter here (the bundled 2.51 has no OTel trace mode
-    configured); its hop is the preprocess service's ``triton.infer`` client span.
+    Triton runs in its OpenTelemetry trace mode (OTLP/HTTP JSON) and continues the preprocess
+    service's gRPC client span.
     """
     sys.path.insert(0, str(ROOT / "tests" / "unit" / "gateway"))
     from gateway_fixtures import PHI, phi_dicom
@@ -198,13 +198,22 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
     from sightline.stack import Stack, StackSettings
 
     names = (
-        "triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
-        "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port",
+        "triton_http_port",
+        "triton_grpc_port",
+        "triton_metrics_port",
+        "preprocess_http_port",
+        "preprocess_grpc_port",
+        "deid_port",
+        "explain_port",
+        "gateway_port",
     )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     settings = StackSettings(
-        data_dir=tmp_path, model_repository=ROOT / "model_repository", otel_exporter="otlp-http",
-        otel_otlp_endpoint=receivers.http_endpoint, **ports,
+        data_dir=tmp_path,
+        model_repository=ROOT / "model_repository",
+        otel_exporter="otlp-http",
+        otel_otlp_endpoint=receivers.http_endpoint,
+        **ports,
     )
     stack = Stack(settings)
     stack.start()
@@ -220,7 +229,9 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
         assert r.status_code == 200, r.text
         trace_id = r.json()["trace_id"]
         assert r.json()["explanation"]["status"] == "available"
-        spans = _spans_of(receivers, trace_id, {"gateway", "deid", "preprocess", "explain"}, timeout=30)
+        spans = _spans_of(
+            receivers, trace_id, {"gateway", "deid", "preprocess", "triton", "explain"}, timeout=30
+        )
     finally:
         stack.stop()
     ids = {s["span_id"] for s in spans}
@@ -240,6 +251,10 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
         ]
         assert entry, f"no {service} span is a child of a gateway span"
     assert any(s["name"] == "triton.infer" for s in spans), "the Triton hop is missing"
+    triton = [s for s in spans if s["service"] == "triton"]
+    assert any(by_id.get(s["parent_span_id"], {}).get("service") == "preprocess" for s in triton), (
+        "Triton's spans do not continue the preprocess service's gRPC call"
+    )
     raw = b"".join(receivers.store.raw)
     for planted in (*GATEWAY_PLANTED, PHI):
         assert planted.encode() not in raw, f"planted {planted!r} reached the trace backend"
