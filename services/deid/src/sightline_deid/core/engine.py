@@ -663,7 +663,8 @@ def _write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
     # (the condition pydicom's own writer uses); otherwise every element is re-encoded.
     raw_ok = (ds.original_encoding == (implicit, little)
               and ds.original_character_set == ds._character_set)
-    encodings = ds.get("SpecificCharacterSet", parent_encoding)
+    charset = _value(ds, "SpecificCharacterSet")
+    encodings = parent_encoding if charset is None else charset
     for tag in sorted(ds.keys()):
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are never written (PS3.5 7.2)
