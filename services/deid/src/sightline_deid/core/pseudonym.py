@@ -23,8 +23,8 @@ class Pseudonymizer:
         self._key = hmac.new(secret, b"sightline-deid/tenant/" + tenant.encode(), hashlib.sha256).digest()
 
     def _mac(self, purpose: bytes, value: str) -> bytes:
-        return hmac.new(self._key, purpose + b"\x00" + value.encode("utf-8", "surrogateescape"),
-                        hashlib.sha256).digest()
+        return hmac.digest(self._key, purpose + b"\x00" + value.encode("utf-8", "surrogateescape"),
+                           "sha256")
 
     def uid(self, value: str) -> str:
         """A ``2.25.<int>`` UID (PS3.5 B.2: a 128-bit integer) derived from ``value``."""
