@@ -407,3 +407,13 @@ def test_snapshot(values: Path) -> None:
     assert text == snapshot.read_text(), (
         f"{snapshot.name} differs: review, then rerun with UPDATE_SNAPSHOTS=1"
     )
+
+
+def test_triton_traces_in_opentelemetry_mode_to_the_collector() -> None:
+    docs = render(str(CHART / "ci" / "gpu-values.yaml"))
+    args = _by(docs, "Deployment", f"{RELEASE}-triton")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--trace-config=mode=opentelemetry" in args
+    assert any(a.startswith("--trace-config=opentelemetry,url=http") for a in args)
+    policy = _by(docs, "NetworkPolicy", f"{RELEASE}-triton")
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert 4318 in ports, "Triton's OTLP/HTTP export must be allowed out"

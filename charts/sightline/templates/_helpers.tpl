@@ -185,6 +185,13 @@ app.kubernetes.io/part-of: sightline
 {{- if $t.modelConfigName }}
 - --model-config-name={{ $t.modelConfigName }}
 {{- end }}
+{{- if $t.tracing.enabled }}
+- --trace-config=mode=opentelemetry
+- --trace-config=opentelemetry,url={{ $t.tracing.otlpHttpUrl }}
+- --trace-config=opentelemetry,resource=service.name=triton
+- --trace-config=rate={{ $t.tracing.rate }}
+- --trace-config=level=TIMESTAMPS
+{{- end }}
 {{- range $t.extraArgs }}
 - {{ . | quote }}
 {{- end }}
