@@ -223,6 +223,7 @@ def plan(settings: StackSettings, stack_id: str, shm_prefix: str) -> list[Compon
             explain_url=f"http://{host}:{settings.explain_port}",
             model_repository=repo,
             jwt_secret=keys["jwt_secret"],
+            drift_observations_file=data / "drift-observations.jsonl",
         ),
     )
     components = [triton, preprocess, deid, explain, gateway]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +31,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def stack_settings(data_dir: Path) -> StackSettings:
     ports = free_ports(8)
     names = [
-        "triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
-        "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port",
+        "triton_http_port",
+        "triton_grpc_port",
+        "triton_metrics_port",
+        "preprocess_http_port",
+        "preprocess_grpc_port",
+        "deid_port",
+        "explain_port",
+        "gateway_port",
     ]
     return StackSettings(
-        data_dir=data_dir, model_repository=REPO / "model_repository", ready_timeout_s=180,
+        data_dir=data_dir,
+        model_repository=REPO / "model_repository",
+        ready_timeout_s=180,
         **dict(zip(names, ports, strict=True)),
     )
 
@@ -68,7 +78,10 @@ def test_status_command_reports_each_component_and_the_placeholder(running: tupl
     stack, _ = running
     out = subprocess.run(
         [sys.executable, "-m", "sightline.cli", "status", "--data-dir", str(stack.settings.data_dir)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
         cwd=REPO,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -99,3 +112,75 @@ def test_down_leaves_no_process_and_no_shared_memory(tmp_path: Path) -> None:
     assert tagged_processes(state.stack_id) == []
     assert shm_files(state.shm_prefix) == []
     assert not stack.settings.state_file.exists()
+
+
+def test_sample_diagnosis_then_drift_report(running: tuple[Stack, StackState], tmp_path: Path) -> None:
+    """What `make up` does after start-up, then what an SRE runs: the drift report of what was seen."""
+    from sightline.cli import SAMPLES, _dev_token
+    from sightline.demo import run_demo
+
+    stack, _ = running
+    settings = stack.settings
+    demo = run_demo(
+        f"http://{settings.host}:{settings.gateway_port}",
+        _dev_token(settings),
+        sorted(SAMPLES.glob("*.jpg"))[0],
+        out_dir=tmp_path,
+    )
+    result = demo["result"]
+    assert result["status"] == "preliminary" and 0.0 <= result["probability"] <= 1.0
+    assert Path(demo["overlay_png"]).read_bytes().startswith(b"\x89PNG")
+    observations = settings.data_dir / "drift-observations.jsonl"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sightline.cli",
+            "drift",
+            "report",
+            "--observations",
+            str(observations),
+            "--out",
+            str(tmp_path / "drift.png"),
+            "--model-repository",
+            str(REPO / "model_repository"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PSI" in out.stdout and (tmp_path / "drift.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_ctrl_c_on_sightline_up_stops_everything(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)
+    ports = {k: v for k, v in settings.model_dump().items() if k.endswith("_port")}
+    env = {**os.environ, **{f"SIGHTLINE_STACK_{k.upper()}": str(v) for k, v in ports.items()}}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sightline.cli", "up", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_until(lambda: any("press Ctrl-C" in line for line in lines), 240)
+        state = StackState.load(settings.state_file)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            Stack(settings).stop()
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "stopped" in output
+    assert tagged_processes(state.stack_id) == []
+    assert shm_files(state.shm_prefix) == []

@@ -158,7 +158,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             backoff_s=settings.job_backoff_s,
             lease_s=settings.job_lease_s,
             poll_s=settings.job_poll_s,
-            drift=DriftMonitor(),
+            drift=DriftMonitor(observations_file=settings.drift_observations_file),
         )
         app.state.gateway = Gateway(
             settings=settings,

@@ -46,6 +46,11 @@ class GatewaySettings(ServiceSettings):
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
 
     # limits
+    drift_observations_file: Path | None = Field(
+        default=None,
+        description="JSON-lines file of per-study image statistics and scores (no patient data) for "
+        "`sightline drift report`",
+    )
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_instances_per_study: int = Field(default=16, ge=1, le=1000)
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per client per minute")
