@@ -24,7 +24,6 @@ import argparse
 import io
 import re
 import shutil
-import socket
 import struct
 import sys
 import tempfile
@@ -39,21 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 for sub in ("src", "services/common/src", "services/preprocess/src"):
     sys.path.insert(0, str(REPO / sub))
 
-FORBIDDEN = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
 HAM = Path("/work/shared/datasets/ham10000/images")
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        if s.getsockname()[1] not in FORBIDDEN:
-            ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def dermoscopy_dicoms(n: int, modality: str, sop_class: str) -> list[bytes]:
@@ -258,7 +243,7 @@ def main() -> None:
 
     from sightline_common.manifest import load_manifest
 
-    from sightline.stack import Stack, StackSettings
+    from sightline.stack import Stack, settings_on_free_ports
 
     manifest = load_manifest(REPO / "model_repository", "derm-cnn")
     spec = manifest.preprocessing
@@ -275,13 +260,7 @@ def main() -> None:
         knobs = re.findall(r"count: \d+|string_value: \"\d+\"|max_queue_delay_microseconds: \d+", text)
         print("local.pbtxt:", ", ".join(knobs))
         onnx_threads = int(re.search(r'onnx_threads" value: \{ string_value: "(\d+)', text).group(1))
-        names = ("triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
-                 "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port")  # fmt: skip
-        settings = StackSettings(
-            data_dir=Path(tmp) / "stack",
-            model_repository=repo,
-            **dict(zip(names, free_ports(8), strict=True)),
-        )
+        settings = settings_on_free_ports(Path(tmp) / "stack", model_repository=repo)
         stack = Stack(settings)
         t = time.perf_counter()
         stack.start(only=["triton", "preprocess"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so that none repeats)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct free loopback ports."""
+    from sightline.stack import free_loopback_ports
+
+    return free_loopback_ports(n)
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,29 @@ class StackSettings(BaseSettings):
         return self.data_dir / "stack.json"
 
 
+def free_loopback_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports free on ``host`` now (held open together so that none repeats)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def settings_on_free_ports(data_dir: Path, **overrides: object) -> StackSettings:
+    """Stack settings with every port a free loopback port: tests and benchmarks beside a running stack."""
+    names = [name for name in StackSettings.model_fields if name.endswith("_port")]
+    ports = dict(zip(names, free_loopback_ports(len(names)), strict=True))
+    return StackSettings(data_dir=data_dir, **{**ports, **overrides})  # type: ignore[arg-type]
+
+
 @dataclass
 class Component:
     """One process of the stack and how to tell that it is ready."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -21,43 +20,17 @@ from gateway_fixtures import PHI, PLANTED, phi_dicom
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-RESERVED = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
-
-
-def free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    socks = []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        socks.append(s)
-        if port not in RESERVED:
-            ports.append(port)
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     from sightline_gateway.core.auth import mint_dev_token
 
-    from sightline.stack import Stack, StackSettings
+    from sightline.stack import Stack, settings_on_free_ports
 
     data = tmp_path_factory.mktemp("stack")
-    names = (
-        "triton_http_port",
-        "triton_grpc_port",
-        "triton_metrics_port",
-        "preprocess_http_port",
-        "preprocess_grpc_port",
-        "deid_port",
-        "explain_port",
-        "gateway_port",
-    )
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    settings = StackSettings(data_dir=data, model_repository=REPO / "model_repository", **ports)
+    settings = settings_on_free_ports(data, model_repository=REPO / "model_repository")
+    ports = {"gateway_port": settings.gateway_port}
     stack = Stack(settings)
     stack.start()
     try:

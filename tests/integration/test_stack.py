@@ -20,32 +20,17 @@ from sightline.stack import (
     http_ok,
     kill_component,
     restart_component,
+    settings_on_free_ports,
     shm_files,
     tagged_processes,
 )
-from tests.conftest import REPO, free_ports
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def stack_settings(data_dir: Path) -> StackSettings:
-    ports = free_ports(8)
-    names = [
-        "triton_http_port",
-        "triton_grpc_port",
-        "triton_metrics_port",
-        "preprocess_http_port",
-        "preprocess_grpc_port",
-        "deid_port",
-        "explain_port",
-        "gateway_port",
-    ]
-    return StackSettings(
-        data_dir=data_dir,
-        model_repository=REPO / "model_repository",
-        ready_timeout_s=180,
-        **dict(zip(names, ports, strict=True)),
-    )
+    return settings_on_free_ports(data_dir, model_repository=REPO / "model_repository", ready_timeout_s=180)
 
 
 @pytest.fixture(scope="module")

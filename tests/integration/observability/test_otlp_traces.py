@@ -195,26 +195,15 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
     from gateway_fixtures import PLANTED as GATEWAY_PLANTED
 
     from sightline.cli import _dev_token
-    from sightline.stack import Stack, StackSettings
+    from sightline.stack import Stack, settings_on_free_ports
 
-    names = (
-        "triton_http_port",
-        "triton_grpc_port",
-        "triton_metrics_port",
-        "preprocess_http_port",
-        "preprocess_grpc_port",
-        "deid_port",
-        "explain_port",
-        "gateway_port",
-    )
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    settings = StackSettings(
-        data_dir=tmp_path,
+    settings = settings_on_free_ports(
+        tmp_path,
         model_repository=ROOT / "model_repository",
         otel_exporter="otlp-http",
         otel_otlp_endpoint=receivers.http_endpoint,
-        **ports,
     )
+    ports = {"gateway_port": settings.gateway_port}
     stack = Stack(settings)
     stack.start()
     try:

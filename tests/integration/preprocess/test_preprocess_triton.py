@@ -7,7 +7,6 @@ the in-process model (ONNX Runtime on model.onnx and torch on model.pt) within 1
 
 from __future__ import annotations
 
-import socket
 import struct
 import sys
 import time
@@ -26,7 +25,7 @@ from sightline_common.errors import UnprocessableInput
 from sightline_common.manifest import ModelManifest, load_manifest
 from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
 
-from sightline.stack import Stack, StackSettings, kill_component, restart_component
+from sightline.stack import Stack, kill_component, restart_component, settings_on_free_ports
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "unit" / "preprocess"))
@@ -34,36 +33,13 @@ from preprocess_files import accepted, real_dataset, to_bytes  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-FORBIDDEN = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
-PORT_FIELDS = (
-    "triton_http_port", "triton_grpc_port", "triton_metrics_port", "preprocess_http_port",
-    "preprocess_grpc_port", "deid_port", "explain_port", "gateway_port",
-)  # fmt: skip
 COLOUR_FILES = ("US1_UNCR.dcm", "SC_rgb_jpeg_dcmtk.dcm", "examples_ybr_color.dcm", "SC_rgb_rle_16bit.dcm")
-
-
-def free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    socks = []
-    while len(ports) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        if s.getsockname()[1] not in FORBIDDEN:
-            ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    ports = dict(zip(PORT_FIELDS, free_ports(len(PORT_FIELDS)), strict=True))
-    settings = StackSettings(
-        data_dir=tmp_path_factory.mktemp("stack"),
-        model_repository=REPO / "model_repository",
-        ready_timeout_s=180,
-        **ports,
+    settings = settings_on_free_ports(
+        tmp_path_factory.mktemp("stack"), model_repository=REPO / "model_repository", ready_timeout_s=180
     )
     st = Stack(settings)
     st.start(only=["triton", "preprocess"])
