@@ -185,7 +185,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             yield
         finally:
             stop.set()
-            pipeline.wake.set()
+            pipeline.wake.notify_all()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

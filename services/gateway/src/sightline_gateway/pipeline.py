@@ -13,6 +13,7 @@ import io
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +26,7 @@ from prometheus_client import Gauge
 from sightline_common.contracts import ExplainRequest
 from sightline_common.drift import DriftMonitor
 from sightline_common.errors import DependencyUnavailable, NotFound, SightlineError
-from sightline_common.manifest import ModelManifest, load_manifest
+from sightline_common.manifest import ModelManifest, model_dir
 from sightline_common.metrics import STAGE_DURATION
 from sightline_common.storage import ObjectStore
 from sightline_common.telemetry import current_trace_id, inject_headers
@@ -51,11 +52,77 @@ def _aware(value: Any) -> Any:
 
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
+
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
 
 SYSTEM = "system"
+#: Bulk UPDATEs here go to rows the short-lived session has not loaded (or reloads after): no
+#: need for SQLAlchemy to evaluate each WHERE clause against the identity map.
+NO_SYNC = {"synchronize_session": False}
+
+
+class ManifestCache:
+    """Model manifests parsed once per change of ``manifest.json`` (keyed on its mtime and size)."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self._cache: dict[str, tuple[tuple[int, int], ModelManifest]] = {}
+
+    def get(self, name: str) -> ModelManifest:
+        path = model_dir(self.repository, name) / "manifest.json"
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        manifest = ModelManifest.model_validate_json(path.read_bytes())
+        self._cache[name] = (stamp, manifest)
+        return manifest
+
+
+class Wakeup:
+    """Wakes one idle worker per queued job instead of every worker (each would run a claim).
+
+    A notice that finds no idle worker is kept (up to one per worker), so a worker whose claim
+    ran just before the job committed does not sleep a poll interval on it.
+    """
+
+    def __init__(self) -> None:
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._pending = 0
+        self.workers = 0
+
+    def notify(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._pending = min(self._pending + 1, max(1, self.workers))
+
+    def notify_all(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        self._pending = max(1, self.workers)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return at the next notice or after ``timeout_s``."""
+        if self._pending:
+            self._pending -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._idle:
+                self._idle.remove(waiter)
 
 
 def idempotency_hash(tenant: str, key: str) -> str:
@@ -117,14 +184,17 @@ class Pipeline:
             poll_s,
         )
         self.worker_id = uuid.uuid4().hex[:16]
-        self.wake = asyncio.Event()
+        self.wake = Wakeup()
+        self.manifests = ManifestCache(model_repository)
         self._done: dict[str, asyncio.Event] = {}
+        self._claimed: dict[str, Study] = {}  # read by claim() for run_job()
 
     def manifest(self) -> ModelManifest:
-        return load_manifest(self.model_repository, self.model_name)
+        return self.manifests.get(self.model_name)
 
-    def _observe_drift(self, manifest: ModelManifest, version: int, top: dict[str, Any], refer: bool,
-                       segment: str) -> None:
+    def _observe_drift(
+        self, manifest: ModelManifest, version: int, top: dict[str, Any], refer: bool, segment: str
+    ) -> None:
         """Feed the drift monitor: image statistics, calibrated score and decision, per tenant (site)."""
         if self.drift is None:
             return
@@ -132,8 +202,12 @@ class Pipeline:
             self.drift.register(manifest)
             self._drift_registered.add((manifest.name, manifest.version))
         self.drift.observe(
-            manifest.name, version, stats=top["image_stats"], score=float(top["probability"]),
-            decision=refer, segment=segment,
+            manifest.name,
+            version,
+            stats=top["image_stats"],
+            score=float(top["probability"]),
+            decision=refer,
+            segment=segment,
         )
 
     async def run_backlog_metrics(self, stop: asyncio.Event, interval_s: float = 5.0) -> None:
@@ -179,8 +253,15 @@ class Pipeline:
         instances: Sequence[bytes],
         idempotency_key: str | None,
         explain: bool,
+        roles: Sequence[str] = (),
+        watch: bool = False,
     ) -> Accepted:
-        """De-identify every instance, store the results, and queue one durable job."""
+        """De-identify every instance, store the results, and queue one durable job.
+
+        The study, its job and the ``study.create`` audit event (actor ``submitted_by`` with
+        ``roles``) commit together; an idempotent replay is audited by the caller. ``watch``: the
+        caller will :meth:`wait` for the new study (registered before any worker can finish it).
+        """
         existing = await self.find_idempotent(tenant, idempotency_key)
         if existing is not None:
             return Accepted(existing, False)
@@ -227,7 +308,7 @@ class Pipeline:
             trace_id=current_trace_id(),
         )
         try:
-            async with self.sessions() as session, session.begin():
+            async with self.audit.transaction() as session:
                 session.add(study)
                 await session.flush()
                 # The job continues the submitting request's trace: one trace per study.
@@ -240,32 +321,54 @@ class Pipeline:
                         state={"traceparent": inject_headers()},
                     )
                 )
+                await session.flush()
+                await self.audit.add(
+                    session,
+                    actor=submitted_by,
+                    roles=roles,
+                    tenant_id=tenant,
+                    action="study.create",
+                    resource_type="study",
+                    resource_id=study_id,
+                    trace_id=study.trace_id,
+                )
         except DbIntegrityError:
             await self._delete_objects(keys)
             again = await self.find_idempotent(tenant, idempotency_key)
             if again is None:
                 raise
             return Accepted(again, False)
-        self.wake.set()
+        if watch:
+            self._done.setdefault(study_id, asyncio.Event())
+        self.wake.notify()
         return Accepted(study, True)
 
     async def _delete_objects(self, keys: Sequence[str]) -> None:
         for key in keys:
             await asyncio.to_thread(self.store.delete, key)
 
-    async def wait(self, study_id: str, timeout_s: float) -> Study:
-        """Wait (bounded) until the study is completed or failed; return it either way."""
+    async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:
+        """Wait (bounded) until the study is completed or failed; return it either way.
+
+        ``study``: the study as :meth:`accept` (with ``watch``) just stored it, so not read again
+        before the worker's first report.
+        """
+        registered = study is not None and study_id in self._done
         event = self._done.setdefault(study_id, asyncio.Event())
+        current = study if registered else None
         deadline = time.monotonic() + timeout_s
         try:
             while True:
-                study = await self.get_study(study_id)
-                if study.status in ("completed", "failed") or time.monotonic() >= deadline:
-                    return study
+                if current is None:
+                    event.clear()  # a report after this read wakes the next wait
+                    current = await self.get_study(study_id)
+                if current.status in ("completed", "failed") or time.monotonic() >= deadline:
+                    return current
                 try:
                     await asyncio.wait_for(event.wait(), min(0.5, max(0.01, deadline - time.monotonic())))
                 except TimeoutError:
                     pass
+                current = None
         finally:
             self._done.pop(study_id, None)
 
@@ -279,7 +382,10 @@ class Pipeline:
     # ---- the worker ---------------------------------------------------------------------
 
     async def claim(self) -> Job | None:
-        """Take one due job under a lease; a conditional UPDATE makes the claim exclusive."""
+        """Take one due job under a lease; a conditional UPDATE makes the claim exclusive.
+
+        The study is marked running in the same transaction.
+        """
         now = utcnow()
         async with self.sessions() as session, session.begin():
             due = (
@@ -309,33 +415,46 @@ class Pipeline:
                         attempts=Job.attempts + 1,
                         updated_at=now,
                     )
+                    .execution_options(**NO_SYNC)
                 )
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    return await session.get(Job, job_id, populate_existing=True)
+                    job = await session.get(Job, job_id, populate_existing=True)
+                    assert job is not None
+                    await session.execute(
+                        update(Study)
+                        .where(Study.id == job.study_id)
+                        .values(status="running", updated_at=now)
+                        .execution_options(**NO_SYNC)
+                    )
+                    study = await session.get(Study, job.study_id, populate_existing=True)
+                    if study is not None:
+                        self._claimed[job.id] = study
+                    return job
         return None
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                job = await self.claim()
-            except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the worker
-                log.error("job claim failed: %s", type(exc).__name__)
-                job = None
-            if job is None:
-                self.wake.clear()
+        self.wake.workers += 1
+        try:
+            while not stop.is_set():
                 try:
-                    await asyncio.wait_for(self.wake.wait(), self.poll_s)
-                except TimeoutError:
-                    pass
-                continue
-            await self.run_job(job)
-            self.wake.set()  # there may be more
+                    job = await self.claim()
+                except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the worker
+                    log.error("job claim failed: %s", type(exc).__name__)
+                    job = None
+                if job is None:
+                    await self.wake.wait(self.poll_s)
+                    continue
+                await self.run_job(job)  # then claim again at once: there may be more
+        finally:
+            self.wake.workers -= 1
 
     async def run_job(self, job: Job) -> None:
         """Run one claimed job to a result, a retry later, or a final failure with its reason."""
-        async with self.sessions() as session:
-            study = await session.get(Study, job.study_id)
+        study = self._claimed.pop(job.id, None)
+        if study is None:
+            async with self.sessions() as session:
+                study = await session.get(Study, job.study_id)
         assert study is not None
         if job.attempts > self.max_attempts:
             await self._fail(
@@ -347,7 +466,6 @@ class Pipeline:
             span.set_attribute("sightline.study_id", study.id)
             span.set_attribute("sightline.job.attempt", job.attempts)
             try:
-                await self._set_study(study.id, status="running")
                 await self._stages(job, study)
             except DependencyUnavailable as exc:
                 span.set_attribute("sightline.error", exc.code)
@@ -386,7 +504,9 @@ class Pipeline:
             timings["preprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
             STAGE_DURATION.labels("gateway", "preprocess").observe(time.perf_counter() - start)
             state["inferences"] = inferences
-            await self._checkpoint(job, study, state, timings, "explain")
+            if study.explain:
+                # Checkpoint only before another remote stage; the result's commit follows at once.
+                await self._checkpoint(job, study, state, timings, "explain")
         inferences = state["inferences"]
         top = max(inferences, key=lambda i: i["probability"])
         if study.explain and "explanation" not in state:
@@ -413,7 +533,6 @@ class Pipeline:
                 state["explanation"] = {"status": "unavailable", "reason": exc.detail[:200]}
             timings["explain_ms"] = round((time.perf_counter() - start) * 1000, 2)
             STAGE_DURATION.labels("gateway", "explain").observe(time.perf_counter() - start)
-            await self._checkpoint(job, study, state, timings, "result")
         await self._store_result(job, study, manifest, inferences, top, state.get("explanation"), timings)
 
     async def _checkpoint(
@@ -431,9 +550,13 @@ class Pipeline:
                     lease_expires_at=now + timedelta(seconds=self.lease_s),
                     updated_at=now,
                 )
+                .execution_options(**NO_SYNC)
             )
             await session.execute(
-                update(Study).where(Study.id == study.id).values(stage_timings=timings, updated_at=now)
+                update(Study)
+                .where(Study.id == study.id)
+                .values(stage_timings=timings, updated_at=now)
+                .execution_options(**NO_SYNC)
             )
         job.state, study.stage_timings = state, timings
 
@@ -478,25 +601,27 @@ class Pipeline:
         )
         now = utcnow()
         try:
-            async with self.sessions() as session, session.begin():
+            # The result, the job's and study's end and the audit event commit together.
+            async with self.audit.transaction() as session:
                 session.add(result)
                 await session.flush()
                 await self._finish(session, job, study, "completed", timings, now)
+                await self.audit.add(
+                    session,
+                    actor=SYSTEM,
+                    roles=[],
+                    tenant_id=study.tenant_id,
+                    action="result.create",
+                    resource_type="result",
+                    resource_id=study.id,
+                    trace_id=result.trace_id,
+                )
         except DbIntegrityError:
             # Another worker stored this study's result first (a lease lost mid-job): keep theirs.
             async with self.sessions() as session, session.begin():
                 await self._finish(session, job, study, "completed", timings, now)
             return
         self._observe_drift(manifest, version, top, result.refer, study.tenant_id)
-        await self.audit.append(
-            actor=SYSTEM,
-            roles=[],
-            tenant_id=study.tenant_id,
-            action="result.create",
-            resource_type="result",
-            resource_id=study.id,
-            trace_id=result.trace_id,
-        )
 
     async def _finish(
         self, session: AsyncSession, job: Job, study: Study, status: str, timings: dict[str, Any], now: Any
@@ -510,11 +635,13 @@ class Pipeline:
                 lease_expires_at=None,
                 updated_at=now,
             )
+            .execution_options(**NO_SYNC)
         )
         await session.execute(
             update(Study)
             .where(Study.id == study.id)
             .values(status=status, stage_timings=timings, updated_at=now)
+            .execution_options(**NO_SYNC)
         )
 
     async def _retry_later(self, job: Job, reason: str) -> None:
@@ -532,15 +659,19 @@ class Pipeline:
                     next_attempt_at=now + timedelta(seconds=delay),
                     updated_at=now,
                 )
+                .execution_options(**NO_SYNC)
             )
             await session.execute(
-                update(Study).where(Study.id == job.study_id).values(status="queued", updated_at=now)
+                update(Study)
+                .where(Study.id == job.study_id)
+                .values(status="queued", updated_at=now)
+                .execution_options(**NO_SYNC)
             )
         log.warning("job retry in %.1fs (attempt %d)", delay, job.attempts)
 
     async def _fail(self, job: Job, study: Study, code: str, detail: str) -> None:
         now = utcnow()
-        async with self.sessions() as session, session.begin():
+        async with self.audit.transaction() as session:
             await session.execute(
                 update(Job)
                 .where(Job.id == job.id)
@@ -551,28 +682,34 @@ class Pipeline:
                     last_error=detail[:500],
                     updated_at=now,
                 )
+                .execution_options(**NO_SYNC)
             )
             await session.execute(
                 update(Study)
                 .where(Study.id == study.id)
                 .values(status="failed", error_code=code, error_detail=detail[:500], updated_at=now)
+                .execution_options(**NO_SYNC)
             )
-        await self.audit.append(
-            actor=SYSTEM,
-            roles=[],
-            tenant_id=study.tenant_id,
-            action="study.fail",
-            resource_type="study",
-            resource_id=study.id,
-            outcome="failure",
-            trace_id=current_trace_id(),
-        )
+            await self.audit.add(
+                session,
+                actor=SYSTEM,
+                roles=[],
+                tenant_id=study.tenant_id,
+                action="study.fail",
+                resource_type="study",
+                resource_id=study.id,
+                outcome="failure",
+                trace_id=current_trace_id(),
+            )
         log.warning("job failed: %s", code)
 
     async def _set_study(self, study_id: str, **values: Any) -> None:
         async with self.sessions() as session, session.begin():
             await session.execute(
-                update(Study).where(Study.id == study_id).values(updated_at=utcnow(), **values)
+                update(Study)
+                .where(Study.id == study_id)
+                .values(updated_at=utcnow(), **values)
+                .execution_options(**NO_SYNC)
             )
 
     # ---- retention ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sightline_common.errors import (
     SightlineError,
     UnsupportedMediaType,
 )
-from sightline_common.manifest import ModelManifest, load_manifest
+from sightline_common.manifest import ModelManifest
 from sightline_common.storage import S3Store, check_key
 from sqlalchemy import select, update
 
@@ -215,7 +215,7 @@ async def _result(gw: Gateway, study: Study) -> tuple[Result, list[Review]]:
 
 def _manifest(gw: Gateway, name: str) -> ModelManifest | None:
     try:
-        return load_manifest(gw.settings.model_repository, name)
+        return gw.pipeline.manifests.get(name)
     except (NotFound, OSError, ValueError):
         return None
 
@@ -279,16 +279,19 @@ async def submit_study(
             instances=instances,
             idempotency_key=idempotency_key,
             explain=explain,
+            roles=sorted(who.roles),
+            watch=mode == "sync",
         )
         del instances
         accepted_study, created = accepted.study, accepted.created
-    await gw.record(
-        who, "study.create" if created else "study.create.idempotent-replay", "study", accepted_study.id
-    )
+    if not created:  # a new study's creation is audited in the transaction that stores it
+        await gw.record(who, "study.create.idempotent-replay", "study", accepted_study.id)
     location = f"/v1/studies/{accepted_study.id}"
     study = accepted_study
     if mode == "sync":
-        study = await gw.pipeline.wait(accepted_study.id, gw.settings.sync_timeout_s)
+        study = await gw.pipeline.wait(
+            accepted_study.id, gw.settings.sync_timeout_s, accepted_study if created else None
+        )
         if study.status == "completed":
             return await _result_response(request, gw, who, study, headers={"Location": location})
         if study.status == "failed":

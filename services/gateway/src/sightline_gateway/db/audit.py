@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,58 @@ class AuditLog:
         self.sessions = sessions
         self._lock = asyncio.Lock()
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that may append to the chain with :meth:`add` beside other writes.
+
+        The chain's head is read and extended under this process's lock (and PostgreSQL's
+        advisory lock) held until commit, so the events commit with those writes or not at all.
+        Put other writes first: on SQLite they take the write lock before the head is read.
+        """
+        async with self._lock, self.sessions() as session, session.begin():
+            if session.bind.dialect.name == "postgresql":
+                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            yield session
+
+    async def add(
+        self,
+        session: AsyncSession,
+        *,
+        actor: str,
+        roles: Sequence[str],
+        tenant_id: str | None,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        outcome: str = "success",
+        trace_id: str | None = None,
+    ) -> AuditEvent:
+        """Append one event inside a session opened by :meth:`transaction`."""
+        last = (
+            await session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+            )
+        ).first()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "id": str(uuid.uuid4()),
+            "at": utcnow(),
+            "tenant_id": tenant_id,
+            "actor": actor,
+            "roles": sorted(roles),
+            "action": action,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "outcome": outcome,
+            "trace_id": trace_id,
+            "prev_hash": prev,
+        }
+        event = AuditEvent(**fields, hash=event_hash(fields))
+        session.add(event)
+        await session.flush()
+        return event
+
     async def append(
         self,
         *,
@@ -38,32 +91,19 @@ class AuditLog:
         outcome: str = "success",
         trace_id: str | None = None,
     ) -> AuditEvent:
-        async with self._lock, self.sessions() as session, session.begin():
-            if session.bind.dialect.name == "postgresql":
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-            last = (
-                await session.execute(
-                    select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
-                )
-            ).first()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-            fields: dict[str, Any] = {
-                "seq": seq,
-                "id": str(uuid.uuid4()),
-                "at": utcnow(),
-                "tenant_id": tenant_id,
-                "actor": actor,
-                "roles": sorted(roles),
-                "action": action,
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "outcome": outcome,
-                "trace_id": trace_id,
-                "prev_hash": prev,
-            }
-            event = AuditEvent(**fields, hash=event_hash(fields))
-            session.add(event)
-        return event
+        """Append one event in its own transaction."""
+        async with self.transaction() as session:
+            return await self.add(
+                session,
+                actor=actor,
+                roles=roles,
+                tenant_id=tenant_id,
+                action=action,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                outcome=outcome,
+                trace_id=trace_id,
+            )
 
     async def query(
         self,
