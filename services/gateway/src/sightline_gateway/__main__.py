@@ -4,15 +4,7 @@ from __future__ import annotations
 
 
 def main() -> None:
-    import importlib.util
-    import sys
-
     import uvicorn
-
-    if importlib.util.find_spec("sniffio") is None:
-        # httpcore runs ``import sniffio`` on every request; without the package each attempt
-        # searches sys.path. A None entry makes that import fail at once, as it would anyway.
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
     from sightline_common.logging import configure_logging
     from sightline_common.telemetry import setup_tracing
 
