@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 for sub in ("src", "services/common/src", "services/preprocess/src"):
     sys.path.insert(0, str(REPO / sub))
 
-HAM = Path("/work/shared/datasets/ham10000/images")
+from sightline.ml.data import dataset_root  # noqa: E402
+
+HAM = dataset_root() / "images"
 
 
 def dermoscopy_dicoms(n: int, modality: str, sop_class: str) -> list[bytes]:

@@ -26,7 +26,12 @@ from sightline_common.manifest import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATASET = Path("/work/shared/datasets/ham10000")
+# The copy beside a checkout (../shared/datasets/ham10000), else the shared machine copy.
+_CANDIDATES = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "ham10000",
+    Path("/work/shared/datasets/ham10000"),
+)
+DEFAULT_DATASET = next((p for p in _CANDIDATES if (p / "metadata.csv").is_file()), _CANDIDATES[0])
 REQUIRED_COLUMNS = ("image", "image_id", "label", "sex", "age", "site", "lesion_id", "split")
 SPLITS = ("train", "val", "test")
 AGE_BANDS = ((0, 30, "0-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 200, "75+"))
@@ -34,7 +39,7 @@ STAT_NAMES = ("brightness", "contrast", "red", "green", "blue", "sharpness")
 
 
 def dataset_root(path: str | Path | None = None) -> Path:
-    """The dataset folder: the argument, else ``SIGHTLINE_DATASET``, else the shared copy."""
+    """The dataset folder: the argument, else ``SIGHTLINE_DATASET``, else ../shared beside the checkout."""
     if path is not None:
         return Path(path)
     return Path(os.environ.get("SIGHTLINE_DATASET", str(DEFAULT_DATASET)))

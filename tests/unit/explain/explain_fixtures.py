@@ -7,7 +7,6 @@ and wrapped in a DICOM instance with no patient attributes.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,11 @@ from numpy.typing import NDArray
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from sightline.ml.data import dataset_root
+
 VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
 ROOT = Path(__file__).parents[3]
-HAM_IMAGES = (
-    Path(os.environ.get("SIGHTLINE_DATASET", ROOT.parent / "shared" / "datasets" / "ham10000")) / "images"
-)
+HAM_IMAGES = dataset_root() / "images"
 
 
 def dicom_bytes(rgb: NDArray[np.uint8]) -> bytes:

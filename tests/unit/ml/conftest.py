@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,13 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-DEFAULT_DATASET = Path("/work/shared/datasets/ham10000")
 REPOSITORY = Path(__file__).resolve().parents[3] / "model_repository"
 
 
 def shared_dataset() -> Path:
-    return Path(os.environ.get("SIGHTLINE_DATASET", str(DEFAULT_DATASET)))
+    from sightline.ml.data import dataset_root
+
+    return dataset_root()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,13 +11,14 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "ham10000"
 
 Shift = Callable[[Image.Image], Image.Image]
 
 
 def shared_dataset() -> Path:
-    return Path(os.environ.get("SIGHTLINE_DATASET", str(DEFAULT_DATASET)))
+    from sightline.ml.data import dataset_root
+
+    return dataset_root()
 
 
 @pytest.fixture(scope="session")
