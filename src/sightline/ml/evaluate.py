@@ -319,6 +319,7 @@ def external_validation(
         "held_out_site": site,
         "model": loso_model,
         "training_sites": manifest.training_data.get("train_by_site", {}),
+        "epochs_run": manifest.metrics.get("validation", {}).get("epochs_run"),
         "threshold": manifest.threshold,
         "held_out_site_all_splits": _summary(s_held.labels, s_held.probs, manifest.threshold, n_bootstrap, 1),
         f"other_sites_{split}": _summary(s_others.labels, s_others.probs, manifest.threshold, n_bootstrap, 2),

@@ -114,7 +114,9 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         site = ext["held_out_site"]
         rows = {k: v for k, v in ext.items() if isinstance(v, dict) and "auroc" in v}
         ext_text = (
-            f"Leave-one-site-out: the same recipe trained without `{site}` and tested on all {site} "
+            f"Leave-one-site-out: the recipe trained without `{site}` "
+            f"({ext.get('epochs_run', '?')} epochs run; the served model "
+            f"{manifest.metrics.get('validation', {}).get('epochs_run', '?')}) and tested on all {site} "
             f"images (an external site it never saw), against the other sites' {split} split.\n\n"
             + metrics_table(rows)
             + f"\n![ROC](evaluation/roc_loso_{site}.png)\n"
