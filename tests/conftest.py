@@ -23,3 +23,16 @@ def free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def ham10000() -> Path:
+    """The HAM10000 folder (SIGHTLINE_DATASET, else ../shared); skip, saying why, when absent."""
+    from sightline.ml.data import dataset_root
+
+    root = dataset_root()
+    if not (root / "metadata.csv").is_file():
+        pytest.skip(
+            f"HAM10000 not found at {root} (set SIGHTLINE_DATASET to a folder with metadata.csv + images/)"
+        )
+    return root

@@ -9,23 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
+from sightline.ml.data import dataset_root
+
 REPOSITORY = Path(__file__).resolve().parents[3] / "model_repository"
-
-
-def shared_dataset() -> Path:
-    from sightline.ml.data import dataset_root
-
-    return dataset_root()
-
-
-@pytest.fixture(scope="session")
-def ham10000() -> Path:
-    root = shared_dataset()
-    if not (root / "metadata.csv").is_file():
-        pytest.skip(
-            f"HAM10000 not found at {root} (set SIGHTLINE_DATASET to a folder with metadata.csv + images/)"
-        )
-    return root
 
 
 def _synthetic_image(rng: np.random.Generator, malignant: bool) -> Image.Image:
@@ -87,7 +73,7 @@ def make_tiny_dataset(
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """Real images when the shared dataset is present, generated otherwise (for CI)."""
-    root = shared_dataset()
+    root = dataset_root()
     return make_tiny_dataset(tmp_path / "tiny", source=root if (root / "metadata.csv").is_file() else None)
 
 

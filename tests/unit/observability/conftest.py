@@ -6,27 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[3]
 
 Shift = Callable[[Image.Image], Image.Image]
-
-
-def shared_dataset() -> Path:
-    from sightline.ml.data import dataset_root
-
-    return dataset_root()
-
-
-@pytest.fixture(scope="session")
-def ham10000() -> Path:
-    root = shared_dataset()
-    if not (root / "metadata.csv").is_file():
-        pytest.skip(f"HAM10000 not found at {root} (set SIGHTLINE_DATASET to a folder with metadata.csv)")
-    return root
 
 
 def lesion_image(rng: np.random.Generator, height: int = 150, width: int = 200) -> Image.Image:
