@@ -27,17 +27,35 @@ class SightlineError(Exception):
 
     def problem(self, instance: str | None = None) -> dict[str, Any]:
         """The RFC 9457 problem-details body for this error."""
-        body: dict[str, Any] = {
-            "type": f"https://sightline.dev/problems/{self.code}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "code": self.code,
-        }
-        if instance:
-            body["instance"] = instance
-        body.update(self.extra)
-        return body
+        return problem_body(self.status, self.title, self.detail, self.code, instance=instance, **self.extra)
+
+
+def problem_body(
+    status: int, title: str, detail: str, code: str, *, instance: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An RFC 9457 problem-details body; ``code`` is Sightline's stable machine-readable name."""
+    body: dict[str, Any] = {
+        "type": f"https://sightline.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def error_class(code: str) -> type[SightlineError] | None:
+    """The error class whose ``code`` is ``code`` (``None`` when no class has it)."""
+    pending: list[type[SightlineError]] = [SightlineError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
 
 
 class InvalidInput(SightlineError):

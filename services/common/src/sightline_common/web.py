@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sightline_common import metrics
-from sightline_common.errors import SightlineError
+from sightline_common.errors import SightlineError, problem_body
 from sightline_common.health import ReadyCheck, health_router
 from sightline_common.metrics import instrument_app
 
@@ -22,15 +22,9 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
-    body = {
-        "type": f"https://sightline.dev/problems/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    """A problem-details response for errors that are not :class:`SightlineError` instances."""
+    return JSONResponse(problem_body(status, title, detail, code, **extra), status_code=status,
+                        media_type=PROBLEM_JSON)
 
 
 def install_error_handlers(app: FastAPI, service: str) -> None:

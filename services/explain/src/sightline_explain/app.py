@@ -20,7 +20,8 @@ from ray import serve
 from ray.serve import Application
 from sightline_common import metrics as common_metrics
 from sightline_common.contracts import ExplainRequest, ExplainResponse
-from sightline_common.errors import PayloadTooLarge, UnsupportedMediaType
+from sightline_common.errors import UnsupportedMediaType
+from sightline_common.http import media_type, read_body
 from sightline_common.web import service_app
 
 from sightline_explain import metrics as explain_metrics
@@ -56,16 +57,6 @@ def create_app(settings: ExplainSettings) -> FastAPI:
         title="Sightline explanation service",
         ready_checks={"model": model_loaded, "storage": storage},
     )
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge("request body exceeds the configured limit", reason="oversized")
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge("request body exceeds the configured limit", reason="oversized")
-    return body
 
 
 def build_deployment(settings: ExplainSettings) -> Application:
@@ -114,8 +105,8 @@ def build_deployment(settings: ExplainSettings) -> Application:
             target: int = Query(default=1, ge=0, le=1, description="with application/dicom only"),
         ) -> ExplainResponse:
             started = time.perf_counter()
-            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await _read_body(request, self.settings.max_request_bytes)
+            media = media_type(request)
+            body = await read_body(request, self.settings.max_request_bytes)
             if media == "application/json":
                 try:
                     req = ExplainRequest.model_validate_json(body)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 
 from fastapi import APIRouter, Request, Response
-from sightline_common.errors import InvalidInput, PayloadTooLarge, SightlineError, UnsupportedMediaType
+from sightline_common.errors import InvalidInput, SightlineError, UnsupportedMediaType
+from sightline_common.http import TENANT_HEADER, is_valid_tenant, media_type, read_body
 from sightline_common.metrics import STAGE_DURATION
 from starlette.concurrency import run_in_threadpool
 
@@ -18,25 +18,8 @@ from sightline_deid.metrics import ACTIONS, OUTCOMES
 log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
-TENANT_HEADER = "X-Sightline-Tenant"
 SUMMARY_HEADER = "X-Sightline-Deid-Summary"
 RECIPE_HEADER = "X-Sightline-Deid-Recipe"
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-async def _read_bounded(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it passes ``limit`` (no unbounded buffering)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body exceeds the {limit} byte limit", reason="oversized")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit} byte limit", reason="oversized")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def build_router(engine: Deidentifier) -> APIRouter:
@@ -50,15 +33,14 @@ def build_router(engine: Deidentifier) -> APIRouter:
         summary="De-identify one DICOM Part 10 file for the calling tenant",
     )
     async def deidentify(request: Request) -> Response:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != DICOM:
+        if media_type(request) != DICOM:
             raise UnsupportedMediaType("send the file as application/dicom", reason="media-type")
         tenant = request.headers.get(TENANT_HEADER, "")
-        if not _TENANT.match(tenant):
+        if not is_valid_tenant(tenant):
             raise InvalidInput(f"header {TENANT_HEADER} is missing or malformed", reason="tenant")
         start = time.perf_counter()
         try:
-            data = await _read_bounded(request, engine.limits.max_bytes)
+            data = await read_body(request, engine.limits.max_bytes)
             if not data:
                 raise InvalidInput("empty body", reason="not-dicom")
             result = await run_in_threadpool(engine.deidentify, data, tenant)
