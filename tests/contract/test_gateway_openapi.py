@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "gateway"))
 
 SNAPSHOT = Path(__file__).parent / "gateway_openapi.json"
 
 
 def _schema(tmp_path: Path) -> dict:
-    from gateway_fixtures import settings
     from sightline_gateway.app import create_app
+
+    from tests.unit.gateway.gateway_fixtures import settings
 
     return create_app(settings(tmp_path)).openapi()
 
@@ -40,9 +38,10 @@ def test_every_route_documents_problem_details(tmp_path: Path) -> None:
 def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     """Bounded fuzzing of every /v1 operation with a valid token: 4xx is fine, 5xx is a bug."""
     schemathesis = pytest.importorskip("schemathesis")
-    from gateway_fixtures import harness, token
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
+
+    from tests.unit.gateway.gateway_fixtures import harness, token
 
     with harness(tmp_path, rate_limit_per_minute=100_000, rate_limit_burst=100_000) as h:
         schema = schemathesis.openapi.from_asgi("/openapi.json", h.client.app)

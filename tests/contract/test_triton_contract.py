@@ -84,9 +84,9 @@ def test_preprocess_output_fits_the_config(
     configs: dict[str, dict], manifest: ModelManifest, name: str
 ) -> None:
     """A real DICOM through the transform gives exactly the tensor the config declares."""
-    sys.path.insert(0, str(REPO / "tests" / "unit" / "preprocess"))
-    from preprocess_files import accepted, to_bytes
     from sightline_preprocess.core.transform import transform_batch
+
+    from tests.unit.preprocess.preprocess_files import accepted, to_bytes
 
     batch, _ = transform_batch(
         [to_bytes(accepted("US1_UNCR.dcm", manifest.preprocessing))], manifest.preprocessing, 1 << 24

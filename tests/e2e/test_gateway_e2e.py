@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,7 @@ import httpx
 import pydicom
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "gateway"))
-
-from gateway_fixtures import PHI, PLANTED, phi_dicom
+from tests.unit.gateway.gateway_fixtures import PHI, PLANTED, phi_dicom
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

@@ -15,12 +15,10 @@ import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "deid"))
-
-from deid_canary import canary_dataset, survivors, to_bytes
 from sightline_deid.app import create_app
 from sightline_deid.settings import DeidSettings
+
+from tests.unit.deid.deid_canary import canary_dataset, survivors, to_bytes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[3]

@@ -24,12 +24,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "explain"))
-
-from explain_fixtures import ROOT, dicom_bytes, ham_images, load_rgb, synthetic_lesion
 from sightline_common.contracts import ExplainResponse
 from sightline_common.manifest import load_manifest
+
+from tests.unit.explain.explain_fixtures import ROOT, dicom_bytes, ham_images, load_rgb, synthetic_lesion
 
 pytestmark = pytest.mark.integration
 MODEL = "derm-cnn"

@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
 from sightline_common.storage import LocalDirStore
 from sightline_gateway.clients.services import DeidOutcome
 from sightline_gateway.db.audit import AuditLog
@@ -20,6 +19,8 @@ from sightline_gateway.db.engine import make_engine, make_sessions, migrate
 from sightline_gateway.db.models import Job, Result, Study, Tenant
 from sightline_gateway.pipeline import Pipeline
 from sqlalchemy import func, select, text
+
+from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
 
 pytestmark = pytest.mark.integration
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -190,7 +191,8 @@ async def test_retention_deletes_images_and_heatmaps_and_is_audited(db, tmp_path
 def test_api_flow_on_postgresql(tmp_path: Path) -> None:
     """Submit, result, review and audit verification through the app with PostgreSQL state."""
     import asyncpg  # noqa: F401 - the driver the URL names
-    from gateway_fixtures import harness, token
+
+    from tests.unit.gateway.gateway_fixtures import harness, token
 
     schema = "gw_api_" + secrets.token_hex(6)
     try:

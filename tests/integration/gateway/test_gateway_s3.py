@@ -56,7 +56,7 @@ def test_s3_store_put_get_list_delete_presign(s3_endpoint: str) -> None:
 def test_gateway_on_s3_presigns_explanation_links_and_retention_empties_the_prefix(
     s3_endpoint: str, tmp_path: Path
 ) -> None:
-    from gateway_fixtures import FakeExplain, harness, token
+    from tests.unit.gateway.gateway_fixtures import FakeExplain, harness, token
 
     store = S3Store(s3_endpoint, "test", "test", "sightline-gw", secure=False)
     store.ensure_bucket()

@@ -27,11 +27,8 @@ from sightline_common.settings import TelemetrySettings
 from sightline_common.telemetry import ScrubbingSpanExporter, _exporter, inject_headers
 
 from tests.conftest import free_ports
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "deid"))
-from deid_canary import CANARY_UID_ROOT, canary_dataset, to_bytes
-from otlp_receiver import Receivers, start_receivers
+from tests.integration.observability.otlp_receiver import Receivers, start_receivers
+from tests.unit.deid.deid_canary import CANARY_UID_ROOT, canary_dataset, to_bytes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -190,12 +187,10 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
     Triton runs in its OpenTelemetry trace mode (OTLP/HTTP JSON) and continues the preprocess
     service's gRPC client span.
     """
-    sys.path.insert(0, str(ROOT / "tests" / "unit" / "gateway"))
-    from gateway_fixtures import PHI, phi_dicom
-    from gateway_fixtures import PLANTED as GATEWAY_PLANTED
-
     from sightline.cli import _dev_token
     from sightline.stack import Stack, settings_on_free_ports
+    from tests.unit.gateway.gateway_fixtures import PHI, phi_dicom
+    from tests.unit.gateway.gateway_fixtures import PLANTED as GATEWAY_PLANTED
 
     settings = settings_on_free_ports(
         tmp_path,

@@ -8,7 +8,6 @@ the in-process model (ONNX Runtime on model.onnx and torch on model.pt) within 1
 from __future__ import annotations
 
 import struct
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,10 +25,9 @@ from sightline_common.manifest import ModelManifest, load_manifest
 from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
 
 from sightline.stack import Stack, kill_component, restart_component, settings_on_free_ports
+from tests.unit.preprocess.preprocess_files import accepted, real_dataset, to_bytes
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests" / "unit" / "preprocess"))
-from preprocess_files import accepted, real_dataset, to_bytes  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

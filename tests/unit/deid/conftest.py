@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from sightline_deid.core.engine import Deidentifier
 from sightline_deid.core.recipe import Recipe, load_recipe
 

@@ -6,7 +6,6 @@ import struct
 from io import BytesIO
 
 import pytest
-from deid_canary import canary_dataset, to_bytes
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -14,6 +13,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, RLELos
 from sightline_common.errors import SightlineError
 from sightline_deid.core.engine import Deidentifier, Limits
 from sightline_deid.core.recipe import Recipe
+
+from tests.unit.deid.deid_canary import canary_dataset, to_bytes
 
 
 def _refused(engine: Deidentifier, data: bytes) -> SightlineError:

@@ -6,9 +6,10 @@ from io import BytesIO
 
 import pydicom
 import pytest
-from deid_canary import SOP_CLASSES, canary_dataset, to_bytes
 from sightline_common.errors import UnprocessableInput
 from sightline_deid.core.engine import Deidentifier
+
+from tests.unit.deid.deid_canary import SOP_CLASSES, canary_dataset, to_bytes
 
 
 def test_recipe_rule_photographic_explicit_no_burned_in_passes(engine: Deidentifier) -> None:

@@ -6,8 +6,9 @@ from io import BytesIO
 
 import pydicom
 import pytest
-from deid_canary import canary_corpus, survivors
 from sightline_deid.core.engine import Deidentifier
+
+from tests.unit.deid.deid_canary import canary_corpus, survivors
 
 CORPUS = canary_corpus(per_modality=2)
 

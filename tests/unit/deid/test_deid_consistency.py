@@ -6,9 +6,10 @@ import datetime as dt
 from io import BytesIO
 
 import pydicom
-from deid_canary import canary_dataset, to_bytes
 from pydicom.dataset import Dataset
 from sightline_deid.core.engine import Deidentifier
+
+from tests.unit.deid.deid_canary import canary_dataset, to_bytes
 
 
 def _out(engine: Deidentifier, data: bytes, tenant: str) -> Dataset:

@@ -8,13 +8,14 @@ from typing import Any
 
 import pydicom
 import pytest
-from deid_canary import canary_dataset, to_bytes
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from sightline_deid.core.engine import Deidentifier, _Context
 from sightline_deid.core.pseudonym import Pseudonymizer
 from sightline_deid.core.recipe import Rule, load_recipe
+
+from tests.unit.deid.deid_canary import canary_dataset, to_bytes
 
 RECIPE = load_recipe("sightline-basic")
 WRITTEN_BY_SERVICE = {"PatientIdentityRemoved", "DeidentificationMethod",

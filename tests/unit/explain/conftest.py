@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from explain_fixtures import ROOT, ham_images, load_rgb, synthetic_lesion
 from sightline_common.imaging import normalise, resize
 from sightline_common.manifest import ModelManifest, PreprocessSpec
 from sightline_common.nets import LesionNet
 from sightline_explain.core.model import load_served_model
+from torch import nn
+
+from tests.unit.explain.explain_fixtures import ROOT, ham_images, load_rgb, synthetic_lesion
 
 REPOSITORY = ROOT / "model_repository"
 MODEL = "derm-cnn"

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import MODEL, REPOSITORY, Tiny
-from explain_fixtures import synthetic_lesion
 from PIL import Image
 from sightline_explain.core.faithfulness import curves, heat_order, random_order
 from sightline_explain.core.gradcam import explain_batch
 from sightline_explain.report import main
+
+from tests.unit.explain.conftest import MODEL, REPOSITORY, Tiny
+from tests.unit.explain.explain_fixtures import synthetic_lesion
 
 
 def test_grad_cam_order_beats_random_on_the_tiny_model(tiny: Tiny) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
-from conftest import input_batch
 from sightline_explain.core.gradcam import explain_batch, normalise_maps
 from torch import nn
+
+from tests.unit.explain.conftest import input_batch
 
 TOL = 1e-4
 

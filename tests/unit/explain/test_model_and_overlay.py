@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODEL, REPOSITORY
-from explain_fixtures import dicom_bytes, synthetic_lesion
 from matplotlib.text import Text
 from PIL import Image
 from sightline_common.errors import Conflict, IntegrityError
@@ -17,6 +15,9 @@ from sightline_common.storage import LocalDirStore
 from sightline_explain.core.engine import ExplanationEngine
 from sightline_explain.core.model import load_served_model
 from sightline_explain.core.render import ASSISTIVE_LABEL, heatmap_npy, overlay_figure, overlay_png, summarise
+
+from tests.unit.explain.conftest import MODEL, REPOSITORY
+from tests.unit.explain.explain_fixtures import dicom_bytes, synthetic_lesion
 
 
 @pytest.fixture()

@@ -11,10 +11,11 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import Tiny, input_batch
 from scipy.stats import spearmanr
 from sightline_explain.core.gradcam import explain_batch
 from torch import nn
+
+from tests.unit.explain.conftest import Tiny, input_batch
 
 N_IMAGES = 8
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY
 from pydantic import ValidationError
 from ray.serve import Application
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from sightline_common.storage import LocalDirStore, S3Store
 from sightline_explain.settings import ExplainSettings
+
+from tests.unit.explain.conftest import REPOSITORY
 
 BASE = {"model_repository": REPOSITORY, "environment": "test", "telemetry": {"exporter": "none"}}
 

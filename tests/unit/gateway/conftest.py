@@ -1,12 +1,7 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # A real (non-exporting) provider so that trace ids exist, as they do in the running service.
 if not isinstance(trace.get_tracer_provider(), TracerProvider):

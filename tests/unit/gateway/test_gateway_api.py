@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from gateway_fixtures import PHI, harness, phi_dicom, png_bytes, token
+
+from tests.unit.gateway.gateway_fixtures import PHI, harness, phi_dicom, png_bytes, token
 
 
 @pytest.fixture

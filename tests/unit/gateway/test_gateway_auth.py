@@ -9,9 +9,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from gateway_fixtures import SECRET, harness, settings, token
 from sightline_common.errors import Forbidden, Unauthorised
 from sightline_gateway.core.auth import TokenVerifier, mint_dev_token
+
+from tests.unit.gateway.gateway_fixtures import SECRET, harness, settings, token
 
 ISS, AUD = "sightline-dev", "sightline"
 

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import httpx
-from gateway_fixtures import REPO, SECRET, harness
 from sightline_gateway.core.auth import mint_dev_token
 from sightline_gateway.core.ingest import parse_sidecar
 
 from sightline.demo import run_demo
+from tests.unit.gateway.gateway_fixtures import REPO, SECRET, harness
 
 
 def test_samples_have_valid_sidecars_and_readme() -> None:

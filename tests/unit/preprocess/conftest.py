@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from preprocess_files import REPO
 from sightline_common.manifest import ModelManifest, PreprocessSpec, load_manifest
+
+from tests.unit.preprocess.preprocess_files import REPO
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,11 @@ import time
 
 import numpy as np
 import pytest
-from preprocess_files import real_bytes, real_dataset, to_bytes
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from sightline_common.errors import InvalidInput
 from sightline_common.imaging import read_dicom, to_rgb_uint8
+
+from tests.unit.preprocess.preprocess_files import real_bytes, real_dataset, to_bytes
 
 # The test card (SC_rgb*): colour of rows 5, 15, ..., 95 at column 50.
 CARD = np.array(

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from preprocess_files import REPO, accepted, real_dataset, to_bytes
 from sightline_common.errors import DependencyUnavailable, InvalidInput, PayloadTooLarge, UnprocessableInput
 from sightline_common.imaging import normalise, prepare, read_dicom, resize
 from sightline_common.manifest import ModelManifest, PreprocessSpec, load_manifest
 from sightline_preprocess.clients.triton import ModelMetadata, TensorSpec
 from sightline_preprocess.core.contract import contract_problems
 from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
+
+from tests.unit.preprocess.preprocess_files import REPO, accepted, real_dataset, to_bytes
 
 SPEC = load_manifest(REPO / "model_repository", "derm-cnn").preprocessing
 
