@@ -16,6 +16,7 @@ from sightline_common.errors import (
     SightlineError,
     UnsupportedMediaType,
 )
+from sightline_common.http import read_body
 from sightline_common.manifest import ModelManifest
 from sightline_common.storage import S3Store, check_key
 from sqlalchemy import select, update
@@ -97,26 +98,10 @@ StudyId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$", description="study id"
 router = APIRouter(prefix="/v1")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidInput("invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge("upload exceeds the maximum size", limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge("upload exceeds the maximum size", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _instances(request: Request, gw: Gateway) -> list[bytes]:
     """The upload as identified DICOM instances (photographs wrapped), in memory only."""
     kind = ingest.classify(request.headers.get("content-type"))
-    body = await _read_body(request, gw.settings.max_upload_bytes)
+    body = await read_body(request, gw.settings.max_upload_bytes)
     if not body:
         raise InvalidInput("empty body")
     instances: list[bytes] = []

@@ -18,37 +18,21 @@ from sightline_common.contracts import ExplainRequest, ExplainResponse
 from sightline_common.errors import (
     DependencyUnavailable,
     InvalidInput,
-    PayloadTooLarge,
     SightlineError,
-    UnprocessableInput,
-    UnsupportedMediaType,
 )
+from sightline_common.http import INPUT_CODES, error_for_code, error_from_problem
 from sightline_common.telemetry import inject_headers
 
 log = logging.getLogger(__name__)
-
-_BY_CODE: dict[str, type[SightlineError]] = {
-    "invalid-input": InvalidInput,
-    "unprocessable": UnprocessableInput,
-    "payload-too-large": PayloadTooLarge,
-    "unsupported-media-type": UnsupportedMediaType,
-    "dependency-unavailable": DependencyUnavailable,
-}
 
 
 def _problem_error(service: str, response: httpx.Response) -> SightlineError:
     """Map a downstream problem+json to our error (its detail is already PHI-free by contract)."""
     try:
         body = response.json()
-        code, detail = str(body.get("code", "")), str(body.get("detail", ""))[:300]
-    except (ValueError, AttributeError):
-        code, detail = "", ""
-    if response.status_code >= 500 or response.status_code == 429:
-        return DependencyUnavailable(f"{service} unavailable ({response.status_code})")
-    if response.status_code == 413:
-        return PayloadTooLarge(f"{service}: {detail or 'too large'}")
-    cls = _BY_CODE.get(code, UnprocessableInput if response.status_code == 422 else InvalidInput)
-    return cls(f"{service}: {detail or 'refused'}")
+    except ValueError:
+        body = None
+    return error_from_problem(service, response.status_code, body)
 
 
 @dataclass
@@ -170,8 +154,8 @@ class GrpcPreprocess:
 def map_grpc_error(status: str, message: str) -> SightlineError:
     """``"<code>: <detail>"`` from preprocess -> our error; transport failures are retryable."""
     code, _, detail = message.partition(": ")
-    if code in _BY_CODE and code != "dependency-unavailable":
-        return _BY_CODE[code](f"preprocess: {detail[:300]}")
+    if code in INPUT_CODES:
+        return error_for_code("preprocess", code, detail)
     if "INVALID_ARGUMENT" in status:
         return InvalidInput("preprocess refused the instance")
     return DependencyUnavailable(f"preprocess unavailable ({status.removeprefix('StatusCode.') or 'error'})")

@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 from sightline_common.errors import Forbidden, Unauthorised
+from sightline_common.http import is_valid_tenant
 
 
 class Role(StrEnum):
@@ -30,7 +31,6 @@ class Role(StrEnum):
 ALL_ROLES = frozenset(r.value for r in Role)
 TENANT_CLAIM = "tenant"
 ROLES_CLAIM = "roles"
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 API_KEY_PREFIX = "slk"
 _API_KEY = re.compile(rf"^{API_KEY_PREFIX}_([a-f0-9]{{16}})_([A-Za-z0-9_-]{{32,64}})$")
 
@@ -57,7 +57,7 @@ class Principal:
 
 
 def valid_tenant(tenant: object) -> str:
-    if not isinstance(tenant, str) or not _TENANT.match(tenant):
+    if not isinstance(tenant, str) or not is_valid_tenant(tenant):
         raise Unauthorised("token has no valid tenant claim")
     return tenant
 
