@@ -10,7 +10,7 @@ of them alike; the figures are the median files per second with the range over t
 printed: per tool, how many files still contain a canary (and how many canary markers in total),
 and the ratios against the targets of issue 3. It does not fail on timing.
 
-Run: ``.venv/bin/python benchmarks/bench_deid.py [files-per-modality] [rounds]``.
+Run from the repository root: ``.venv/bin/python -m benchmarks.bench_deid [files-per-modality] [rounds]``.
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ import time
 import warnings
 from collections.abc import Callable
 from io import BytesIO
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "unit" / "deid"), str(ROOT / "services" / "deid" / "src"),
-                str(ROOT / "services" / "common" / "src")]
+import pydicom
+from sightline_deid.core.engine import Deidentifier
+from sightline_deid.core.recipe import load_recipe
 
-import pydicom  # noqa: E402
-from deid_canary import canary_corpus, survivors  # noqa: E402
-from sightline_deid.core.engine import Deidentifier  # noqa: E402
-from sightline_deid.core.recipe import load_recipe  # noqa: E402
+from tests.unit.deid.deid_canary import canary_corpus, survivors
 
 Tool = Callable[[bytes], bytes]
 TARGETS = {"pydicom/deid default recipe": 10.0, "dicognito": 2.0}

@@ -1,7 +1,8 @@
 """Grad-CAM cost against a forward pass of the served model, with Captum's LayerGradCam beside it.
 
 Prints figures; does not fail on timing. Usage:
-    python benchmarks/bench_explain.py [--repository model_repository] [--model derm-cnn] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_explain [--repository model_repository] [--model derm-cnn]
+        [--threads 2]
 On a CUDA machine it also runs batch 1..64 on the GPU (and pytorch-grad-cam when installed).
 The issue's GPU goal: Grad-CAM <= 1.1x a forward pass at batch >= 16.
 """

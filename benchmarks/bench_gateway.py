@@ -2,8 +2,8 @@
 16, with and without explanation, beside the bare model (Triton gRPC) and preprocess (gRPC) in
 the same run. Prints figures; never fails on timing.
 
-    python benchmarks/bench_gateway.py                 # starts a stack on free ports in a temp dir
-    python benchmarks/bench_gateway.py --requests 40   # more requests per level
+    .venv/bin/python -m benchmarks.bench_gateway                 # a stack on free ports in a temp dir
+    .venv/bin/python -m benchmarks.bench_gateway --requests 40   # more requests per level
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import json
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,6 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "unit" / "gateway"))
 RESERVED = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
 
 
@@ -68,8 +66,9 @@ async def measure(
 
 
 async def run(url: str, token: str, triton_grpc: str, preprocess_grpc: str, requests: int) -> list[dict]:
-    from gateway_fixtures import phi_dicom
     from tritonclient.grpc import aio as grpcclient
+
+    from tests.unit.gateway.gateway_fixtures import phi_dicom
 
     dicoms = [phi_dicom(rows=150, cols=200, seed=i) for i in range(8)]
     rows: list[dict] = []

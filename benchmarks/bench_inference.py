@@ -15,7 +15,7 @@ Reported, on the same images in the same run:
 Variants of configs/local.pbtxt can be measured with ``--instances/--onnx-threads/--delay-us``:
 the model repository is copied to a temporary directory and the copy's configuration edited.
 
-    .venv/bin/python benchmarks/bench_inference.py [--seconds 10] [--images 16]
+    .venv/bin/python -m benchmarks.bench_inference [--seconds 10] [--images 16]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import io
 import re
 import shutil
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -34,11 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-for sub in ("src", "services/common/src", "services/preprocess/src"):
-    sys.path.insert(0, str(REPO / sub))
+from sightline.ml.data import dataset_root
 
-from sightline.ml.data import dataset_root  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 HAM = dataset_root() / "images"
 

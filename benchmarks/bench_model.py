@@ -1,7 +1,8 @@
 """In-process inference latency of the served model: ONNX Runtime vs torch, batch 1 and 8.
 
 Prints figures; does not fail on timing. Usage:
-    python benchmarks/bench_model.py [--repository model_repository] [--model derm-cnn] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_model [--repository model_repository] [--model derm-cnn]
+        [--threads 2]
 On a GPU machine it also prints torch throughput at batch 1..256 (fp32 and fp16 autocast).
 """
 
