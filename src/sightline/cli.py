@@ -22,7 +22,7 @@ def _settings(data_dir: Path | None, **overrides: object) -> StackSettings:
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir:
         values["data_dir"] = data_dir
-    return StackSettings(**values)  # type: ignore[arg-type]
+    return StackSettings.model_validate(values)
 
 
 def _model_line(settings: StackSettings) -> str:
@@ -174,13 +174,10 @@ def status(data_dir: Path = typer.Option(None, help="data directory of the runni
 
 def _mount_subcommands() -> None:
     """`sightline train|evaluate|model-card` and `sightline drift ...` from their own modules."""
+    from sightline.drift_cli import drift_app
     from sightline.ml.cli import ml_app
 
     app.add_typer(ml_app)
-    try:
-        from sightline.drift_cli import drift_app
-    except ImportError:  # drift reporting lands separately
-        return
     app.add_typer(drift_app, name="drift")
 
 

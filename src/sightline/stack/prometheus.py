@@ -12,9 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from sightline.stack import Component, StackSettings
+from sightline.stack.settings import StackSettings
+from sightline.stack.state import Component
 
-RULES = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "rules"
+RULES = Path(__file__).resolve().parents[3] / "infra" / "prometheus" / "rules"
 
 
 def scrape_config(settings: StackSettings, rules_dir: Path) -> dict[str, object]:

@@ -1,0 +1,169 @@
+"""The plan of the local stack: each component's command, readiness URL and environment.
+
+Each first-party service gets its own Settings object (its own class, validated here), written
+to its environment under its own env prefix; Triton gets its command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from sightline_common.settings import ServiceSettings, TelemetrySettings
+from sightline_deid.settings import DeidSettings
+from sightline_explain.settings import ExplainSettings
+from sightline_gateway.settings import GatewaySettings
+from sightline_preprocess.settings import PreprocessSettings
+
+from sightline.stack.env import build_settings, settings_env
+from sightline.stack.prometheus import prometheus_component
+from sightline.stack.settings import StackSettings
+from sightline.stack.state import Component
+from sightline.triton import prepare_backends, triton_command, triton_environment
+
+#: Environment every first-party service gets besides its settings.
+PROCESS_ENV = {"PYTHONUNBUFFERED": "1"}
+
+
+@dataclass(frozen=True)
+class DevSecrets:
+    """Random development secrets of one data directory."""
+
+    pseudonym_key: str
+    jwt_secret: str
+
+
+def dev_secrets(data_dir: Path) -> DevSecrets:
+    """Random development secrets, created once per data directory (mode 0600)."""
+    path = data_dir / "secrets.json"
+    if path.exists():
+        values = dict(json.loads(path.read_text()))
+    else:
+        values = {"pseudonym_key": secrets.token_urlsafe(32), "jwt_secret": secrets.token_urlsafe(32)}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(values, fh)
+    return DevSecrets(pseudonym_key=values["pseudonym_key"], jwt_secret=values["jwt_secret"])
+
+
+def telemetry_settings(settings: StackSettings) -> TelemetrySettings:
+    """Where every service of the stack sends its traces (a JSON-lines file by default)."""
+    return build_settings(
+        TelemetrySettings,
+        exporter=settings.otel_exporter,
+        traces_file=settings.data_dir.resolve() / "traces.jsonl",
+        otlp_endpoint=settings.otel_otlp_endpoint,
+    )
+
+
+def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, ServiceSettings]:
+    """Each first-party service's own settings for this stack, by component name, in start order."""
+    data = settings.data_dir.resolve()
+    repo = settings.model_repository.resolve()
+    host = settings.host
+    telemetry = telemetry_settings(settings)
+    return {
+        "preprocess": build_settings(
+            PreprocessSettings,
+            environment="development",
+            telemetry=telemetry,
+            host=host,
+            port=settings.preprocess_http_port,
+            grpc_port=settings.preprocess_grpc_port,
+            triton_grpc=f"{host}:{settings.triton_grpc_port}",
+            model_repository=repo,
+            model_name=settings.model_name,
+        ),
+        "deid": build_settings(
+            DeidSettings,
+            environment="development",
+            telemetry=telemetry,
+            host=host,
+            port=settings.deid_port,
+            recipe=settings.deid_recipe,
+            pseudonym_key=SecretStr(keys.pseudonym_key),
+        ),
+        "explain": build_settings(
+            ExplainSettings,
+            environment="development",
+            telemetry=telemetry,
+            host=host,
+            port=settings.explain_port,
+            model_repository=repo,
+            model_name=settings.model_name,
+            storage_dir=data / "objects",
+            ray_object_store_mb=settings.explain_object_store_mb,
+        ),
+        "gateway": build_settings(
+            GatewaySettings,
+            environment="development",
+            telemetry=telemetry,
+            host=host,
+            port=settings.gateway_port,
+            database_url=f"sqlite+aiosqlite:///{data / 'sightline.db'}",
+            storage_dir=data / "objects",
+            deid_url=f"http://{host}:{settings.deid_port}",
+            preprocess_grpc=f"{host}:{settings.preprocess_grpc_port}",
+            preprocess_http=f"http://{host}:{settings.preprocess_http_port}",
+            explain_url=f"http://{host}:{settings.explain_port}",
+            model_repository=repo,
+            jwt_secret=keys.jwt_secret,
+            drift_observations_file=data / "drift-observations.jsonl",
+        ),
+    }
+
+
+def service_component(name: str, settings: ServiceSettings) -> Component:
+    """``python -m sightline_<name>`` configured by ``settings`` (its env vars), ready on /health/ready."""
+    base = f"http://{settings.host}:{settings.port}"
+    listens = {"http": base}
+    if isinstance(settings, PreprocessSettings):
+        listens["grpc"] = f"{settings.host}:{settings.grpc_port}"
+    return Component(
+        name,
+        [sys.executable, "-m", f"sightline_{name}"],
+        f"{base}/health/ready",
+        listens,
+        env={**settings_env(settings), **PROCESS_ENV},
+    )
+
+
+def triton_component(settings: StackSettings, shm_prefix: str) -> Component:
+    """The real tritonserver (CPU, python backend) serving the model repository."""
+    host = settings.host
+    install = prepare_backends(settings.data_dir.resolve() / "triton-backends")
+    return Component(
+        "triton",
+        triton_command(
+            install,
+            settings.model_repository.resolve(),
+            http_port=settings.triton_http_port,
+            grpc_port=settings.triton_grpc_port,
+            metrics_port=settings.triton_metrics_port,
+            host=host,
+            shm_prefix=shm_prefix,
+            otlp_http_url=settings.otel_otlp_endpoint if settings.otel_exporter == "otlp-http" else None,
+        ),
+        f"http://{host}:{settings.triton_http_port}/v2/models/{settings.model_name}/ready",
+        {
+            "http": f"http://{host}:{settings.triton_http_port}",
+            "grpc": f"{host}:{settings.triton_grpc_port}",
+            "metrics": f"http://{host}:{settings.triton_metrics_port}/metrics",
+        },
+        env=triton_environment(install, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}),
+    )
+
+
+def plan(settings: StackSettings, shm_prefix: str) -> list[Component]:
+    """The components in start order, with their commands and environments."""
+    services = service_settings(settings, dev_secrets(settings.data_dir.resolve()))
+    components = [triton_component(settings, shm_prefix)]
+    components += [service_component(name, svc) for name, svc in services.items()]
+    if settings.with_prometheus:
+        components.append(prometheus_component(settings, port=settings.prometheus_port))
+    return components

@@ -1,0 +1,68 @@
+"""Settings of the local stack: ports, paths and options of ``sightline up`` (env ``SIGHTLINE_STACK_``)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sightline_common.settings import TraceExporter
+
+
+class StackSettings(BaseSettings):
+    """Ports and paths of the local stack. Every port is a setting; none may collide."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGHTLINE_STACK_", extra="forbid")
+
+    data_dir: Path = Path("var/stack")
+    model_repository: Path = Path("model_repository")
+    model_name: str = "derm-cnn"
+    host: str = "127.0.0.1"
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    preprocess_http_port: int = 8011
+    preprocess_grpc_port: int = 8012
+    deid_port: int = 8020
+    explain_port: int = 8030
+    gateway_port: int = 8080
+    prometheus_port: int = 9090
+    with_prometheus: bool = False
+    otel_exporter: TraceExporter = "jsonl"
+    otel_otlp_endpoint: str | None = None
+    deid_recipe: str = "sightline-basic"
+    ready_timeout_s: float = Field(default=240.0, gt=0)
+    explain_object_store_mb: int = 128
+
+    @model_validator(mode="after")
+    def _ports_unique(self) -> StackSettings:
+        ports = [v for k, v in self.__dict__.items() if k.endswith("_port")]
+        if len(ports) != len(set(ports)):
+            raise ValueError(f"stack ports collide: {sorted(ports)}")
+        return self
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "stack.json"
+
+
+def free_loopback_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct ports free on ``host`` now (held open together so that none repeats)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def settings_on_free_ports(data_dir: Path, **overrides: object) -> StackSettings:
+    """Stack settings with every port a free loopback port: tests and benchmarks beside a running stack."""
+    names = [name for name in StackSettings.model_fields if name.endswith("_port")]
+    ports = dict(zip(names, free_loopback_ports(len(names)), strict=True))
+    return StackSettings.model_validate({"data_dir": data_dir, **ports, **overrides})

@@ -1,0 +1,103 @@
+"""The stack's plan configures each service through that service's own Settings class.
+
+A field renamed in a service's settings must break here (and at ``sightline up`` before any
+process starts), not as a child that exits during start-up with a validation error in its log.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+from sightline_common.settings import TelemetrySettings
+from sightline_deid.settings import DeidSettings
+from sightline_explain.settings import ExplainSettings
+from sightline_gateway.settings import GatewaySettings
+from sightline_preprocess.settings import PreprocessSettings
+
+from sightline.stack import StackSettings, plan, settings_on_free_ports
+from sightline.stack.env import build_settings, env_prefix
+from sightline.stack.plan import PROCESS_ENV, dev_secrets, service_settings
+from sightline.stack.state import Component
+from tests.conftest import REPO
+
+SERVICES: dict[str, type[BaseSettings]] = {
+    "preprocess": PreprocessSettings,
+    "deid": DeidSettings,
+    "explain": ExplainSettings,
+    "gateway": GatewaySettings,
+}
+
+
+@pytest.fixture
+def stack_settings(tmp_path: Path) -> StackSettings:
+    return settings_on_free_ports(
+        tmp_path, model_repository=REPO / "model_repository", otel_otlp_endpoint="http://127.0.0.1:4318"
+    )
+
+
+@pytest.fixture
+def planned(stack_settings: StackSettings) -> dict[str, Component]:
+    return {c.name: c for c in plan(stack_settings, "sightline_test_")}
+
+
+def _only_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for key in list(os.environ):
+        if key.startswith("SIGHTLINE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_plan_starts_triton_then_each_service(planned: dict[str, Component]) -> None:
+    assert list(planned) == ["triton", *SERVICES]
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_every_env_var_of_a_service_is_a_field_of_its_settings(
+    planned: dict[str, Component], name: str
+) -> None:
+    cls = SERVICES[name]
+    prefixes: dict[str, type[BaseSettings]] = {
+        env_prefix(cls): cls,
+        env_prefix(TelemetrySettings): TelemetrySettings,
+    }
+    for key in planned[name].env:
+        if key in PROCESS_ENV:
+            continue
+        owner = next((c for p, c in prefixes.items() if key.startswith(p)), None)
+        assert owner is not None, f"{key} has neither {name}'s prefix nor the telemetry prefix"
+        field = key.removeprefix(env_prefix(owner)).lower()
+        assert field in owner.model_fields, f"{key} is not a field of {owner.__name__}"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_each_service_builds_the_planned_settings_from_its_env(
+    planned: dict[str, Component], stack_settings: StackSettings, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    expected = service_settings(stack_settings, dev_secrets(stack_settings.data_dir.resolve()))[name]
+    _only_env(monkeypatch, planned[name].env)
+    built = SERVICES[name]()  # what `python -m sightline_<name>` does with its environment
+    assert built.model_dump() == expected.model_dump()
+    assert built.telemetry.otlp_endpoint == "http://127.0.0.1:4318"  # type: ignore[attr-defined]
+
+
+def test_a_misspelt_field_fails_when_the_plan_is_built() -> None:
+    with pytest.raises(ValidationError, match="reciep"):
+        build_settings(DeidSettings, port=8020, recipe="sightline-basic", reciep="x")  # type: ignore[call-arg]
+
+
+def test_the_shell_environment_does_not_reach_the_services(
+    stack_settings: StackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIGHTLINE_GATEWAY_RATE_LIMIT_PER_MINUTE", "5")
+    monkeypatch.setenv("SIGHTLINE_OTEL_SAMPLE_RATIO", "0.5")
+    gateway = {c.name: c for c in plan(stack_settings, "sightline_test_")}["gateway"]
+    assert "SIGHTLINE_GATEWAY_RATE_LIMIT_PER_MINUTE" not in gateway.env
+    assert "SIGHTLINE_OTEL_SAMPLE_RATIO" not in gateway.env
+    settings = service_settings(stack_settings, dev_secrets(stack_settings.data_dir.resolve()))["gateway"]
+    assert isinstance(settings, GatewaySettings)
+    assert settings.rate_limit_per_minute == 600 and settings.telemetry.sample_ratio == 1.0
