@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from sightline_common.manifest import load_manifest, verify_artifact
-from sightline_common.nets import load_checkpoint
+from sightline_explain.core.nets import load_checkpoint
 
 
 def _time(fn: Callable[[], object], repeats: int, warmup: int = 5) -> list[float]:

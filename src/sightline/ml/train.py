@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sightline_common.imaging import normalise
 from sightline_common.manifest import ModelManifest, PreprocessSpec
-from sightline_common.nets import build_model
+from sightline_explain.core.nets import build_model
 from sklearn.metrics import roc_auc_score
 from torch import nn
 

@@ -79,7 +79,7 @@ def call(channel: grpc.Channel, items: list[bytes]) -> pb.ModelInferResponse:
 def _inprocess_probabilities(manifest: ModelManifest, items: list[bytes]) -> dict[str, np.ndarray]:
     import onnxruntime as ort
     import torch
-    from sightline_common.nets import load_checkpoint
+    from sightline_explain.core.nets import load_checkpoint
 
     batch, _ = transform_batch(items, manifest.preprocessing, 1 << 26)
     model_dir = REPO / "model_repository" / manifest.name / "1"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from sightline_common.imaging import normalise, resize
 from sightline_common.manifest import ModelManifest, PreprocessSpec
-from sightline_common.nets import LesionNet
 from sightline_explain.core.model import load_served_model
+from sightline_explain.core.nets import LesionNet
 from torch import nn
 
 from tests.unit.explain.explain_fixtures import ROOT, ham_images, load_rgb, synthetic_lesion

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from sightline_common.manifest import load_manifest, sha256_file, verify_artifact
-from sightline_common.nets import build_model, load_checkpoint
+from sightline_explain.core.nets import build_model, load_checkpoint
 
 from sightline.ml.export import export_model_atomically
 from sightline.ml.placeholder import placeholder_fields

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import Counter, Gauge, Histogram
-from scipy import stats as sps
 
 from sightline_common.manifest import ModelManifest
 
@@ -84,6 +83,22 @@ REFERENCE_POSITIVE_RATE = Gauge(
 )
 
 
+def ks_statistic(
+    values: NDArray[np.float64], cdf_x: NDArray[np.float64], cdf_p: NDArray[np.float64]
+) -> float:
+    """Two-sided one-sample KS statistic ``max(D+, D-)`` against a piecewise-linear CDF.
+
+    The same arithmetic as ``scipy.stats.kstest`` (sorted values, ``i/n - F(x_i)`` and
+    ``F(x_i) - (i-1)/n``), so the figures match it exactly without a scipy dependency.
+    """
+    x = np.sort(np.asarray(values, np.float64))
+    n = x.size
+    cdf = np.interp(x, cdf_x, cdf_p, left=0.0, right=1.0)
+    d_plus = np.max(np.arange(1.0, n + 1) / n - cdf)
+    d_minus = np.max(cdf - np.arange(0.0, n) / n)
+    return float(max(d_plus, d_minus))
+
+
 @dataclass(frozen=True)
 class FeatureReference:
     """One feature's reference: PSI bin cut points with their reference mass, and a CDF."""
@@ -109,8 +124,7 @@ class FeatureReference:
         if len(self.cdf_x) < 2 or self.cdf_x[0] == self.cdf_x[-1]:
             # A constant reference: the share of values that differ from it.
             return float(np.mean(values != self.cdf_x[0])) if len(values) else 0.0
-        result = sps.kstest(values, lambda x: np.interp(x, self.cdf_x, self.cdf_p, left=0.0, right=1.0))
-        return float(result.statistic)
+        return ks_statistic(values, self.cdf_x, self.cdf_p)
 
     def share_above(self, threshold: float) -> float:
         """Reference probability of a value >= ``threshold``."""

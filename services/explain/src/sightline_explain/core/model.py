@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sightline_common.manifest import ModelManifest, load_manifest, verify_artifact
-from sightline_common.nets import load_checkpoint
 from torch import nn
+
+from sightline_explain.core.nets import load_checkpoint
 
 
 def load_served_model(repository: Path, name: str) -> tuple[ModelManifest, nn.Module]:
