@@ -21,7 +21,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from PIL import Image
 from sightline_common.errors import InvalidInput
-from sightline_common.imaging import image_stats, resize
+from sightline_common.imaging import DRIFT_STAT_NAMES, image_stats, resize
 from sightline_common.manifest import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ DEFAULT_DATASET = next((p for p in _CANDIDATES if (p / "metadata.csv").is_file()
 REQUIRED_COLUMNS = ("image", "image_id", "label", "sex", "age", "site", "lesion_id", "split")
 SPLITS = ("train", "val", "test")
 AGE_BANDS = ((0, 30, "0-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 200, "75+"))
-STAT_NAMES = ("brightness", "contrast", "red", "green", "blue", "sharpness")
+STAT_NAMES = DRIFT_STAT_NAMES  # the reference distribution covers what drift compares
 
 
 def dataset_root(path: str | Path | None = None) -> Path:

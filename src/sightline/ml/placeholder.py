@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.uid import SecondaryCaptureImageStorage, VLPhotographicImageStorage
+
 MODEL_NAME = "derm-cnn"
-VL_PHOTOGRAPHIC_IMAGE = "1.2.840.10008.5.1.4.1.1.77.1.4"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 DERMOSCOPY_PREPROCESSING: dict[str, Any] = {
     "height": 128,
@@ -20,7 +20,7 @@ DERMOSCOPY_PREPROCESSING: dict[str, Any] = {
     "mean": [0.763, 0.546, 0.570],
     "std": [0.141, 0.153, 0.170],
     "accepted_modalities": ["XC", "OT"],
-    "accepted_sop_classes": [VL_PHOTOGRAPHIC_IMAGE, SECONDARY_CAPTURE],
+    "accepted_sop_classes": [str(VLPhotographicImageStorage), str(SecondaryCaptureImageStorage)],
 }
 
 ARCHITECTURE: dict[str, Any] = {"name": "LesionNet", "kwargs": {"widths": [32, 64, 128, 192], "dropout": 0.2}}

@@ -7,7 +7,7 @@ training and evaluation, so that the model sees the same pixels everywhere.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pydicom
@@ -268,6 +268,12 @@ class ImageStats:
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.__dict__.items()}
+
+
+#: Every statistic of :class:`ImageStats`, in order (the columns of preprocess's ``image_stats``).
+IMAGE_STAT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(ImageStats))
+#: The statistics compared against the training reference for drift (the image size is not).
+DRIFT_STAT_NAMES: tuple[str, ...] = tuple(n for n in IMAGE_STAT_NAMES if n not in ("height", "width"))
 
 
 def image_stats(rgb: NDArray[np.uint8]) -> ImageStats:

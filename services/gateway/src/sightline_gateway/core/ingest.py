@@ -15,10 +15,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    VLPhotographicImageStorage,
+    generate_uid,
+)
 from sightline_common.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
+VL_PHOTOGRAPHIC = VLPhotographicImageStorage
 DICOM = "application/dicom"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
 MAX_PHOTO_PIXELS = 40_000_000

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 from sightline_common.errors import PayloadTooLarge
-from sightline_common.imaging import ImageStats, prepare, read_dicom
+from sightline_common.imaging import IMAGE_STAT_NAMES, ImageStats, prepare, read_dicom
 from sightline_common.manifest import PreprocessSpec
 
-STAT_FIELDS = ("brightness", "contrast", "red", "green", "blue", "sharpness", "height", "width")
+STAT_FIELDS = IMAGE_STAT_NAMES
 
 
 def transform_batch(
