@@ -8,10 +8,12 @@ never at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sightline_common.storage import ObjectStore, store_from_settings
 
 Environment = Literal["development", "test", "production"]
 TraceExporter = Literal["jsonl", "otlp-grpc", "otlp-http", "console", "none"]
@@ -64,3 +66,38 @@ def refuse_weak_secret(value: str, name: str, environment: Environment) -> str:
             "set a strong secret for production"
         )
     return value
+
+
+class ObjectStorageSettings(BaseSettings):
+    """Object storage: the S3 API when ``s3_endpoint`` is set, else the local ``storage_dir``.
+
+    Mixed into the settings of each service that stores objects, so that the fields, their
+    env names (``<PREFIX>STORAGE_DIR``, ``<PREFIX>S3_ENDPOINT``...) and their validation are one.
+    """
+
+    storage_dir: Path | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "sightline"
+    s3_secure: bool = True
+
+    @model_validator(mode="after")
+    def _storage_is_configured(self) -> Self:
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        if self.s3_endpoint is None and self.storage_dir is None:
+            raise ValueError(f"set {prefix}STORAGE_DIR or {prefix}S3_ENDPOINT")
+        if self.s3_endpoint is not None and not (self.s3_access_key and self.s3_secret_key):
+            raise ValueError(f"{prefix}S3_ENDPOINT needs {prefix}S3_ACCESS_KEY and {prefix}S3_SECRET_KEY")
+        return self
+
+    def object_store(self) -> ObjectStore:
+        """The configured object store (S3 API when an endpoint is set, else the local directory)."""
+        return store_from_settings(
+            local_dir=self.storage_dir,
+            s3_endpoint=self.s3_endpoint,
+            s3_access_key=self.s3_access_key,
+            s3_secret_key=self.s3_secret_key,
+            s3_bucket=self.s3_bucket,
+            s3_secure=self.s3_secure,
+        )

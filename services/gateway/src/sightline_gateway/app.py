@@ -15,7 +15,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from sightline_common.drift import DriftMonitor
-from sightline_common.storage import ObjectStore, S3Store, store_from_settings
+from sightline_common.storage import ObjectStore, S3Store
 from sightline_common.telemetry import current_trace_id
 from sightline_common.web import service_app
 
@@ -93,14 +93,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             engine=engine.sync_engine, enable_commenter=False, skip_dep_check=True
         )
     sessions = make_sessions(engine)
-    store = deps.store or store_from_settings(
-        local_dir=settings.storage_dir,
-        s3_endpoint=settings.s3_endpoint,
-        s3_access_key=settings.s3_access_key,
-        s3_secret_key=settings.s3_secret_key,
-        s3_bucket=settings.s3_bucket,
-        s3_secure=settings.s3_secure,
-    )
+    store = deps.store or settings.object_store()
     preprocess = deps.preprocess
     owned_grpc: GrpcPreprocess | None = None
     audit = AuditLog(sessions)

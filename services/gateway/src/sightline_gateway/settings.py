@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
-from sightline_common.settings import ServiceSettings, refuse_weak_secret
+from sightline_common.settings import ObjectStorageSettings, ServiceSettings, refuse_weak_secret
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     """The public REST API: where it listens, what it talks to, its secrets and limits."""
 
     model_config = SettingsConfigDict(env_prefix="SIGHTLINE_GATEWAY_", extra="forbid")
@@ -29,13 +29,8 @@ class GatewaySettings(ServiceSettings):
     model_repository: Path = Field(default=Path("model_repository"), description="manifests and model cards")
     model_name: str = "derm-cnn"
 
-    # object storage: a local directory (embedded default) or an S3 API endpoint (minio client)
-    storage_dir: Path = Path("var/objects")
-    s3_endpoint: str | None = None
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = None
-    s3_bucket: str = "sightline"
-    s3_secure: bool = True
+    # object storage (ObjectStorageSettings): a local directory is the embedded default
+    storage_dir: Path | None = Path("var/objects")
 
     # authentication
     jwt_secret: str = Field(description="HS256 key for development tokens and signed object URLs")
