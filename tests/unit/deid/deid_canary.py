@@ -12,7 +12,16 @@ from io import BytesIO
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+    UltrasoundImageStorage,
+    VLPhotographicImageStorage,
+)
 
 CANARY_TEXT = b"CNRY"
 CANARY_UID_ROOT = "1.2.999.7777"
@@ -22,11 +31,11 @@ CANARY_MARKERS: tuple[bytes, ...] = (
 )
 
 SOP_CLASSES = {
-    "CT": "1.2.840.10008.5.1.4.1.1.2",
-    "MR": "1.2.840.10008.5.1.4.1.1.4",
-    "CR": "1.2.840.10008.5.1.4.1.1.1",
-    "XC": "1.2.840.10008.5.1.4.1.1.77.1.4",
-    "US": "1.2.840.10008.5.1.4.1.1.6.1",
+    "CT": CTImageStorage,
+    "MR": MRImageStorage,
+    "CR": ComputedRadiographyImageStorage,
+    "XC": VLPhotographicImageStorage,
+    "US": UltrasoundImageStorage,
 }
 
 
@@ -151,7 +160,7 @@ def to_bytes(ds: Dataset, *, implicit: bool = False, canary_meta: bool = True) -
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    meta.ImplementationClassUID = f"{CANARY_UID_ROOT}.0"
+    meta.ImplementationClassUID = UID(f"{CANARY_UID_ROOT}.0")
     if canary_meta:
         meta.ImplementationVersionName = "CNRYIMPL"
         meta.SourceApplicationEntityTitle = "CNRYAET"

@@ -11,8 +11,8 @@ import pytest
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from sightline_deid.core.engine import Deidentifier, _Context
-from sightline_deid.core.pseudonym import Pseudonymizer
+from sightline_deid.core.actions import walk
+from sightline_deid.core.engine import Deidentifier
 from sightline_deid.core.recipe import Rule, load_recipe
 
 from tests.unit.deid.deid_canary import canary_dataset, to_bytes
@@ -56,8 +56,7 @@ def test_recipe_rule(rule: Rule, engine: Deidentifier) -> None:
     base.NumberOfFrames = 1
     if tag >> 16 == 0x0000:  # command set: pydicom cannot even write it into a file
         base.add_new(tag, "UI", "1.2.999.7777.1")
-        ctx = _Context(engine.recipe, Pseudonymizer(b"k" * 32, "tenant-a"), engine.limits)
-        engine._walk(base, ctx, depth=0)
+        walk(base, engine.context("tenant-a"))
         assert tag not in base
         return
     if tag >> 16 == 0x0002:  # file meta: the dataset body never carries it

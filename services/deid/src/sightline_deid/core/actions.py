@@ -1,0 +1,383 @@
+"""The recipe's PS3.15 Annex E actions, applied to a data set and the items of its sequences.
+
+Each action is decided once, by :func:`plan`, as an :class:`Op`, and each op has one
+implementation on values (:func:`pseudonymise`, :func:`shift_dates`, :func:`scrub`, the dummy
+table). Two adapters feed it: :func:`_apply_encoded` works on the raw bytes as read, for ops
+that need no character-set decoding (most of a file: it saves decoding and re-encoding), and
+:func:`_apply_decoded` on pydicom's decoded element for the rest (free text, sequences, unknown
+or ambiguous VRs). The adapters only convert between bytes and values; a test holds their
+output byte-identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.charset import default_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from sightline_common.errors import UnprocessableInput
+
+from sightline_deid.core.decoding import element, element_or_none, value
+from sightline_deid.core.guards import Limits
+from sightline_deid.core.pseudonym import Pseudonymizer
+from sightline_deid.core.recipe import Recipe, Rule, SafePrivate
+
+STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                        "UC", "UI", "UR", "UT"})
+#: Free-text VRs that the clean action scrubs to vocabulary words.
+TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS", "PN"})
+DUMMY: dict[str, str] = {
+    "PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "CS": "ANONYMIZED", "LT": "ANONYMIZED",
+    "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "",
+    "DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0", "AS": "000Y",
+}
+BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
+_TIMEZONE_OFFSET = 0x00080201  # TimezoneOffsetFromUTC (SH), kept like times of day
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class Summary:
+    """What was done, as counts only (safe to return, log and export as metrics)."""
+
+    recipe: str
+    recipe_version: str
+    actions: Counter[str] = field(default_factory=Counter)
+    uncovered_removed: int = 0
+    private_removed: int = 0
+    private_kept: int = 0
+    burned_in: str = "not-applicable"
+    date_shifted: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "recipe_version": self.recipe_version,
+            "actions": dict(sorted(self.actions.items())),
+            "uncovered_removed": self.uncovered_removed,
+            "private_removed": self.private_removed,
+            "private_kept": self.private_kept,
+            "burned_in": self.burned_in,
+            "date_shifted": self.date_shifted,
+        }
+
+
+class Context:
+    """State of one de-identification: pseudonymizer, date shift, counters, element budget."""
+
+    def __init__(self, recipe: Recipe, pseudo: Pseudonymizer, limits: Limits) -> None:
+        self.recipe = recipe
+        self.pseudo = pseudo
+        self.limits = limits
+        self.summary = Summary(recipe.name, recipe.version)
+        self.shift_days = 0
+        self.elements = 0
+
+    @property
+    def keeps_dates(self) -> bool:
+        """Whether dates are shifted (Retain Longitudinal Temporal Information, Modified Dates)."""
+        return bool(self.recipe.options.get("retain_longitudinal_modified_dates"))
+
+    def count(self, action: str) -> None:
+        self.summary.actions[action] += 1
+
+
+def date_shift_days(ds: Dataset, ctx: Context) -> int:
+    """The patient's (else the study's) keyed date shift, or 0 when dates are not kept."""
+    if not ctx.keeps_dates:
+        return 0
+    key = str(value(ds, "PatientID") or "").strip()
+    if key:
+        key = "pid:" + str(value(ds, "IssuerOfPatientID") or "") + "/" + key
+    else:
+        key = "study:" + str(value(ds, "StudyInstanceUID"))
+    ctx.summary.date_shifted = True
+    lo, hi = ctx.recipe.date_shift_days
+    return ctx.pseudo.date_offset_days(key, lo, hi)
+
+
+# ---------------------------------------------------------------------- the walk
+def walk(ds: Dataset, ctx: Context, depth: int = 0) -> None:
+    """Apply the recipe to every attribute of ``ds`` (recursing into kept sequences)."""
+    if depth > ctx.limits.max_sequence_depth:
+        raise UnprocessableInput("sequences nested too deeply", reason="too-complex")
+    has_private = False
+    tags = list(ds.keys())
+    ctx.elements += len(tags)
+    if ctx.elements > ctx.limits.max_elements:
+        raise UnprocessableInput("too many data elements", reason="too-complex")
+    for tag in tags:
+        t = int(tag)
+        if (t >> 16) & 1:
+            has_private = True
+            continue
+        if t & 0xFFFF == 0 or (t >> 16) in (0x0000, 0x0002):
+            # Group lengths, command set and file meta never belong in a stored data set.
+            del ds[tag]
+            ctx.count("X")
+            continue
+        rule = ctx.recipe.action_for(t)
+        if rule is None:
+            del ds[tag]
+            ctx.count("X")
+            ctx.summary.uncovered_removed += 1
+            continue
+        _apply(ds, tag, rule, ctx, depth)
+    if has_private:
+        _private(ds, ctx)
+
+
+def _apply(ds: Dataset, tag: BaseTag, rule: Rule, ctx: Context, depth: int) -> None:
+    action = rule.action
+    ctx.count(action)
+    if action == "X":
+        del ds[tag]
+        return
+    raw = ds.get_item(tag)
+    if action == "K" and not _may_hold_items(raw):
+        return  # kept as read: never decoded, its bytes are written back unchanged
+    if isinstance(raw, RawDataElement):
+        encoded = _apply_encoded(raw, action, ctx)
+        if encoded is not None:
+            ds[tag] = encoded
+            return
+    elem = element(ds, tag)
+    if elem.VR == "SQ":
+        if action in ("Z", "D"):
+            # A dummy sequence is an empty one: items of identity sequences (person or
+            # operator identification) hold codes that identify, so none is kept.
+            elem.value = Sequence([])
+        else:  # K, C, U, U*, H on a sequence: keep it, de-identify its items.
+            for item in elem.value:
+                walk(item, ctx, depth + 1)
+        return
+    if action != "K":
+        _apply_decoded(elem, action, ctx)
+
+
+# ---------------------------------------------------------------------- one implementation per op
+class Op(enum.Enum):
+    """What an action does to a value of a given VR."""
+
+    KEEP = "keep"
+    EMPTY = "empty"
+    DUMMY = "dummy"
+    ZEROS = "zeros"
+    UID = "uid"
+    IDENTIFIER = "identifier"
+    SHIFT_DATES = "shift-dates"
+    SCRUB = "scrub"
+
+
+def plan(action: str, vr: str, tag: int) -> Op:
+    """The op for ``action`` (Z, D, U, U*, H, C) on a non-sequence value of ``vr``."""
+    if action == "Z":
+        return Op.EMPTY
+    if action in ("U", "U*"):
+        return Op.UID
+    if action == "H":
+        return Op.IDENTIFIER
+    if action == "D":
+        if vr == "UI":
+            return Op.UID
+        if vr in DUMMY:
+            return Op.DUMMY
+        if vr in BYTES_VRS or vr == "UN":
+            return Op.ZEROS  # same length, no information
+        return Op.EMPTY
+    if action == "C":
+        if vr in ("DA", "DT"):
+            return Op.SHIFT_DATES
+        if vr == "TM" or (vr == "SH" and tag == _TIMEZONE_OFFSET):
+            return Op.KEEP  # whole-day shifts keep times of day and intervals within a day
+        if vr in TEXT_VRS:
+            return Op.SCRUB
+        return Op.EMPTY
+    raise ValueError(f"unknown action {action!r}")  # the recipe loader admits no other
+
+
+def pseudonymise(values: list[str], fn: Callable[[str], str]) -> list[str]:
+    return [fn(v) for v in values]
+
+
+def shift_dates(values: list[str], ctx: Context) -> list[str]:
+    """Each date shifted by the context's days; all emptied if dates are not kept or one is bad."""
+    if ctx.shift_days == 0 and not ctx.keeps_dates:
+        return []
+    shifted = [_shift(v, ctx.shift_days) for v in values if v != ""]
+    if any(s is None for s in shifted):
+        return []  # unparseable dates are emptied, never passed through
+    return [s for s in shifted if s is not None]
+
+
+def _shift(value: str, days: int) -> str | None:
+    value = value.strip()
+    if len(value) < 8 or not value[:8].isdigit():
+        return None
+    try:
+        day = dt.date(int(value[:4]), int(value[4:6]), int(value[6:8])) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):
+        return None
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}" + value[8:]
+
+
+def scrub(text: str, vocabulary: frozenset[str]) -> str:
+    """Keep only vocabulary words of a free-text value; every other word becomes ``*``."""
+    out: list[str] = []
+    for w in _WORD.findall(text):
+        w = w if w.lower() in vocabulary else "*"
+        if not (w == "*" and out and out[-1] == "*"):
+            out.append(w)
+    return " ".join(out)
+
+
+# ---------------------------------------------------------------------- the two representations
+def _apply_decoded(elem: DataElement, action: str, ctx: Context) -> None:
+    """Apply ``action`` to a decoded element's value."""
+    vr = elem.VR
+    op = plan(action, vr, int(elem.tag))
+    if op is Op.KEEP:
+        return
+    if op is Op.EMPTY:
+        elem.value = "" if vr in STRING_VRS else None
+    elif op is Op.DUMMY:
+        elem.value = DUMMY[vr]
+    elif op is Op.ZEROS:
+        elem.value = b"\x00" * len(elem.value) if isinstance(elem.value, bytes) else None
+    elif op is Op.UID or op is Op.IDENTIFIER:
+        fn = ctx.pseudo.uid if op is Op.UID else ctx.pseudo.identifier
+        if elem.value not in (None, ""):
+            elem.value = _from_values(pseudonymise(_values(elem.value), fn))
+    elif op is Op.SHIFT_DATES:
+        elem.value = _from_values(shift_dates(_values(elem.value), ctx))
+    elif op is Op.SCRUB:
+        v = elem.value
+        if not isinstance(v, str | MultiValue | list):
+            elem.value = ""  # e.g. a single person name: nothing of it is kept
+        else:
+            elem.value = scrub("\\".join(map(str, v)) if not isinstance(v, str) else v,
+                               ctx.recipe.vocabulary)
+
+
+def _values(v: Any) -> list[str]:
+    if v in (None, ""):
+        return []
+    return [str(x) for x in v] if isinstance(v, MultiValue | list) else [str(v)]
+
+
+def _from_values(values: list[str]) -> Any:
+    return values if len(values) > 1 else (values[0] if values else "")
+
+
+def _apply_encoded(raw: RawDataElement, action: str, ctx: Context) -> RawDataElement | None:
+    """Apply ``action`` to the encoded value where no character-set decoding is needed.
+
+    Returns None where the decoded path must do it (free text, sequences, unknown, UN or
+    ambiguous VRs, and UIDs in VRs other than UI).
+    """
+    encoded = raw.value
+    vr = raw.VR or _dictionary_vr(raw.tag)
+    if encoded is None or vr is None or vr in ("SQ", "UN") or " " in vr:
+        return None
+    op = plan(action, vr, int(raw.tag))
+    new: bytes
+    if op is Op.KEEP:
+        return raw
+    if op is Op.EMPTY:
+        new = b""
+    elif op is Op.DUMMY:
+        new = _pad(DUMMY[vr].encode("ascii"), b" ")
+    elif op is Op.ZEROS:
+        new = b"\x00" * (len(encoded) + len(encoded) % 2)
+    elif op is Op.UID and vr == "UI":
+        items = _decode_ascii(encoded)
+        new = b"" if items == [""] else _encode_ascii(pseudonymise(items, ctx.pseudo.uid), b"\x00")
+    elif op is Op.SHIFT_DATES:
+        new = _encode_ascii(shift_dates(_decode_ascii(encoded), ctx), b" ")
+    else:
+        return None
+    return RawDataElement(raw.tag, raw.VR, len(new), new, raw.value_tell,
+                          raw.is_implicit_VR, raw.is_little_endian)
+
+
+def _decode_ascii(encoded: bytes) -> list[str]:
+    """Values of a VR of the default repertoire, decoded as pydicom does."""
+    return encoded.decode(default_encoding).rstrip(" \x00").split("\\")
+
+
+def _encode_ascii(values: list[str], padding: bytes) -> bytes:
+    return _pad("\\".join(values).encode(default_encoding), padding)
+
+
+def _pad(encoded: bytes, padding: bytes) -> bytes:
+    return encoded + padding if len(encoded) % 2 else encoded
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _may_hold_items(elem: DataElement | RawDataElement) -> bool:
+    """Whether an element is, or may decode to, a sequence (whose items must be walked)."""
+    if not isinstance(elem, RawDataElement):
+        return elem.VR == "SQ"
+    if elem.value is None:
+        return True  # not read yet: decode it to find out
+    vr = elem.VR or _dictionary_vr(elem.tag)
+    if vr is None:
+        return True
+    # UN is decoded as the dictionary VR on conversion, which may be SQ.
+    return vr in ("SQ", "UN") or "SQ" in vr
+
+
+# ---------------------------------------------------------------------- private attributes
+def _private(ds: Dataset, ctx: Context) -> None:
+    """Remove private attributes, keeping only the recipe's safe list under its option."""
+    recipe = ctx.recipe
+    retain = recipe.private_rule.action == "C"
+    kept_creators: set[int] = set()
+    creators: list[int] = []
+    for tag in list(ds.keys()):
+        t = int(tag)
+        group, elem = t >> 16, t & 0xFFFF
+        if not group & 1:
+            continue
+        if elem < 0x0100:
+            creators.append(t)
+            continue
+        keep = False
+        if retain:
+            creator_tag = (group << 16) | (elem >> 8)
+            creator = element_or_none(ds, creator_tag)
+            if creator is not None:
+                key = SafePrivate(group, str(creator.value).strip(), elem & 0xFF)
+                keep = key in recipe.safe_private and element(ds, t).VR in recipe.private_numeric_vrs
+                if keep:
+                    kept_creators.add(creator_tag)
+        if keep:
+            ctx.count("K")
+            ctx.summary.private_kept += 1
+        else:
+            del ds[tag]
+            ctx.count("X")
+            ctx.summary.private_removed += 1
+    for t in creators:
+        if t not in kept_creators:
+            del ds[t]
+            ctx.count("X")
+            ctx.summary.private_removed += 1
