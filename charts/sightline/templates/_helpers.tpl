@@ -66,6 +66,7 @@ app.kubernetes.io/part-of: sightline
 {{- $repo = printf "%s/%s" (trimSuffix "/" $ctx.Values.global.imageRegistry) $repo -}}
 {{- end -}}
 {{- printf "%s:%s" $repo $tag -}}
+{{- with $image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{/* The InferenceService's name equals Triton's model name: KServe passes it to the transformer
