@@ -70,7 +70,7 @@ def _instrument() -> None:
     with contextlib.suppress(Exception):
         from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
-        GrpcAioInstrumentorClient().instrument()
+        GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
 
 
 def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> FastAPI:
@@ -178,7 +178,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             yield
         finally:
             stop.set()
-            pipeline.wake.notify_all()
+            pipeline.stop_workers()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

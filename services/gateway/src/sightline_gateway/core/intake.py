@@ -1,0 +1,228 @@
+"""Accepting a study: de-identify, store, queue one durable job; idempotent replays; sync waits.
+
+Identified bytes live only in memory for the duration of the request that brought them: they
+are de-identified before the request returns and before anything is written anywhere, so a
+durable job only ever holds de-identified object keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import io
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from opentelemetry import trace
+from sightline_common.errors import NotFound
+from sightline_common.metrics import STAGE_DURATION
+from sightline_common.storage import ObjectStore
+from sightline_common.telemetry import current_trace_id
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sightline_gateway.clients.retry import call_with_retry
+from sightline_gateway.clients.services import Deid
+from sightline_gateway.core.objects import delete_objects, instance_key
+from sightline_gateway.core.signals import Wakeup, Watchers
+from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.jobs import JobQueue
+from sightline_gateway.db.models import Study
+
+tracer = trace.get_tracer(__name__)
+
+DEID_ATTEMPTS = 3
+#: De-identification runs while the caller waits: its retries back off faster than a job's.
+DEID_BACKOFF_FACTOR = 0.2
+
+
+def idempotency_hash(tenant: str, key: str) -> str:
+    return hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()
+
+
+@dataclass
+class Accepted:
+    study: Study
+    created: bool
+
+
+class Intake:
+    """The synchronous half of a study's path, run in the submitting request."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        store: ObjectStore,
+        audit: AuditLog,
+        queue: JobQueue,
+        deid: Deid,
+        wake: Wakeup,
+        watchers: Watchers,
+        backoff_s: float,
+    ) -> None:
+        self.sessions, self.store, self.audit, self.queue = sessions, store, audit, queue
+        self.deid, self.wake, self.watchers, self.backoff_s = deid, wake, watchers, backoff_s
+
+    async def find_idempotent(self, tenant: str, key: str | None) -> Study | None:
+        if not key:
+            return None
+        async with self.sessions() as session:
+            return await session.scalar(
+                select(Study).where(
+                    Study.tenant_id == tenant, Study.idempotency_key_hash == idempotency_hash(tenant, key)
+                )
+            )
+
+    async def accept(
+        self,
+        *,
+        tenant: str,
+        submitted_by: str,
+        instances: Sequence[bytes],
+        idempotency_key: str | None,
+        explain: bool,
+        roles: Sequence[str] = (),
+        watch: bool = False,
+    ) -> Accepted:
+        """De-identify every instance, store the results, and queue one durable job.
+
+        The study, its job and the ``study.create`` audit event (actor ``submitted_by`` with
+        ``roles``) commit together; an idempotent replay is audited by the caller. ``watch``: the
+        caller will :meth:`wait` for the new study (registered before any worker can finish it).
+        """
+        existing = await self.find_idempotent(tenant, idempotency_key)
+        if existing is not None:
+            return Accepted(existing, False)
+        study_id = str(uuid.uuid4())
+        timings: dict[str, float] = {}
+        keys: list[str] = []
+        summaries: list[dict[str, Any]] = []
+        deid_uid: str | None = None
+        try:
+            for n, identified in enumerate(instances):
+                start = time.perf_counter()
+                with tracer.start_as_current_span("gateway.deid") as span:
+                    span.set_attribute("sightline.instance_bytes", len(identified))
+                    outcome = await call_with_retry(
+                        functools.partial(self.deid.deidentify, identified, tenant),
+                        attempts=DEID_ATTEMPTS,
+                        backoff_s=DEID_BACKOFF_FACTOR * self.backoff_s,
+                        stage="deid",
+                    )
+                timings["deid_ms"] = timings.get("deid_ms", 0.0) + (time.perf_counter() - start) * 1000
+                STAGE_DURATION.labels("gateway", "deid").observe(time.perf_counter() - start)
+                if deid_uid is None:
+                    deid_uid = _study_uid(outcome.dicom)
+                start = time.perf_counter()
+                key = instance_key(study_id, n)
+                await asyncio.to_thread(self.store.put, key, outcome.dicom, "application/dicom")
+                timings["store_ms"] = timings.get("store_ms", 0.0) + (time.perf_counter() - start) * 1000
+                keys.append(key)
+                summaries.append(outcome.summary)
+        except BaseException:
+            await delete_objects(self.store, keys)
+            raise
+        study = Study(
+            id=study_id,
+            tenant_id=tenant,
+            submitted_by=submitted_by,
+            status="queued",
+            explain=explain,
+            idempotency_key_hash=idempotency_hash(tenant, idempotency_key) if idempotency_key else None,
+            instance_keys=keys,
+            deid_study_uid=deid_uid,
+            deid_summary=_merge_summaries(summaries),
+            stage_timings={k: round(v, 2) for k, v in timings.items()},
+            trace_id=current_trace_id(),
+        )
+        try:
+            async with self.audit.transaction() as session:
+                session.add(study)
+                await session.flush()
+                session.add(self.queue.new_job(study_id))
+                await session.flush()
+                await self.audit.add(
+                    session,
+                    actor=submitted_by,
+                    roles=roles,
+                    tenant_id=tenant,
+                    action="study.create",
+                    resource_type="study",
+                    resource_id=study_id,
+                    trace_id=study.trace_id,
+                )
+        except IntegrityError:
+            # A concurrent request with the same idempotency key stored its study first.
+            await delete_objects(self.store, keys)
+            again = await self.find_idempotent(tenant, idempotency_key)
+            if again is None:
+                raise
+            return Accepted(again, False)
+        if watch:
+            self.watchers.watch(study_id)
+        self.wake.notify()
+        return Accepted(study, True)
+
+    async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:
+        """Wait (bounded) until the study is completed or failed; return it either way.
+
+        ``study``: the study as :meth:`accept` (with ``watch``) just stored it, so not read again
+        before the worker's first report.
+        """
+        registered = study is not None and self.watchers.watched(study_id)
+        event = self.watchers.watch(study_id)
+        current = study if registered else None
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if current is None:
+                    event.clear()  # a report after this read wakes the next wait
+                    current = await self.get_study(study_id)
+                if current.status in ("completed", "failed") or time.monotonic() >= deadline:
+                    return current
+                try:
+                    await asyncio.wait_for(event.wait(), min(0.5, max(0.01, deadline - time.monotonic())))
+                except TimeoutError:
+                    pass
+                current = None
+        finally:
+            self.watchers.forget(study_id)
+
+    async def get_study(self, study_id: str) -> Study:
+        async with self.sessions() as session:
+            study = await session.get(Study, study_id)
+        if study is None:
+            raise NotFound("study not found")
+        return study
+
+
+def _study_uid(dicom: bytes) -> str | None:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(dicom), stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        return str(ds.StudyInstanceUID) if "StudyInstanceUID" in ds else None
+    except Exception:  # noqa: BLE001 - the UID is a convenience for the SR; preprocess validates the file
+        return None
+
+
+def _merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Counts per action across instances, plus the recipe (no values)."""
+    merged: dict[str, Any] = {"instances": len(summaries)}
+    actions: dict[str, int] = {}
+    for s in summaries:
+        for k, v in (s.get("actions") or {}).items():
+            if isinstance(v, int):
+                actions[k] = actions.get(k, 0) + v
+        for k, v in s.items():
+            if k in ("recipe", "recipe_version", "burned_in") and isinstance(v, str):
+                merged[k] = v
+            elif isinstance(v, int) and not isinstance(v, bool):
+                merged[k] = merged.get(k, 0) + v
+    merged["actions"] = actions
+    return merged

@@ -1,0 +1,27 @@
+"""Where a study's objects live in the object store, and removing them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from sightline_common.storage import ObjectStore
+
+
+def study_prefix(study_id: str) -> str:
+    return f"studies/{study_id}/"
+
+
+def instance_key(study_id: str, n: int) -> str:
+    """The de-identified instance ``n`` of a study."""
+    return f"{study_prefix(study_id)}instances/{n}.dcm"
+
+
+def explain_prefix(study_id: str) -> str:
+    """Where the explain service writes a study's heatmap and overlay."""
+    return f"{study_prefix(study_id)}explain/"
+
+
+async def delete_objects(store: ObjectStore, keys: Iterable[str]) -> None:
+    for key in keys:
+        await asyncio.to_thread(store.delete, key)

@@ -1,0 +1,265 @@
+"""The durable job queue: one job per study, claimed under a lease so that one worker runs it.
+
+Every change of a job (claim, checkpoint, retry later, completion, failure) is a conditional or
+bulk UPDATE; the study's status follows in the same transaction. A lease that expires (its
+worker died) makes the job claimable again; the job resumes after its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sightline_common.telemetry import current_trace_id, inject_headers
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.models import Job, Result, Study, utcnow
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system"
+#: Bulk UPDATEs here go to rows the short-lived session has not loaded (or reloads after): no
+#: need for SQLAlchemy to evaluate each WHERE clause against the identity map.
+NO_SYNC = {"synchronize_session": False}
+PENDING = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_age_s: float
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes from aggregates; they are UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class JobQueue:
+    """Claims, checkpoints and ends jobs; ``worker_id`` owns the leases this process takes."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog, *, lease_s: float
+    ) -> None:
+        self.sessions, self.audit, self.lease_s = sessions, audit, lease_s
+        self.worker_id = uuid.uuid4().hex[:16]
+        self._claimed: dict[str, Study] = {}  # the study read with each claim, for study_of()
+
+    @staticmethod
+    def new_job(study_id: str) -> Job:
+        """A queued job for a new study; it continues the submitting request's trace."""
+        return Job(
+            id=str(uuid.uuid4()),
+            study_id=study_id,
+            status="queued",
+            stage="preprocess",
+            state={"traceparent": inject_headers()},
+        )
+
+    async def claim(self) -> Job | None:
+        """Take one due job under a lease; a conditional UPDATE makes the claim exclusive.
+
+        The study is marked running in the same transaction.
+        """
+        now = utcnow()
+        free = or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+        async with self.sessions() as session, session.begin():
+            due = (
+                await session.scalars(
+                    select(Job.id)
+                    .where(Job.status.in_(PENDING), Job.next_attempt_at <= now, free)
+                    .order_by(Job.next_attempt_at)
+                    .limit(8)
+                )
+            ).all()
+            for job_id in due:
+                claimed = await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status.in_(PENDING), free)
+                    .values(
+                        status="running",
+                        lease_owner=self.worker_id,
+                        lease_expires_at=now + timedelta(seconds=self.lease_s),
+                        attempts=Job.attempts + 1,
+                        updated_at=now,
+                    )
+                    .execution_options(**NO_SYNC)
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    job = await session.get(Job, job_id, populate_existing=True)
+                    assert job is not None
+                    await session.execute(
+                        update(Study)
+                        .where(Study.id == job.study_id)
+                        .values(status="running", updated_at=now)
+                        .execution_options(**NO_SYNC)
+                    )
+                    study = await session.get(Study, job.study_id, populate_existing=True)
+                    if study is not None:
+                        self._claimed[job.id] = study
+                    return job
+        return None
+
+    async def study_of(self, job: Job) -> Study:
+        """The job's study: as its claim read it, else from the database."""
+        study = self._claimed.pop(job.id, None)
+        if study is None:
+            async with self.sessions() as session:
+                study = await session.get(Study, job.study_id)
+        assert study is not None, "a job's study is never deleted"
+        return study
+
+    async def checkpoint(
+        self, job: Job, study: Study, state: dict[str, Any], timings: dict[str, Any], stage: str
+    ) -> None:
+        """Persist a finished stage and extend the lease (a crash resumes after this stage)."""
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.lease_owner == self.worker_id)
+                .values(
+                    state=state,
+                    stage=stage,
+                    lease_expires_at=now + timedelta(seconds=self.lease_s),
+                    updated_at=now,
+                )
+                .execution_options(**NO_SYNC)
+            )
+            await session.execute(
+                update(Study)
+                .where(Study.id == study.id)
+                .values(stage_timings=timings, updated_at=now)
+                .execution_options(**NO_SYNC)
+            )
+        job.state, study.stage_timings = state, timings
+
+    async def complete(self, job: Job, study: Study, result: Result, timings: dict[str, Any]) -> bool:
+        """Store the result and end the job; ``False`` when another worker stored one first.
+
+        The result, the job's and study's end and the audit event commit together. A worker
+        that lost its lease mid-job finds the other's result and keeps it.
+        """
+        now = utcnow()
+        try:
+            async with self.audit.transaction() as session:
+                session.add(result)
+                await session.flush()
+                await self._finish(session, job, study, "completed", timings, now)
+                await self.audit.add(
+                    session,
+                    actor=SYSTEM,
+                    roles=[],
+                    tenant_id=study.tenant_id,
+                    action="result.create",
+                    resource_type="result",
+                    resource_id=study.id,
+                    trace_id=result.trace_id,
+                )
+        except IntegrityError:
+            async with self.sessions() as session, session.begin():
+                await self._finish(session, job, study, "completed", timings, now)
+            return False
+        return True
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        job: Job,
+        study: Study,
+        status: str,
+        timings: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        await session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(
+                status="succeeded" if status == "completed" else "failed",
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .execution_options(**NO_SYNC)
+        )
+        await session.execute(
+            update(Study)
+            .where(Study.id == study.id)
+            .values(status=status, stage_timings=timings, updated_at=now)
+            .execution_options(**NO_SYNC)
+        )
+
+    async def retry_later(self, job: Job, reason: str, delay_s: float) -> None:
+        """Release the lease and queue the job again after ``delay_s``."""
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_error=reason[:500],
+                    next_attempt_at=now + timedelta(seconds=delay_s),
+                    updated_at=now,
+                )
+                .execution_options(**NO_SYNC)
+            )
+            await session.execute(
+                update(Study)
+                .where(Study.id == job.study_id)
+                .values(status="queued", updated_at=now)
+                .execution_options(**NO_SYNC)
+            )
+
+    async def fail(self, job: Job, study: Study, code: str, detail: str) -> None:
+        """End the job and its study as failed, with the reason, and audit it."""
+        now = utcnow()
+        async with self.audit.transaction() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(
+                    status="failed",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_error=detail[:500],
+                    updated_at=now,
+                )
+                .execution_options(**NO_SYNC)
+            )
+            await session.execute(
+                update(Study)
+                .where(Study.id == study.id)
+                .values(status="failed", error_code=code, error_detail=detail[:500], updated_at=now)
+                .execution_options(**NO_SYNC)
+            )
+            await self.audit.add(
+                session,
+                actor=SYSTEM,
+                roles=[],
+                tenant_id=study.tenant_id,
+                action="study.fail",
+                resource_type="study",
+                resource_id=study.id,
+                outcome="failure",
+                trace_id=current_trace_id(),
+            )
+
+    async def backlog(self) -> Backlog:
+        """How many jobs are queued or running, and the age of the oldest."""
+        async with self.sessions() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(Job.id), func.min(Job.created_at)).where(Job.status.in_(PENDING))
+                )
+            ).one()
+        age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+        return Backlog(int(count or 0), max(0.0, age))
