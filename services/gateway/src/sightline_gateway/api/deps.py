@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sightline_gateway.core.auth import Principal, TokenVerifier, api_key_matches, parse_api_key, valid_roles
 from sightline_gateway.core.limits import RateLimiter, UrlSigner
 from sightline_gateway.db.audit import AuditLog
-from sightline_gateway.db.models import ApiClient, Tenant
+from sightline_gateway.db.models import ApiClient
+from sightline_gateway.db.tenants import ensure_tenant
 from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
 
@@ -39,9 +40,7 @@ class Gateway:
         """Tenants named by a valid token from the configured issuer exist from first use."""
         if tenant in self.known_tenants:
             return
-        async with self.sessions() as session, session.begin():
-            if await session.get(Tenant, tenant) is None:
-                session.add(Tenant(id=tenant, name=tenant))
+        await ensure_tenant(self.sessions, tenant)
         self.known_tenants.add(tenant)
 
     async def record(
