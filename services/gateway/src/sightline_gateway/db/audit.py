@@ -36,7 +36,7 @@ class AuditLog:
         Put other writes first: on SQLite they take the write lock before the head is read.
         """
         async with self._lock, self.sessions() as session, session.begin():
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             yield session
 
