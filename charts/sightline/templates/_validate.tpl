@@ -92,3 +92,48 @@
 {{- fail "triton.modelRepository.volume.claimName is required when triton.modelRepository.source is volume" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Every Secret key a pod of this release reads without `optional`: one "name key what" line each. */}}
+{{- define "sightline.requiredSecrets" -}}
+{{- $v := .Values -}}
+{{- $usesS3 := or (eq $v.triton.modelRepository.source "objectStorage") $v.objectStorage.inChart.enabled -}}
+{{- $usesDb := $v.database.inChart.enabled -}}
+{{- range $name, $c := $v.components }}{{- if $c.enabled }}
+{{- if has "objectStorage" $c.uses }}{{- $usesS3 = true }}{{- end }}
+{{- if has "database" $c.uses }}{{- $usesDb = true }}{{- end }}
+{{- range $env, $ref := $c.secretEnv }}
+{{ tpl $ref.secretName $ }} {{ $ref.key }} components.{{ $name }}.secretEnv.{{ $env }}
+{{- end }}
+{{- end }}{{- end }}
+{{- if $usesDb }}
+{{ $v.database.existingSecret }} {{ $v.database.urlKey }} database.existingSecret/urlKey
+{{- if $v.database.inChart.enabled }}
+{{ $v.database.existingSecret }} {{ $v.database.inChart.passwordKey }} database.inChart.passwordKey
+{{- end }}
+{{- end }}
+{{- if $usesS3 }}
+{{ $v.objectStorage.existingSecret }} {{ $v.objectStorage.accessKeyKey }} objectStorage.accessKeyKey
+{{ $v.objectStorage.existingSecret }} {{ $v.objectStorage.secretKeyKey }} objectStorage.secretKeyKey
+{{- end }}
+{{- end -}}
+
+{{/* With a reachable cluster (helm install/upgrade), refuse to install when a Secret or key the
+     pods read is missing, instead of pods stuck in CreateContainerConfigError. `lookup` returns
+     nothing under `helm template` and client dry-runs, so the check is skipped there; it is also
+     skipped while the namespace does not exist yet (--create-namespace). */}}
+{{- define "sightline.preflightSecrets" -}}
+{{- if and .Values.preflight.checkSecrets (lookup "v1" "Namespace" "" .Release.Namespace) -}}
+{{- range $line := splitList "\n" (include "sightline.requiredSecrets" .) -}}
+{{- $f := splitList " " (trim $line) -}}
+{{- if eq (len $f) 3 -}}
+{{- $secret := lookup "v1" "Secret" $.Release.Namespace (index $f 0) -}}
+{{- if not $secret -}}
+{{- fail (printf "preflight: Secret %q (for %s) does not exist in namespace %q; create it first (or set preflight.checkSecrets=false)" (index $f 0) (index $f 2) $.Release.Namespace) -}}
+{{- end -}}
+{{- if not (hasKey (default dict $secret.data) (index $f 1)) -}}
+{{- fail (printf "preflight: Secret %q has no key %q (for %s)" (index $f 0) (index $f 1) (index $f 2)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
