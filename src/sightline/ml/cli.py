@@ -25,7 +25,8 @@ def train_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
     """Train from a config, calibrate on validation, export to the model repository."""
-    from sightline.ml.train import load_config, train
+    from sightline.ml.train import train
+    from sightline.ml.train_config import load_config
 
     cfg = load_config(config, dataset=dataset, repository=repository, epochs=epochs)
     train(cfg, progress=not no_progress)

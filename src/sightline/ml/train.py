@@ -16,18 +16,15 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 from pydicom.uid import SecondaryCaptureImageStorage, VLPhotographicImageStorage
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from sightline_common.imaging import normalise
 from sightline_common.manifest import ModelManifest, PreprocessSpec
 from sightline_explain.core.nets import build_model
 from sklearn.metrics import roc_auc_score
@@ -37,70 +34,12 @@ from sightline.ml import data as ds
 from sightline.ml.export import export_model_atomically
 from sightline.ml.metrics import expected_calibration_error
 from sightline.ml.modelcard import INTENDED_USE, LICENCE, LIMITATIONS
+from sightline.ml.prediction import choose_threshold, model_inputs, sigmoid
+from sightline.ml.reference import reference_distribution
+from sightline.ml.train_config import AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
-
-
-
-class AugmentConfig(BaseModel):
-    """Dermoscopy has no canonical orientation: flips and 90-degree turns are label-preserving."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    flips: bool = True
-    rot90: bool = True
-    crop_scale_min: float = Field(0.6, gt=0.0, le=1.0, description="random resized crop: min area")
-    brightness: float = Field(0.1, ge=0.0, lt=1.0)
-    contrast: float = Field(0.1, ge=0.0, lt=1.0)
-    saturation: float = Field(0.1, ge=0.0, lt=1.0)
-
-
-class TrainConfig(BaseModel):
-    """Everything a training run depends on; stored with the run and in the manifest."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = "derm-cnn"
-    seed: int = 0
-    dataset: str | None = Field(
-        None, description="dataset folder; default SIGHTLINE_DATASET or the shared copy"
-    )
-    cache_dir: str = ".cache"
-    run_dir: str = ".cache/runs/derm-cnn"
-    repository: str | None = Field(None, description="model repository to export into; none: no export")
-    input_size: int = Field(112, ge=32, le=512)
-    resize: Literal["shorter_side_center_crop", "stretch"] = "shorter_side_center_crop"
-    architecture: dict[str, Any] = {
-        "name": "LesionNet",
-        "kwargs": {"widths": [32, 64, 128, 256], "dropout": 0.2},
-    }
-    epochs: int = Field(18, ge=1)
-    max_minutes: float | None = Field(
-        None, gt=0, description="compute budget (CPU minutes per thread): fewer epochs if needed"
-    )
-    batch_size: int = Field(64, ge=2)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    pos_weight: float | Literal["sqrt", "balanced", "none"] = "sqrt"
-    threads: int = Field(2, ge=1)
-    train_splits: list[str] = ["train"]
-    val_split: str = "val"
-    exclude_sites: list[str] = []
-    limit_per_split: int | None = Field(
-        None, ge=1, description="first N images per split and label (smoke runs)"
-    )
-    target_sensitivity: float = Field(0.90, gt=0, lt=1)
-    augment: AugmentConfig = AugmentConfig()
-
-
-def load_config(path: Path, **overrides: Any) -> TrainConfig:
-    """A YAML or JSON config file, with keyword overrides (``None`` leaves the file's value)."""
-    raw = (
-        yaml.safe_load(path.read_text()) if path.suffix in {".yaml", ".yml"} else json.loads(path.read_text())
-    )
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.model_validate(raw)
 
 
 def seed_everything(seed: int) -> None:
@@ -163,15 +102,6 @@ def augment_batch(
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def model_inputs(images: NDArray[np.uint8], spec: PreprocessSpec) -> NDArray[np.float32]:
-    """Resized uint8 images to the model's input, through the serving path's ``normalise``."""
-    return (
-        np.stack([normalise(im, spec) for im in images])
-        if len(images)
-        else np.zeros((0, 3, spec.height, spec.width), np.float32)
-    )
-
-
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, inputs: NDArray[np.float32], batch_size: int = 256
@@ -195,60 +125,11 @@ def fit_temperature(logits: NDArray[np.float64], labels: NDArray[np.int64]) -> f
     def closure() -> torch.Tensor:
         opt.zero_grad()
         loss = F.binary_cross_entropy_with_logits(z / log_t.exp(), y)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         return loss
 
-    opt.step(closure)
+    opt.step(closure)  # type: ignore[no-untyped-call]
     return float(log_t.exp().item())
-
-
-def sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def choose_threshold(
-    probs: NDArray[np.float64], labels: NDArray[np.int64], target_sensitivity: float
-) -> tuple[float, float, float]:
-    """Highest threshold whose sensitivity on these labels reaches the target.
-
-    Returns (threshold, sensitivity, specificity) at that threshold; a study is positive
-    when its calibrated probability is >= the threshold.
-    """
-    pos = np.sort(probs[labels == 1])[::-1]
-    if len(pos) == 0:
-        raise ValueError("no positive cases to set a sensitivity threshold on")
-    k = min(len(pos), math.ceil(target_sensitivity * len(pos)))
-    threshold = float(pos[k - 1])
-    sens = float((probs[labels == 1] >= threshold).mean())
-    spec = float((probs[labels == 0] < threshold).mean()) if (labels == 0).any() else float("nan")
-    return threshold, sens, spec
-
-
-def _quantiles(values: NDArray[np.float64]) -> dict[str, Any]:
-    qs = [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
-    counts, edges = np.histogram(values, bins=20)
-    return {
-        "quantiles": {f"{q:g}": round(float(np.quantile(values, q)), 6) for q in qs},
-        "mean": round(float(values.mean()), 6),
-        "std": round(float(values.std()), 6),
-        "histogram": {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]},
-    }
-
-
-def reference_distribution(stats: NDArray[np.float32], val_probs: NDArray[np.float64]) -> dict[str, Any]:
-    """Training image statistics and validation scores, for drift monitoring."""
-    return {
-        "image_stats": {
-            "source": "sightline_common.imaging.image_stats of the decoded training images (before resize)",
-            "n": len(stats),
-            **{name: _quantiles(stats[:, i].astype(np.float64)) for i, name in enumerate(ds.STAT_NAMES)},
-        },
-        "score": {
-            "source": "calibrated probability of malignancy on the validation split",
-            "n": len(val_probs),
-            **_quantiles(val_probs),
-        },
-    }
 
 
 def resolve_pos_weight(setting: float | str, labels: NDArray[np.int64]) -> float:
@@ -311,7 +192,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         accepted_sop_classes=[VLPhotographicImageStorage, SecondaryCaptureImageStorage],
     )
 
-    model = build_model(cfg.architecture).to(device).to(memory_format=torch.channels_last)
+    model = build_model(cfg.architecture).to(device)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     pos_weight = resolve_pos_weight(cfg.pos_weight, train_set.labels)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -387,7 +269,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                     "train_loss": total / seen,
                     "val_loss": val_loss,
                     "val_auroc": val_auc,
-                    "lr": sched.get_last_lr()[0],
+                    "lr": float(sched.get_last_lr()[0]),
                     "elapsed_s": round(elapsed, 1),
                 }
             )
@@ -416,7 +298,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear) and head.bias is not None and pos_weight != 1.0:
         with torch.no_grad():
-            head.bias -= math.log(pos_weight)
+            head.bias.sub_(math.log(pos_weight))
     val_logits = predict_logits(model, val_inputs)
     temperature = fit_temperature(val_logits, val_set.labels)
     val_probs = sigmoid(val_logits / temperature)

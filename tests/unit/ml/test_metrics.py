@@ -6,15 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import MetricFrame
+from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score, recall_score, roc_auc_score
 
-from sightline.ml.evaluate import evaluate_predictions
 from sightline.ml.metrics import expected_calibration_error
-from sightline.ml.train import choose_threshold, fit_temperature, sigmoid
+from sightline.ml.prediction import choose_threshold, sigmoid
+from sightline.ml.subgroups import evaluate_predictions
+from sightline.ml.train import fit_temperature
+
+Predictions = tuple[NDArray[np.int64], NDArray[np.float64], pd.DataFrame]
 
 
 @pytest.fixture
-def predictions() -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def predictions() -> Predictions:
     rng = np.random.default_rng(7)
     n = 600
     y = (rng.random(n) < 0.3).astype(np.int64)
@@ -23,7 +27,7 @@ def predictions() -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     return y, prob, groups
 
 
-def test_overall_and_group_metrics_match_sklearn_and_fairlearn(predictions) -> None:
+def test_overall_and_group_metrics_match_sklearn_and_fairlearn(predictions: Predictions) -> None:
     y, prob, groups = predictions
     result = evaluate_predictions(y, prob, 0.4, groups, n_bootstrap=50)
     overall = result["overall"]
@@ -58,7 +62,7 @@ def test_small_groups_stay_out_of_the_gap() -> None:
     assert result["by_attribute"]["site"]["small"]["auroc"]["value"] == 0.5
 
 
-def test_threshold_reaches_target_sensitivity(predictions) -> None:
+def test_threshold_reaches_target_sensitivity(predictions: Predictions) -> None:
     y, prob, _ = predictions
     threshold, sens, _ = choose_threshold(prob, y, 0.9)
     assert sens >= 0.9 and recall_score(y, prob >= threshold) == pytest.approx(sens)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sightline_common.manifest import ModelManifest
 
-from sightline.ml.evaluate import evaluate_predictions, render_report
 from sightline.ml.modelcard import INTENDED_USE, LICENCE, LIMITATIONS, render_model_card, write_model_card
 from sightline.ml.placeholder import placeholder_fields
-from sightline.ml.train import sigmoid
+from sightline.ml.prediction import sigmoid
+from sightline.ml.report import render_report
+from sightline.ml.subgroups import evaluate_predictions
 
 SECTIONS = [
     "## Model details",
@@ -27,7 +29,7 @@ SECTIONS = [
 ]
 
 
-def _evaluation() -> dict:
+def _evaluation() -> dict[str, Any]:
     rng = np.random.default_rng(3)
     n = 400
     y = (rng.random(n) < 0.4).astype(np.int64)

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from sightline.ml.cli import ml_app
 from sightline.ml.evaluate import run_evaluation
-from sightline.ml.train import TrainConfig, train
+from sightline.ml.train import train
+from sightline.ml.train_config import TrainConfig
 
 
 def test_smoke_training_lowers_the_loss(tiny_dataset: Path, tmp_path: Path) -> None:

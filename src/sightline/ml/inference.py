@@ -1,0 +1,56 @@
+"""The served artifact, run as Triton's python backend runs it: ONNX Runtime on the manifest's version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from numpy.typing import NDArray
+from sightline_common.manifest import ModelManifest, verify_artifact
+
+from sightline.ml import data as ds
+from sightline.ml.prediction import model_inputs, sigmoid
+
+
+@dataclass
+class Scored:
+    """Model outputs on a set of images, with the rows they belong to."""
+
+    meta: pd.DataFrame
+    labels: NDArray[np.int64]
+    logits: NDArray[np.float64]
+    probs: NDArray[np.float64]
+
+
+def served_onnx(manifest: ModelManifest) -> str:
+    """The ONNX artifact Triton serves for this manifest, relative to the model's folder."""
+    return f"{manifest.version}/model.onnx"
+
+
+def onnx_session(repository: Path, manifest: ModelManifest, threads: int = 2) -> ort.InferenceSession:
+    """ONNX Runtime session on the served artifact after checking its sha256 against the manifest."""
+    path = verify_artifact(repository, manifest, served_onnx(manifest))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def score(repository: Path, manifest: ModelManifest, data: ds.DermSet, batch: int = 128) -> Scored:
+    """Logits and calibrated probabilities (the manifest's temperature) of every image of ``data``."""
+    session = onnx_session(repository, manifest)
+    inputs = model_inputs(data.images, manifest.preprocessing)
+    name_in = session.get_inputs()[0].name
+    logits = (
+        np.concatenate(
+            [
+                session.run(None, {name_in: inputs[i : i + batch]})[0][:, 0]
+                for i in range(0, len(inputs), batch)
+            ]
+        ).astype(np.float64)
+        if len(inputs)
+        else np.zeros(0)
+    )
+    return Scored(data.meta, data.labels, logits, sigmoid(logits / manifest.temperature))

@@ -1,0 +1,72 @@
+"""The training config: everything a training run depends on, stored with the run and the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AugmentConfig(BaseModel):
+    """Dermoscopy has no canonical orientation: flips and 90-degree turns are label-preserving."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flips: bool = True
+    rot90: bool = True
+    crop_scale_min: float = Field(default=0.6, gt=0.0, le=1.0, description="random resized crop: min area")
+    brightness: float = Field(default=0.1, ge=0.0, lt=1.0)
+    contrast: float = Field(default=0.1, ge=0.0, lt=1.0)
+    saturation: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on; stored with the run and in the manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "derm-cnn"
+    seed: int = 0
+    dataset: str | None = Field(
+        default=None, description="dataset folder; default SIGHTLINE_DATASET or the shared copy"
+    )
+    cache_dir: str = ".cache"
+    run_dir: str = ".cache/runs/derm-cnn"
+    repository: str | None = Field(
+        default=None, description="model repository to export into; none: no export"
+    )
+    input_size: int = Field(default=112, ge=32, le=512)
+    resize: Literal["shorter_side_center_crop", "stretch"] = "shorter_side_center_crop"
+    architecture: dict[str, Any] = {
+        "name": "LesionNet",
+        "kwargs": {"widths": [32, 64, 128, 256], "dropout": 0.2},
+    }
+    epochs: int = Field(default=18, ge=1)
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="compute budget (CPU minutes per thread): fewer epochs if needed"
+    )
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    pos_weight: float | Literal["sqrt", "balanced", "none"] = "sqrt"
+    threads: int = Field(default=2, ge=1)
+    train_splits: list[str] = ["train"]
+    val_split: str = "val"
+    exclude_sites: list[str] = []
+    limit_per_split: int | None = Field(
+        default=None, ge=1, description="first N images per split and label (smoke runs)"
+    )
+    target_sensitivity: float = Field(default=0.90, gt=0, lt=1)
+    augment: AugmentConfig = AugmentConfig()
+
+
+def load_config(path: Path, **overrides: Any) -> TrainConfig:
+    """A YAML or JSON config file, with keyword overrides (``None`` leaves the file's value)."""
+    raw = (
+        yaml.safe_load(path.read_text()) if path.suffix in {".yaml", ".yml"} else json.loads(path.read_text())
+    )
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.model_validate(raw)
