@@ -5,11 +5,12 @@ from __future__ import annotations
 import struct
 from io import BytesIO
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 from sightline_common.errors import SightlineError
 from sightline_deid.core.engine import Deidentifier, Limits
 from sightline_deid.core.recipe import Recipe
@@ -50,6 +51,17 @@ def test_truncated_pixel_data_is_refused(engine: Deidentifier) -> None:
     assert _refused(engine, to_bytes(ds)).extra["reason"] == "truncated"
 
 
+def test_native_ybr_full_422_is_not_truncated(engine: Deidentifier) -> None:
+    """Native YBR_FULL_422 holds two thirds of the decoded size (it was refused as truncated)."""
+    ds = canary_dataset("CT", 1)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.PixelData = bytes(int(ds.Rows) * int(ds.Columns) * 2)
+    out = pydicom.dcmread(BytesIO(engine.deidentify(to_bytes(ds), "tenant-a").data))
+    assert out.PixelData == ds.PixelData
+    ds.PixelData = ds.PixelData[:-2]
+    assert _refused(engine, to_bytes(ds)).extra["reason"] == "truncated"
+
+
 @pytest.mark.parametrize("keyword", ["SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "Rows"])
 def test_missing_required_attribute(engine: Deidentifier, keyword: str) -> None:
     ds = canary_dataset("CT", 1)
@@ -75,7 +87,7 @@ def test_oversized(recipe: Recipe) -> None:
     assert _refused(small, to_bytes(canary_dataset("CT", 1))).status == 413
 
 
-def _encapsulated(ds: Dataset, ts: str) -> bytes:
+def _encapsulated(ds: Dataset, ts: UID) -> bytes:
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xd9"])
     ds["PixelData"].VR = "OB"
     meta = FileMetaDataset()

@@ -1,41 +1,32 @@
 """Real files from pydicom's test data, pydicom-data and deid-data, read only from disk.
 
-Each file is either de-identified (output re-parses, identity removed, original patient name and
-id gone from the bytes) or refused with a 4xx reason; nothing else. No download is attempted:
-the files are listed from the installed package folders.
+Each file gets exactly its pinned outcome (see :mod:`tests.unit.deid.real_files`): de-identified
+(output re-parses, identity removed, original patient name and id gone from the bytes) or refused
+for the one reason pinned for it. A bug that refuses more files, or refuses one for another
+reason, fails here; so does one that raises. Why each refusal is legitimate:
+
+- burned-in-annotation: Secondary Capture, OT and ultrasound images, which the recipe refuses
+  unless a rule clears them (it has none for these SOP classes);
+- missing-attribute: DICOMDIRs and test fragments without SOP Class or Study Instance UID, a file
+  meta without Transfer Syntax UID;
+- not-dicom: no Part 10 preamble and file meta; truncated: MR_truncated.dcm;
+- malformed: badVR.dcm (NumberOfFrames "1A"); unsupported: a deflated transfer syntax.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from io import BytesIO
 from pathlib import Path
 
 import pydicom
-import pydicom.data
 import pytest
-from sightline_common.errors import SightlineError
 from sightline_deid.core.engine import Deidentifier
 
-MAX_SIZE = 4 * 1024 * 1024
+from tests.unit.deid.real_files import DEIDENTIFIED, installed_files, outcome, pinned_outcomes
 
-
-def _installed_files() -> list[Path]:
-    roots = [Path(pydicom.data.__file__).parent / "test_files"]
-    for module in ("data_store", "deid_data"):  # pydicom-data installs as `data_store`
-        try:
-            roots.append(Path(__import__(module).__file__).parent)
-        except ImportError:
-            continue
-    files = []
-    for root in roots:
-        for path in sorted(root.rglob("*")):
-            wanted = path.suffix.lower() in ("", ".dcm", ".dicom")
-            if wanted and path.is_file() and 0 < path.stat().st_size <= MAX_SIZE:
-                files.append(path)
-    return files
-
-
-FILES = _installed_files()
+FILES = installed_files()
+PINNED = pinned_outcomes()
 
 
 def _identity(data: bytes) -> list[bytes]:
@@ -47,18 +38,21 @@ def _identity(data: bytes) -> list[bytes]:
     return [v.encode() for v in values if len(v.strip()) >= 6]
 
 
-def test_real_files_are_present() -> None:
-    assert len(FILES) > 100
+def test_every_installed_file_has_a_pinned_outcome() -> None:
+    assert sorted(FILES) == sorted(PINNED)
+    assert Counter(PINNED.values()) == {
+        DEIDENTIFIED: 146, "burned-in-annotation": 67, "missing-attribute": 19, "not-dicom": 6,
+        "truncated": 1, "malformed": 1, "unsupported": 1,
+    }
 
 
-@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
-def test_real_file_deidentified_or_refused(path: Path, engine: Deidentifier) -> None:
-    data = path.read_bytes()
-    try:
-        result = engine.deidentify(data, "tenant-a")
-    except SightlineError as err:
-        assert 400 <= err.status < 500, err.detail
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_real_file_gets_its_pinned_outcome(name: str, engine: Deidentifier) -> None:
+    data = Path(FILES[name]).read_bytes()
+    assert outcome(engine, data) == PINNED[name]
+    if PINNED[name] != DEIDENTIFIED:
         return
+    result = engine.deidentify(data, "tenant-a")
     out = pydicom.dcmread(BytesIO(result.data))
     assert out.PatientIdentityRemoved == "YES"
     assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
