@@ -70,7 +70,7 @@ def _instrument() -> None:
     with contextlib.suppress(Exception):
         from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
-        GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
+        GrpcAioInstrumentorClient().instrument()
 
 
 def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> FastAPI:
@@ -189,7 +189,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
 
     app = service_app("gateway", title="Sightline API", ready_checks=checks, lifespan=lifespan)
     app.include_router(router)
-    app.include_router(dicomweb)
+    app.include_router(dicomweb.router)
 
     @app.middleware("http")
     async def _trace_header(

@@ -1,13 +1,14 @@
-"""Request-scoped dependencies: the gateway's state and the authenticated caller."""
+"""Request-scoped dependencies: the gateway's state, the authenticated caller, the caller's study."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sightline_common.errors import Unauthorised
+from sightline_common.errors import NotFound, Unauthorised
+from sightline_common.manifest import ModelManifest
 from sightline_common.storage import ObjectStore
 from sightline_common.telemetry import current_trace_id
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sightline_gateway.core.auth import Principal, TokenVerifier, api_key_matches, parse_api_key, valid_roles
 from sightline_gateway.core.limits import RateLimiter, UrlSigner
 from sightline_gateway.db.audit import AuditLog
-from sightline_gateway.db.models import ApiClient
+from sightline_gateway.db.models import ApiClient, Study
 from sightline_gateway.db.tenants import ensure_tenant
 from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
@@ -42,6 +43,22 @@ class Gateway:
             return
         await ensure_tenant(self.sessions, tenant)
         self.known_tenants.add(tenant)
+
+    def manifest(self, name: str) -> ModelManifest | None:
+        """A model's manifest, ``None`` when the repository has no (valid) one."""
+        try:
+            return self.pipeline.manifests.get(name)
+        except (NotFound, OSError, ValueError):
+            return None
+
+    async def own_study(self, who: Principal, study_id: str, action: str) -> Study:
+        """The caller's tenant's study, else 404 (another tenant's study is indistinguishable from none)."""
+        async with self.sessions() as session:
+            study = await session.get(Study, study_id)
+        if study is None or study.tenant_id != who.tenant:
+            await self.record(who, action, "study", study_id, outcome="not-found")
+            raise NotFound("study not found")
+        return study
 
     async def record(
         self,
@@ -98,3 +115,4 @@ async def principal(
 
 Caller = Annotated[Principal, Depends(principal)]
 GW = Annotated[Gateway, Depends(gateway)]
+StudyId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$", description="study id")]

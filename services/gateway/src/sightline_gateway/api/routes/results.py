@@ -1,0 +1,162 @@
+"""A study's result (JSON, FHIR R4, DICOM SR) and clinicians' reviews of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sightline_common.errors import NotFound
+from sightline_common.storage import S3Store
+from sqlalchemy import select, update
+
+from sightline_gateway.api.deps import GW, Caller, Gateway, StudyId
+from sightline_gateway.api.problems import ERRORS
+from sightline_gateway.api.schemas import ReviewIn, ReviewOut
+from sightline_gateway.core.auth import Principal, Role
+from sightline_gateway.core.reports import fhir_bundle, result_body, structured_report
+from sightline_gateway.db.models import Result, Review, Study, utcnow
+
+router = APIRouter()
+
+
+async def _result(gw: Gateway, study: Study) -> tuple[Result, list[Review]]:
+    async with gw.sessions() as session:
+        result = await session.scalar(select(Result).where(Result.study_id == study.id))
+        reviews = (
+            await session.scalars(
+                select(Review).where(Review.study_id == study.id).order_by(Review.created_at)
+            )
+        ).all()
+    if result is None:
+        if study.status == "failed":
+            raise NotFound("study failed; it has no result", error_code=study.error_code or "")
+        raise NotFound("result not ready", status_url=f"/v1/studies/{study.id}")
+    return result, list(reviews)
+
+
+def _links(gw: Gateway, request: Request, result: Result, purged: bool) -> dict[str, str]:
+    """Time-limited links to the overlay and heatmap: presigned on S3, gateway-signed locally."""
+    exp = result.explanation or {}
+    if purged or exp.get("status") != "available":
+        return {}
+    ttl = gw.settings.signed_url_ttl_s
+    links = {}
+    for name, key in (("overlay_png", exp.get("overlay_key")), ("heatmap_npy", exp.get("heatmap_key"))):
+        if not key:
+            continue
+        if isinstance(gw.store, S3Store):
+            links[name] = gw.store.presigned_get(key, timedelta(seconds=ttl))
+        else:
+            expires = int(time.time()) + ttl
+            base = str(request.base_url).rstrip("/")
+            links[name] = (
+                f"{base}/v1/objects/{key}?expires={expires}&signature={gw.signer.signature(key, expires)}"
+            )
+    links["expires_in_s"] = str(ttl)
+    return links
+
+
+async def result_response(
+    request: Request, gw: Gateway, who: Principal, study: Study, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The result body of ``study`` (audited as read by ``who``)."""
+    result, reviews = await _result(gw, study)
+    await gw.record(who, "result.read", "result", study.id)
+    body = result_body(
+        study_id=study.id,
+        result=result,
+        manifest=gw.manifest(result.model_name),
+        links=_links(gw, request, result, study.purged_at is not None),
+        reviews=reviews,
+    )
+    return JSONResponse(body, headers=headers)
+
+
+@router.get("/studies/{study_id}/result", tags=["results"], responses=ERRORS)
+async def get_result(study_id: StudyId, request: Request, gw: GW, who: Caller) -> JSONResponse:
+    """The model's result: probability, threshold, decision, explanation links; preliminary until reviewed."""
+    who.require(Role.SUBMITTER, Role.CLINICIAN)
+    study = await gw.own_study(who, study_id, "result.read")
+    return await result_response(request, gw, who, study)
+
+
+@router.get(
+    "/studies/{study_id}/result.fhir",
+    tags=["results"],
+    responses=ERRORS,
+    response_class=JSONResponse,
+)
+async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Caller) -> JSONResponse:
+    """FHIR R4 Bundle: DiagnosticReport, Observation (probability) and Device (the model)."""
+    who.require(Role.SUBMITTER, Role.CLINICIAN)
+    study = await gw.own_study(who, study_id, "result.read.fhir")
+    result, _ = await _result(gw, study)
+    bundle = fhir_bundle(study_id=study.id, result=result, base_url=str(request.base_url).rstrip("/"))
+    await gw.record(who, "result.read.fhir", "result", study.id)
+    return JSONResponse(bundle, media_type="application/fhir+json")
+
+
+@router.get(
+    "/studies/{study_id}/result.dcm",
+    tags=["results"],
+    response_class=Response,
+    responses={200: {"content": {"application/dicom": {}}}, **ERRORS},
+)
+async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
+    """DICOM SR (TID 1500 measurement report) referencing the de-identified image."""
+    who.require(Role.SUBMITTER, Role.CLINICIAN)
+    study = await gw.own_study(who, study_id, "result.read.sr")
+    result, _ = await _result(gw, study)
+    if study.purged_at is not None or not study.instance_keys:
+        raise NotFound("the de-identified image was deleted under the retention policy")
+    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
+    source = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+    data = await asyncio.to_thread(structured_report, result=result, source=source)
+    await gw.record(who, "result.read.sr", "result", study.id)
+    return Response(data, media_type="application/dicom")
+
+
+@router.post(
+    "/studies/{study_id}/reviews",
+    status_code=201,
+    response_model=ReviewOut,
+    tags=["results"],
+    responses=ERRORS,
+)
+async def post_review(study_id: StudyId, review: ReviewIn, gw: GW, who: Caller) -> ReviewOut:
+    """A clinician's agree / disagree / uncertain; the first review makes the result final."""
+    who.require(Role.CLINICIAN)
+    study = await gw.own_study(who, study_id, "review.create")
+    now = utcnow()
+    async with gw.sessions() as session, session.begin():
+        result = await session.scalar(select(Result).where(Result.study_id == study.id))
+        if result is None:
+            raise NotFound("no result to review yet")
+        row = Review(
+            id=str(uuid.uuid4()),
+            study_id=study.id,
+            tenant_id=study.tenant_id,
+            reviewer=who.subject,
+            verdict=review.verdict,
+            comment=review.comment,
+            created_at=now,
+        )
+        session.add(row)
+        await session.execute(
+            update(Result)
+            .where(Result.id == result.id, Result.status == "preliminary")
+            .values(status="final", finalised_at=now)
+        )
+    await gw.record(who, "review.create", "review", row.id)
+    return ReviewOut(
+        id=row.id,
+        study_id=study.id,
+        verdict=row.verdict,
+        reviewer=row.reviewer,
+        created_at=now,
+        result_status="final",
+    )
