@@ -282,6 +282,13 @@ def test_stow_rs_stores_through_deid_and_names_the_study(h) -> None:
     study = wait_done(h, r.headers["Location"].rsplit("/", 1)[1])
     assert study["status"] == "completed"
     assert PHI.encode() not in r.content
+    audit = h.client.get(
+        "/v1/audit",
+        params={"action": "study.create", "resource_id": study["id"]},
+        headers=token(roles=("auditor",)),
+    ).json()
+    # Audited once, in the transaction that stores the study, with the caller's roles.
+    assert [e["roles"] for e in audit["events"]] == [["clinician", "submitter"]]
 
 
 def test_stow_rs_refuses_a_plain_dicom_body(h) -> None:
