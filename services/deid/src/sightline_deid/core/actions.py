@@ -28,10 +28,11 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from sightline_common.errors import UnprocessableInput
 
-from sightline_deid.core.decoding import element, element_or_none, value
+from sightline_deid.core.decoding import element, value
 from sightline_deid.core.guards import Limits
-from sightline_deid.core.pseudonym import Pseudonymizer
-from sightline_deid.core.recipe import Recipe, Rule, SafePrivate
+from sightline_deid.core.private import remove_private
+from sightline_deid.core.pseudonym import Pseudonymizer, patient_identity
+from sightline_deid.core.recipe import Recipe, Rule
 
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
                         "UC", "UI", "UR", "UT"})
@@ -44,6 +45,7 @@ DUMMY: dict[str, str] = {
 }
 BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
 _TIMEZONE_OFFSET = 0x00080201  # TimezoneOffsetFromUTC (SH), kept like times of day
+_PATIENT_ID = 0x00100020
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -84,6 +86,8 @@ class Context:
         self.summary = Summary(recipe.name, recipe.version)
         self.shift_days = 0
         self.elements = 0
+        #: IssuerOfPatientID of the data set being walked: with its PatientID, the patient identity.
+        self.issuer = ""
 
     @property
     def keeps_dates(self) -> bool:
@@ -98,9 +102,9 @@ def date_shift_days(ds: Dataset, ctx: Context) -> int:
     """The patient's (else the study's) keyed date shift, or 0 when dates are not kept."""
     if not ctx.keeps_dates:
         return 0
-    key = str(value(ds, "PatientID") or "").strip()
-    if key:
-        key = "pid:" + str(value(ds, "IssuerOfPatientID") or "") + "/" + key
+    patient_id = str(value(ds, "PatientID") or "").strip()
+    if patient_id:
+        key = patient_identity(str(value(ds, "IssuerOfPatientID") or ""), patient_id)
     else:
         key = "study:" + str(value(ds, "StudyInstanceUID"))
     ctx.summary.date_shifted = True
@@ -113,11 +117,21 @@ def walk(ds: Dataset, ctx: Context, depth: int = 0) -> None:
     """Apply the recipe to every attribute of ``ds`` (recursing into kept sequences)."""
     if depth > ctx.limits.max_sequence_depth:
         raise UnprocessableInput("sequences nested too deeply", reason="too-complex")
-    has_private = False
     tags = list(ds.keys())
     ctx.elements += len(tags)
     if ctx.elements > ctx.limits.max_elements:
         raise UnprocessableInput("too many data elements", reason="too-complex")
+    outer_issuer = ctx.issuer
+    # Read before the walk removes it: the PatientID pseudonym of this data set is keyed on it.
+    ctx.issuer = str(value(ds, "IssuerOfPatientID") or "") if _PATIENT_ID in ds else ""
+    try:
+        _walk_elements(ds, tags, ctx, depth)
+    finally:
+        ctx.issuer = outer_issuer
+
+
+def _walk_elements(ds: Dataset, tags: list[BaseTag], ctx: Context, depth: int) -> None:
+    has_private = False
     for tag in tags:
         t = int(tag)
         if (t >> 16) & 1:
@@ -136,7 +150,7 @@ def walk(ds: Dataset, ctx: Context, depth: int = 0) -> None:
             continue
         _apply(ds, tag, rule, ctx, depth)
     if has_private:
-        _private(ds, ctx)
+        remove_private(ds, ctx)
 
 
 def _apply(ds: Dataset, tag: BaseTag, rule: Rule, ctx: Context, depth: int) -> None:
@@ -177,6 +191,7 @@ class Op(enum.Enum):
     ZEROS = "zeros"
     UID = "uid"
     IDENTIFIER = "identifier"
+    PATIENT = "patient"
     SHIFT_DATES = "shift-dates"
     SCRUB = "scrub"
 
@@ -188,7 +203,7 @@ def plan(action: str, vr: str, tag: int) -> Op:
     if action in ("U", "U*"):
         return Op.UID
     if action == "H":
-        return Op.IDENTIFIER
+        return Op.PATIENT if tag == _PATIENT_ID else Op.IDENTIFIER
     if action == "D":
         if vr == "UI":
             return Op.UID
@@ -256,8 +271,9 @@ def _apply_decoded(elem: DataElement, action: str, ctx: Context) -> None:
         elem.value = DUMMY[vr]
     elif op is Op.ZEROS:
         elem.value = b"\x00" * len(elem.value) if isinstance(elem.value, bytes) else None
-    elif op is Op.UID or op is Op.IDENTIFIER:
-        fn = ctx.pseudo.uid if op is Op.UID else ctx.pseudo.identifier
+    elif op in (Op.UID, Op.IDENTIFIER, Op.PATIENT):
+        fn = {Op.UID: ctx.pseudo.uid, Op.IDENTIFIER: ctx.pseudo.identifier,
+              Op.PATIENT: lambda v: ctx.pseudo.patient(ctx.issuer, v)}[op]
         if elem.value not in (None, ""):
             elem.value = _from_values(pseudonymise(_values(elem.value), fn))
     elif op is Op.SHIFT_DATES:
@@ -343,41 +359,3 @@ def _may_hold_items(elem: DataElement | RawDataElement) -> bool:
         return True
     # UN is decoded as the dictionary VR on conversion, which may be SQ.
     return vr in ("SQ", "UN") or "SQ" in vr
-
-
-# ---------------------------------------------------------------------- private attributes
-def _private(ds: Dataset, ctx: Context) -> None:
-    """Remove private attributes, keeping only the recipe's safe list under its option."""
-    recipe = ctx.recipe
-    retain = recipe.private_rule.action == "C"
-    kept_creators: set[int] = set()
-    creators: list[int] = []
-    for tag in list(ds.keys()):
-        t = int(tag)
-        group, elem = t >> 16, t & 0xFFFF
-        if not group & 1:
-            continue
-        if elem < 0x0100:
-            creators.append(t)
-            continue
-        keep = False
-        if retain:
-            creator_tag = (group << 16) | (elem >> 8)
-            creator = element_or_none(ds, creator_tag)
-            if creator is not None:
-                key = SafePrivate(group, str(creator.value).strip(), elem & 0xFF)
-                keep = key in recipe.safe_private and element(ds, t).VR in recipe.private_numeric_vrs
-                if keep:
-                    kept_creators.add(creator_tag)
-        if keep:
-            ctx.count("K")
-            ctx.summary.private_kept += 1
-        else:
-            del ds[tag]
-            ctx.count("X")
-            ctx.summary.private_removed += 1
-    for t in creators:
-        if t not in kept_creators:
-            del ds[t]
-            ctx.count("X")
-            ctx.summary.private_removed += 1

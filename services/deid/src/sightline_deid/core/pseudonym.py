@@ -4,6 +4,13 @@ Every value is an HMAC-SHA256 under a key derived from the service secret and th
 the same input maps to the same output within a tenant (studies stay linked), differently across
 tenants (tenants cannot join their data), and nobody without the secret can reverse or test a
 guess. The original value never leaves this module except as an HMAC input.
+
+A patient is identified by (IssuerOfPatientID, PatientID), and both the PatientID pseudonym and
+the date shift are keyed on that one identity (:func:`patient_identity`). An absent or empty
+issuer is its own namespace, the tenant's unqualified identifiers: its pseudonym is the plain
+identifier pseudonym, as before issuers were taken into account. The same MRN under two issuers
+is two patients; one patient whose files arrive with and without an issuer is two identities,
+each with its own pseudonym and its own shift (never one pseudonym with two shifts).
 """
 
 from __future__ import annotations
@@ -34,7 +41,19 @@ class Pseudonymizer:
         """A 16-character hex pseudonym: fits SH (16) and LO (64) value representations."""
         return self._mac(b"id", value.strip()).hex()[:16].upper()
 
+    def patient(self, issuer: str, patient_id: str) -> str:
+        """The PatientID pseudonym of the identity (issuer, id); see :func:`patient_identity`."""
+        if not issuer.strip("\x00 "):
+            return self.identifier(patient_id)
+        return self._mac(b"patient", patient_identity(issuer, patient_id)).hex()[:16].upper()
+
     def date_offset_days(self, patient_key: str, lo: int, hi: int) -> int:
         """A whole-day shift in [lo, hi], the same for every study of this patient."""
         span = hi - lo + 1
         return lo + int.from_bytes(self._mac(b"dateshift", patient_key.strip())[:8], "big") % span
+
+
+def patient_identity(issuer: str, patient_id: str) -> str:
+    """The one key of a patient: issuer and id, unambiguously joined (an issuer may hold '/')."""
+    issuer, patient_id = issuer.strip("\x00 "), patient_id.strip("\x00 ")
+    return f"pid:{len(issuer)}:{issuer}/{patient_id}"
