@@ -87,6 +87,10 @@ def _template(sets: list[str], release: str = RELEASE) -> tuple[int, str]:
         ),
         ([*AUTH, "triton.gpu.enabled=false"], "triton.modelConfigName"),
         ([*AUTH, "triton.modelRepository.source=volume"], "triton.modelRepository.volume.claimName"),
+        # NetworkPolicy egress with no peers would allow any address on the port (finding 3).
+        ([*AUTH, "database.networkPeers=null"], "database.networkPeers"),
+        ([*AUTH, "objectStorage.networkPeers={}"], "objectStorage.networkPeers"),
+        ([*AUTH, "otel.networkPeers[0].bogus=1"], "otel.networkPeers"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
