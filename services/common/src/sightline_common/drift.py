@@ -111,7 +111,8 @@ class FeatureReference:
     def proportions(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         idx = np.searchsorted(self.cuts, values, side="left")
         counts = np.bincount(idx, minlength=len(self.mass)).astype(np.float64)
-        return counts / max(1.0, counts.sum())
+        shares: NDArray[np.float64] = counts / max(1.0, counts.sum())
+        return shares
 
     def psi(self, values: NDArray[np.float64]) -> float:
         """Population Stability Index of ``values`` against this reference."""

@@ -16,7 +16,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian
 
 from sightline_common.errors import InvalidInput, UnprocessableInput
@@ -120,7 +120,8 @@ def _pixels(ds: Dataset, frame_policy: str = FRAME_POLICY) -> tuple[NDArray[np.g
         raise UnprocessableInput("no decoder for this transfer syntax is installed")
     try:
         # as_rgb: YBR_FULL, YBR_FULL_422 (and JPEG 2000's ICT/RCT) come out as RGB.
-        arr, meta = decoder.as_array(ds, index=0, as_rgb=True)
+        # pydicom annotates **kwargs as DecodeOptions (the TypedDict) rather than Unpack[...].
+        arr, meta = decoder.as_array(ds, index=0, as_rgb=True)  # type: ignore[arg-type]
     except Exception as exc:
         raise InvalidInput(f"pixel data could not be decoded ({type(exc).__name__})") from exc
     if arr.size == 0:
@@ -129,12 +130,12 @@ def _pixels(ds: Dataset, frame_policy: str = FRAME_POLICY) -> tuple[NDArray[np.g
 
 
 def _first(value: object) -> float:
-    return float(value[0] if isinstance(value, MultiValue | list | tuple) else value)  # type: ignore[index,arg-type]
+    return float(value[0] if isinstance(value, MultiValue | list | tuple) else value)  # type: ignore[arg-type]
 
 
 def _voi_unit(values: NDArray[np.float64], ds: Dataset) -> NDArray[np.float64] | None:
     """The VOI transform (LUT sequence, else window) to [0, 1]; ``None`` when the header has none."""
-    from pydicom.pixels import apply_voi_lut
+    from pydicom.pixels.processing import apply_voi_lut
 
     seq = ds.get("VOILUTSequence")
     if seq:
@@ -154,7 +155,8 @@ def _voi_unit(values: NDArray[np.float64], ds: Dataset) -> NDArray[np.float64] |
     if width <= 0:
         return None  # not a valid window: fall back to the image's own range
     if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - centre) / width))
+        sigmoid: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-4.0 * (values - centre) / width))
+        return sigmoid
     if function == "LINEAR_EXACT":
         return np.clip((values - centre) / width + 0.5, 0.0, 1.0)
     if width <= 1:
@@ -187,9 +189,10 @@ def _palette_little_endian(ds: Dataset) -> Dataset:
 
 def _to_uint8(arr: NDArray[np.generic], bits: int) -> NDArray[np.uint8]:
     if arr.dtype == np.uint8 and bits <= 8:
-        return np.ascontiguousarray(arr)  # type: ignore[arg-type]
+        return np.ascontiguousarray(arr)
     scale = 255.0 / max(1, 2**bits - 1)
-    return np.clip(np.round(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    out: NDArray[np.uint8] = np.clip(np.round(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    return out
 
 
 def to_rgb_uint8(ds: Dataset, frame_policy: str = FRAME_POLICY) -> NDArray[np.uint8]:
@@ -200,7 +203,7 @@ def to_rgb_uint8(ds: Dataset, frame_policy: str = FRAME_POLICY) -> NDArray[np.ui
     VOI LUT or the first window (LINEAR, LINEAR_EXACT, SIGMOID) to the full 8-bit range, or,
     without either, the image's own min..max; MONOCHROME1 inverted. 1-bit images map 1 to 255.
     """
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
+    from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, convert_color_space
 
     arr, photometric = _pixels(ds, frame_policy)
     bits_stored = _int_attr(ds, "BitsStored", _int_attr(ds, "BitsAllocated"))
@@ -220,7 +223,7 @@ def to_rgb_uint8(ds: Dataset, frame_policy: str = FRAME_POLICY) -> NDArray[np.ui
             raise InvalidInput(f"palette colour lookup tables are unusable ({type(exc).__name__})") from exc
         return _to_uint8(rgb, 8 if rgb.dtype == np.uint8 else lut_bits)
     if int(ds.get("BitsAllocated", 0)) == 1:
-        grey = (arr > 0).astype(np.uint8) * 255
+        grey = np.greater(arr, 0).astype(np.uint8) * 255
     else:
         values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
         scaled = _voi_unit(values, ds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -39,7 +40,7 @@ STAGE_DURATION = Histogram(
 )
 
 
-def _registry_module():  # type: ignore[no-untyped-def]
+def _registry_module() -> ModuleType:
     """This module, looked up at call time.
 
     Ray Serve pickles the ingress app's closures by value, globals included: metric objects

@@ -11,13 +11,13 @@ DICOM bytes themselves (``application/dicom`` with query parameters), and answer
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 from sightline_common import metrics as common_metrics
 from sightline_common.contracts import ExplainRequest, ExplainResponse
 from sightline_common.errors import UnsupportedMediaType
@@ -145,4 +145,4 @@ def build_deployment(settings: ExplainSettings) -> Application:
             heat, logits = cams.heatmaps.cpu().numpy(), cams.logits.cpu().tolist()
             return [(heat[i], float(logits[i])) for i in range(len(jobs))]
 
-    return Explainer.bind(settings)
+    return cast(Deployment, Explainer).bind(settings)  # @serve.deployment made the class a Deployment

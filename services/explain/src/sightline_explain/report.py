@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 from PIL import Image
 from sightline_common.imaging import normalise, resize
 
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_IMAGES = Path(os.environ.get("SIGHTLINE_DATASET", "../shared/datasets/ham10000")) / "images"
 
 
-def _mean(rows: list[Curves], field: str) -> np.ndarray:
-    return np.mean([getattr(c, field) for c in rows], axis=0)
+def _mean(rows: list[Curves], field: str) -> NDArray[np.float64]:
+    mean: NDArray[np.float64] = np.mean([getattr(c, field) for c in rows], axis=0)
+    return mean
 
 
 def select_images(folder: Path, count: int) -> list[Path]:

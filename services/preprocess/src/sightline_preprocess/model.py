@@ -27,11 +27,11 @@ tracer = trace.get_tracer(__name__)
 DICOM_INPUT = "dicom"
 
 
-class Unprocessable(KServeInvalidInput):
+class Unprocessable(KServeInvalidInput):  # type: ignore[misc]
     """Well-formed input the model does not accept (gRPC INVALID_ARGUMENT, ``unprocessable:``, 422)."""
 
 
-class Unavailable(ServerNotReady):
+class Unavailable(ServerNotReady):  # type: ignore[misc]
     """Triton is unreachable or disagrees with the manifest: gRPC UNAVAILABLE, HTTP 503.
 
     KServe's gRPC interceptor reads ``reason``, which ``ServerNotReady`` lacks.
@@ -53,7 +53,8 @@ def _as_kserve_error(exc: SightlineError) -> Exception:
         return Unavailable(message)
     if isinstance(exc, UnprocessableInput):
         return Unprocessable(message)
-    return KServeInvalidInput(message)
+    error: Exception = KServeInvalidInput(message)
+    return error
 
 
 class DicomTransformer(Model):  # type: ignore[misc]

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ class ExplanationEngine:
     def publish(
         self,
         image: PreparedImage,
-        heat: NDArray[np.floating],
+        heat: NDArray[np.floating[Any]],
         logit: float,
         target: int,
         output_prefix: str,

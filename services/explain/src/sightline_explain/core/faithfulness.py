@@ -9,6 +9,7 @@ map makes the probability rise fast (high area). A random pixel order is the bas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ def curves(
     )
 
 
-def heat_order(heat: NDArray[np.floating], rng: np.random.Generator | None = None) -> NDArray[np.int64]:
+def heat_order(heat: NDArray[np.floating[Any]], rng: np.random.Generator | None = None) -> NDArray[np.int64]:
     """Flat pixel indices, hottest first (ties broken at random so flat maps are not raster order)."""
     flat = np.asarray(heat, np.float64).ravel()
     jitter = (rng or np.random.default_rng(0)).random(flat.size) * 1e-9

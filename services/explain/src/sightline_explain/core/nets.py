@@ -32,7 +32,8 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return self.act(y + self.shortcut(x))
+        out: torch.Tensor = self.act(y + self.shortcut(x))
+        return out
 
 
 class LesionNet(nn.Module):
@@ -58,7 +59,8 @@ class LesionNet(nn.Module):
         return self.features[-1]
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(torch.flatten(self.pool(feats), 1)))
+        logits: torch.Tensor = self.head(self.dropout(torch.flatten(self.pool(feats), 1)))
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (N, 1)."""

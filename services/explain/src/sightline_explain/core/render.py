@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -26,7 +27,7 @@ class HeatmapSummary:
     level: float = 0.5
 
 
-def summarise(heat: NDArray[np.floating], level: float = 0.5) -> HeatmapSummary:
+def summarise(heat: NDArray[np.floating[Any]], level: float = 0.5) -> HeatmapSummary:
     h, w = heat.shape
     r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
     return HeatmapSummary(
@@ -37,14 +38,14 @@ def summarise(heat: NDArray[np.floating], level: float = 0.5) -> HeatmapSummary:
     )
 
 
-def heatmap_npy(heat: NDArray[np.floating]) -> bytes:
+def heatmap_npy(heat: NDArray[np.floating[Any]]) -> bytes:
     """The heatmap as a float16 ``.npy`` file (values in [0, 1], model input size)."""
     buf = io.BytesIO()
     np.save(buf, heat.astype(np.float16), allow_pickle=False)
     return buf.getvalue()
 
 
-def overlay_figure(rgb: NDArray[np.uint8], heat: NDArray[np.floating], *, title: str = "") -> Figure:
+def overlay_figure(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, title: str = "") -> Figure:
     """The image with the heatmap blended over it, a colour legend and the assistive-use label.
 
     Uses the object-oriented Agg API (no pyplot state), so replicas can render in threads.
@@ -75,7 +76,7 @@ def overlay_figure(rgb: NDArray[np.uint8], heat: NDArray[np.floating], *, title:
     return fig
 
 
-def overlay_png(rgb: NDArray[np.uint8], heat: NDArray[np.floating], *, title: str = "") -> bytes:
+def overlay_png(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, title: str = "") -> bytes:
     fig = overlay_figure(rgb, heat, title=title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -57,7 +57,7 @@ class TritonClient:
         if now - self._ready_cache[0] < 0.5:
             return self._ready_cache[1]
         try:
-            ok = await self._client.is_server_ready() and await self._client.is_model_ready(model)
+            ok = bool(await self._client.is_server_ready() and await self._client.is_model_ready(model))
         except Exception as exc:  # noqa: BLE001 - unreachable, refused, deadline: all "not ready"
             log.debug("Triton readiness failed: %s", type(exc).__name__)
             ok = False
