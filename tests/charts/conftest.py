@@ -1,7 +1,7 @@
 """Helm rendering helpers for the chart tests.
 
 Helm comes from $HELM, then .cache/bin/helm (scripts/get-helm.sh), then PATH. Without it every
-chart test skips with that reason; CI runs scripts/get-helm.sh first, so there they run.
+chart test skips with that reason (fails under CI=true); CI runs scripts/get-helm.sh first.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.conftest import skip_or_fail_in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "sightline"
@@ -35,7 +37,7 @@ HELM = _find_helm()
 
 def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if HELM is None:
-        pytest.skip("helm not found: run scripts/get-helm.sh (or set $HELM)")
+        skip_or_fail_in_ci("helm not found: run scripts/get-helm.sh (or set $HELM)")
     return subprocess.run([HELM, *args], capture_output=True, text=True, check=check, timeout=120)
 
 
@@ -80,5 +82,5 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 @pytest.fixture(scope="session")
 def helm() -> str:
     if HELM is None:
-        pytest.skip("helm not found: run scripts/get-helm.sh (or set $HELM)")
+        skip_or_fail_in_ci("helm not found: run scripts/get-helm.sh (or set $HELM)")
     return HELM

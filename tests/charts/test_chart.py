@@ -116,8 +116,8 @@ def test_rayservice_structure() -> None:
 def test_inferenceservice_structure() -> None:
     for doc in _custom("InferenceService"):
         assert doc["apiVersion"] == "serving.kserve.io/v1beta1"
-        # KServe passes the InferenceService name to the transformer: it must be Triton's model name.
-        assert doc["metadata"]["name"] == "derm-cnn"
+        # Release-scoped; preprocess takes Triton's model name from its env, not from the name.
+        assert doc["metadata"]["name"] == f"{RELEASE}-derm-cnn"
         assert doc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in {
             "RawDeployment",
             "Serverless",
@@ -129,7 +129,10 @@ def test_inferenceservice_structure() -> None:
         pre = transformer["containers"][0]
         assert pre["command"] == ["python", "-m", "sightline_preprocess"]
         env = {e["name"]: e.get("value") for e in pre["env"]}
-        assert env["SIGHTLINE_PREPROCESS_TRITON_GRPC"] == "derm-cnn-predictor:8001"
+        # KServe's predictor Service maps port 80 to the first container port: Triton's gRPC.
+        assert env["SIGHTLINE_PREPROCESS_TRITON_GRPC"] == f"{RELEASE}-derm-cnn-predictor:80"
+        assert triton["ports"][0]["containerPort"] == 8001
+        assert env["SIGHTLINE_PREPROCESS_MODEL_NAME"] == "derm-cnn"
 
 
 def test_servicemonitor_structure() -> None:

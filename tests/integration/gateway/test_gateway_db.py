@@ -20,6 +20,7 @@ from sightline_gateway.db.models import Job, Result, Study, Tenant
 from sightline_gateway.pipeline import Pipeline
 from sqlalchemy import func, select, text
 
+from tests.conftest import skip_or_fail_in_ci
 from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tu
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except OSError:
-            pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+            skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
     await migrate(engine, schema)
     await migrate(engine, schema)  # idempotent at every start
     yield engine, schema

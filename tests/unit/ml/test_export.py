@@ -13,6 +13,7 @@ from sightline_explain.core.nets import build_model, load_checkpoint
 
 from sightline.ml.export import export_model_atomically
 from sightline.ml.placeholder import placeholder_fields
+from tests.conftest import skip_or_fail_in_ci
 
 from .conftest import REPOSITORY
 
@@ -45,7 +46,7 @@ def test_exported_onnx_matches_torch(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def committed():
     if not (REPOSITORY / "derm-cnn" / "manifest.json").is_file():
-        pytest.skip("no derm-cnn in model_repository")
+        skip_or_fail_in_ci("no derm-cnn in model_repository")
     return load_manifest(REPOSITORY, "derm-cnn")
 
 

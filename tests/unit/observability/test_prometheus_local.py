@@ -8,16 +8,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from sightline.stack import StackSettings, http_ok
 from sightline.stack.prometheus import prometheus_component
-from tests.conftest import free_ports
+from tests.conftest import free_ports, skip_or_fail_in_ci
 
 
 def test_prometheus_component_loads_rules_and_scrapes(tmp_path: Path) -> None:
     if shutil.which("prometheus") is None:
-        pytest.skip("prometheus not installed (scripts/get-prometheus.sh)")
+        skip_or_fail_in_ci("prometheus not installed (scripts/get-prometheus.sh)")
     ports = free_ports(10)
     settings = StackSettings(
         data_dir=tmp_path,

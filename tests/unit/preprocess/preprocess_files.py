@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pydicom
 import pydicom.data
-import pytest
 from pydicom.dataset import Dataset
 from sightline_common.manifest import PreprocessSpec
+
+from tests.conftest import skip_or_fail_in_ci
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -35,7 +36,7 @@ def real_file(name: str) -> Path:
         for path in (root / name, *root.rglob(name)):
             if path.is_file():
                 return path
-    pytest.skip(f"{name} is not installed (pydicom-data)")
+    skip_or_fail_in_ci(f"{name} is not installed (pydicom-data)")
 
 
 def real_bytes(name: str) -> bytes:
