@@ -1,5 +1,6 @@
-"""The whole stack through the gateway: a DICOM with planted fake PHI goes in; result, FHIR and
-SR come out; the planted strings appear in no response, database, object, log or trace."""
+"""The whole stack through the gateway: a DICOM with planted fake PHI goes in; result with its
+Grad-CAM explanation, FHIR and SR come out; the planted strings appear in no response, database,
+object, log or trace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
 
@@ -59,6 +61,10 @@ def test_phi_goes_in_and_comes_out_nowhere(stack: tuple[str, str, Path]) -> None
         assert result["model"]["name"] == "derm-cnn" and len(result["model"]["sha256"]) == 64
         assert 0.0 <= result["probability"] <= 1.0 and result["status"] == "preliminary"
         assert result["trace_id"] and "does not diagnose" in result["statement"]
+        explanation = result.get("explanation") or {}
+        assert explanation.get("status") == "available", explanation
+        links = explanation.get("links") or {}
+        assert {"heatmap_npy", "overlay_png"} <= links.keys(), explanation
 
         study = client.get(f"/v1/studies/{study_id}")
         responses.append(study.content)
@@ -82,9 +88,15 @@ def test_phi_goes_in_and_comes_out_nowhere(stack: tuple[str, str, Path]) -> None
         assert review.status_code == 201
         verify = client.get("/v1/audit/verify").json()
         assert verify["ok"], verify
-        for link in ((result.get("explanation") or {}).get("links") or {}).values():
-            if link.startswith("http"):
-                responses.append(client.get(link).content)
+    # The signed links work on their own, without the bearer token.
+    heatmap = httpx.get(links["heatmap_npy"], timeout=60)
+    overlay = httpx.get(links["overlay_png"], timeout=60)
+    responses += [heatmap.content, overlay.content]
+    assert heatmap.status_code == 200 and overlay.status_code == 200
+    heat = np.load(io.BytesIO(heatmap.content))
+    assert heat.ndim == 2 and heat.dtype == np.float16 and 0.0 <= heat.min() <= heat.max() <= 1.0
+    assert heat.max() > 0.0, "an all-zero heatmap explains nothing"
+    assert overlay.content.startswith(b"\x89PNG")
 
     time.sleep(1.5)  # let the batch span processors flush
     planted = [p.encode() for p in PLANTED] + [PHI.encode()]
