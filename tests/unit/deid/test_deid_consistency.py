@@ -50,12 +50,12 @@ def test_same_patient_same_date_shift_and_intervals_preserved(engine: Deidentifi
     a, b = _out(engine, first, "tenant-a"), _out(engine, second, "tenant-a")
     assert a.PatientID == b.PatientID
     assert (_day(b.StudyDate) - _day(a.StudyDate)).days == 74
-    shift = (_day(a.StudyDate) - dt.date(2020, 1, 1)).days
-    assert -3650 <= shift <= -365
-    # within one study, every date moves by the same number of days
-    assert (_day(a.ContentDate) - _day("19880808")).days == shift
-    assert a.AcquisitionDateTime[:8] == (dt.date(1977, 7, 7) + dt.timedelta(days=shift)).strftime("%Y%m%d")
-    assert a.StudyTime == "101500"
+    offset = dt.datetime.strptime(a.StudyDate + a.StudyTime, "%Y%m%d%H%M%S") - dt.datetime(2020, 1, 1, 10, 15)
+    assert -3650 <= offset.days <= -365 and offset.seconds != 0
+    # within one study, every date and date-time moves by the same offset (a date alone, by its days)
+    assert (_day(a.ContentDate) - _day("19880808")).days == offset.days
+    acquired = dt.datetime.strptime(a.AcquisitionDateTime, "%Y%m%d%H%M%S")
+    assert acquired - dt.datetime(1977, 7, 7, 10, 10, 10) == offset
 
 
 def test_date_shift_differs_between_tenants(engine: Deidentifier) -> None:

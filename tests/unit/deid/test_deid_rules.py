@@ -98,7 +98,9 @@ def test_recipe_rule(rule: Rule, engine: Deidentifier) -> None:
     elif action == "C":
         if vr in ("DA", "DT"):
             assert re.fullmatch(r"\d{8}", str(got)[:8]) and str(got) != str(original)
-        elif vr == "TM" or rule.name == "TimezoneOffsetFromUTC":
+        elif vr == "TM":  # times of day move with the patient's offset (seconds)
+            assert re.fullmatch(r"\d{6}", str(got)) and str(got) != str(original)
+        elif rule.name == "TimezoneOffsetFromUTC":
             assert str(got) == str(original)
         else:
             assert "CNRY" not in str(got)

@@ -11,7 +11,6 @@ output byte-identical.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import re
 from collections import Counter
@@ -28,11 +27,12 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from sightline_common.errors import UnprocessableInput
 
-from sightline_deid.core.decoding import element, value
+from sightline_deid.core.decoding import element, value, value_of
 from sightline_deid.core.guards import Limits
 from sightline_deid.core.private import remove_private
 from sightline_deid.core.pseudonym import Pseudonymizer, patient_identity
 from sightline_deid.core.recipe import Recipe, Rule
+from sightline_deid.core.temporal import DATE_TIME_PAIRS, Shift, shift_value
 
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
                         "UC", "UI", "UR", "UT"})
@@ -44,7 +44,7 @@ DUMMY: dict[str, str] = {
     "DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0", "AS": "000Y",
 }
 BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
-_TIMEZONE_OFFSET = 0x00080201  # TimezoneOffsetFromUTC (SH), kept like times of day
+_TIMEZONE_OFFSET = 0x00080201  # TimezoneOffsetFromUTC (SH): local times move, their zone does not
 _PATIENT_ID = 0x00100020
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -84,10 +84,13 @@ class Context:
         self.pseudo = pseudo
         self.limits = limits
         self.summary = Summary(recipe.name, recipe.version)
-        self.shift_days = 0
+        #: The patient's date/time offset; None when dates are not kept.
+        self.shift: Shift | None = None
         self.elements = 0
         #: IssuerOfPatientID of the data set being walked: with its PatientID, the patient identity.
         self.issuer = ""
+        #: Original times of day of the data set being walked, by the tag of the date they complete.
+        self.times: dict[int, str] = {}
 
     @property
     def keeps_dates(self) -> bool:
@@ -98,10 +101,10 @@ class Context:
         self.summary.actions[action] += 1
 
 
-def date_shift_days(ds: Dataset, ctx: Context) -> int:
-    """The patient's (else the study's) keyed date shift, or 0 when dates are not kept."""
+def date_shift(ds: Dataset, ctx: Context) -> Shift | None:
+    """The patient's (else the study's) keyed date/time offset, or None when dates are not kept."""
     if not ctx.keeps_dates:
-        return 0
+        return None
     patient_id = str(value(ds, "PatientID") or "").strip()
     if patient_id:
         key = patient_identity(str(value(ds, "IssuerOfPatientID") or ""), patient_id)
@@ -109,7 +112,7 @@ def date_shift_days(ds: Dataset, ctx: Context) -> int:
         key = "study:" + str(value(ds, "StudyInstanceUID"))
     ctx.summary.date_shifted = True
     lo, hi = ctx.recipe.date_shift_days
-    return ctx.pseudo.date_offset_days(key, lo, hi)
+    return Shift(ctx.pseudo.date_offset_seconds(key, lo, hi), ctx.recipe.time_mode)
 
 
 # ---------------------------------------------------------------------- the walk
@@ -121,13 +124,21 @@ def walk(ds: Dataset, ctx: Context, depth: int = 0) -> None:
     ctx.elements += len(tags)
     if ctx.elements > ctx.limits.max_elements:
         raise UnprocessableInput("too many data elements", reason="too-complex")
-    outer_issuer = ctx.issuer
-    # Read before the walk removes it: the PatientID pseudonym of this data set is keyed on it.
+    outer = ctx.issuer, ctx.times
+    # Read before the walk changes them: the PatientID pseudonym of this data set is keyed on its
+    # issuer, and a date that its time carries past midnight needs the original time.
     ctx.issuer = str(value(ds, "IssuerOfPatientID") or "") if _PATIENT_ID in ds else ""
+    ctx.times = {}
+    if ctx.shift is not None and ctx.shift.time_of_day:
+        for tag in tags:
+            partner = DATE_TIME_PAIRS.get(int(tag))
+            if partner is not None and partner in ds:
+                time = value_of(ds, partner)
+                ctx.times[int(tag)] = time if isinstance(time, str) else ""
     try:
         _walk_elements(ds, tags, ctx, depth)
     finally:
-        ctx.issuer = outer_issuer
+        ctx.issuer, ctx.times = outer
 
 
 def _walk_elements(ds: Dataset, tags: list[BaseTag], ctx: Context, depth: int) -> None:
@@ -192,7 +203,7 @@ class Op(enum.Enum):
     UID = "uid"
     IDENTIFIER = "identifier"
     PATIENT = "patient"
-    SHIFT_DATES = "shift-dates"
+    SHIFT_DATES = "shift-dates"  # DA, DT and TM: moved by the patient's offset
     SCRUB = "scrub"
 
 
@@ -213,10 +224,10 @@ def plan(action: str, vr: str, tag: int) -> Op:
             return Op.ZEROS  # same length, no information
         return Op.EMPTY
     if action == "C":
-        if vr in ("DA", "DT"):
+        if vr in ("DA", "DT", "TM"):
             return Op.SHIFT_DATES
-        if vr == "TM" or (vr == "SH" and tag == _TIMEZONE_OFFSET):
-            return Op.KEEP  # whole-day shifts keep times of day and intervals within a day
+        if vr == "SH" and tag == _TIMEZONE_OFFSET:
+            return Op.KEEP
         if vr in TEXT_VRS:
             return Op.SCRUB
         return Op.EMPTY
@@ -227,25 +238,16 @@ def pseudonymise(values: list[str], fn: Callable[[str], str]) -> list[str]:
     return [fn(v) for v in values]
 
 
-def shift_dates(values: list[str], ctx: Context) -> list[str]:
-    """Each date shifted by the context's days; all emptied if dates are not kept or one is bad."""
-    if ctx.shift_days == 0 and not ctx.keeps_dates:
+def shift_dates(values: list[str], vr: str, tag: int, ctx: Context) -> list[str]:
+    """Each DA, DT or TM value moved by the patient's offset; all emptied if dates are not kept or
+    one does not parse."""
+    if ctx.shift is None:
         return []
-    shifted = [_shift(v, ctx.shift_days) for v in values if v != ""]
+    partner = ctx.times.get(tag) if len(values) == 1 else None
+    shifted = [shift_value(v, vr, ctx.shift, partner) for v in values if v != ""]
     if any(s is None for s in shifted):
-        return []  # unparseable dates are emptied, never passed through
+        return []  # unparseable values are emptied, never passed through
     return [s for s in shifted if s is not None]
-
-
-def _shift(value: str, days: int) -> str | None:
-    value = value.strip()
-    if len(value) < 8 or not value[:8].isdigit():
-        return None
-    try:
-        day = dt.date(int(value[:4]), int(value[4:6]), int(value[6:8])) + dt.timedelta(days=days)
-    except (ValueError, OverflowError):
-        return None
-    return f"{day.year:04d}{day.month:02d}{day.day:02d}" + value[8:]
 
 
 def scrub(text: str, vocabulary: frozenset[str]) -> str:
@@ -277,7 +279,7 @@ def _apply_decoded(elem: DataElement, action: str, ctx: Context) -> None:
         if elem.value not in (None, ""):
             elem.value = _from_values(pseudonymise(_values(elem.value), fn))
     elif op is Op.SHIFT_DATES:
-        elem.value = _from_values(shift_dates(_values(elem.value), ctx))
+        elem.value = _from_values(shift_dates(_values(elem.value), vr, int(elem.tag), ctx))
     elif op is Op.SCRUB:
         v = elem.value
         if not isinstance(v, str | MultiValue | list):
@@ -321,7 +323,7 @@ def _apply_encoded(raw: RawDataElement, action: str, ctx: Context) -> RawDataEle
         items = _decode_ascii(encoded)
         new = b"" if items == [""] else _encode_ascii(pseudonymise(items, ctx.pseudo.uid), b"\x00")
     elif op is Op.SHIFT_DATES:
-        new = _encode_ascii(shift_dates(_decode_ascii(encoded), ctx), b" ")
+        new = _encode_ascii(shift_dates(_decode_ascii(encoded), vr, int(raw.tag), ctx), b" ")
     else:
         return None
     return RawDataElement(raw.tag, raw.VR, len(new), new, raw.value_tell,

@@ -61,7 +61,11 @@ def value(ds: Dataset, keyword: str) -> Any:
     Reading through ``ds.<keyword>`` would store the decoded element, which then could no
     longer be copied through as its original bytes.
     """
-    tag = cast(int, tag_for_keyword(keyword))
+    return value_of(ds, cast(int, tag_for_keyword(keyword)))
+
+
+def value_of(ds: Dataset, tag: int) -> Any:
+    """:func:`value` by tag."""
     elem = ds.get_item(tag)
     if elem is None:
         return None

@@ -22,7 +22,7 @@ from pydicom.uid import UID
 from sightline_common.errors import UnprocessableInput
 
 from sightline_deid.core import burned_in, guards, writer
-from sightline_deid.core.actions import Context, Summary, date_shift_days, walk
+from sightline_deid.core.actions import Context, Summary, date_shift, walk
 from sightline_deid.core.decoding import INPUT_ERRORS, quiet_pydicom
 from sightline_deid.core.guards import Limits
 from sightline_deid.core.pseudonym import Pseudonymizer
@@ -78,7 +78,7 @@ class Deidentifier:
         guards.check_pixels(ds, self.limits)
         decision = burned_in.decide(self.recipe, ds)
         ctx.summary.burned_in = decision.label
-        ctx.shift_days = date_shift_days(ds, ctx)
+        ctx.shift = date_shift(ds, ctx)
         if decision.blank is not None:
             burned_in.blank(ds, decision.blank)
         walk(ds, ctx)
@@ -99,7 +99,7 @@ class Deidentifier:
         common, temporal = marks
         for raw in common:
             ds[raw.tag] = raw
-        ds[_TEMPORAL_MODIFIED] = temporal["MODIFIED" if ctx.shift_days else "REMOVED"]
+        ds[_TEMPORAL_MODIFIED] = temporal["MODIFIED" if ctx.shift is not None else "REMOVED"]
 
     def _encode_marks(self, pixels_cleaned: bool, ts: UID) -> _Marks:
         mark = Dataset()

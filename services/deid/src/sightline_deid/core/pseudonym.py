@@ -47,10 +47,12 @@ class Pseudonymizer:
             return self.identifier(patient_id)
         return self._mac(b"patient", patient_identity(issuer, patient_id)).hex()[:16].upper()
 
-    def date_offset_days(self, patient_key: str, lo: int, hi: int) -> int:
-        """A whole-day shift in [lo, hi], the same for every study of this patient."""
-        span = hi - lo + 1
-        return lo + int.from_bytes(self._mac(b"dateshift", patient_key.strip())[:8], "big") % span
+    def date_offset_seconds(self, patient_key: str, lo_days: int, hi_days: int) -> int:
+        """An offset in seconds, from day ``lo_days`` to the end of day ``hi_days``, the same for
+        every study and file of this patient."""
+        span = (hi_days - lo_days + 1) * 86400
+        mac = self._mac(b"dateshift-seconds", patient_key.strip())
+        return lo_days * 86400 + int.from_bytes(mac[:8], "big") % span
 
 
 def patient_identity(issuer: str, patient_id: str) -> str:

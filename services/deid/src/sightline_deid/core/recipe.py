@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from sightline_deid.core.temporal import TIME_MODES
+
 Action = Literal["X", "Z", "D", "K", "C", "U", "U*", "H"]
 ACTIONS: frozenset[str] = frozenset({"X", "Z", "D", "K", "C", "U", "U*", "H"})
 COMBINED: frozenset[str] = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"})
@@ -121,6 +123,8 @@ class Recipe:
     private_numeric_vrs: frozenset[str]
     vocabulary: frozenset[str]
     date_shift_days: tuple[int, int]
+    #: What happens to times of day under Retain Longitudinal: shift, remove or keep.
+    time_mode: str
     burned_in: BurnedInPolicy
     sha256: str = field(default="")
 
@@ -307,6 +311,9 @@ def parse_recipe(text: str) -> Recipe:
     lo, hi = int(shift.get("min_days", -3650)), int(shift.get("max_days", -365))
     if lo > hi:
         raise RecipeError("date_shift.min_days must not exceed max_days")
+    time_mode = str(shift.get("times", "shift"))
+    if time_mode not in TIME_MODES:
+        raise RecipeError(f"date_shift.times must be one of {', '.join(TIME_MODES)}")
     vocabulary = frozenset(
         str(w).lower() for w in (raw.get("clean_descriptors") or {}).get("vocabulary", [])
     )
@@ -322,6 +329,7 @@ def parse_recipe(text: str) -> Recipe:
         private_numeric_vrs=frozenset(private.get("numeric_vrs", [])),
         vocabulary=vocabulary,
         date_shift_days=(lo, hi),
+        time_mode=time_mode,
         burned_in=_burned_in(raw["burned_in"]),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
     )
