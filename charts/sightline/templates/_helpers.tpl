@@ -69,18 +69,20 @@ app.kubernetes.io/part-of: sightline
 {{- with $image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
-{{/* The InferenceService's name equals Triton's model name: KServe passes it to the transformer
-     as --model_name, which must match the model Triton serves. */}}
+{{/* The InferenceService's name, release-scoped. KServe passes it to the transformer as
+     --model_name; preprocess ignores its argv and takes the model name from
+     SIGHTLINE_PREPROCESS_MODEL_NAME (triton.modelName) instead. */}}
 {{- define "sightline.isvcName" -}}
-{{- .Values.triton.modelName -}}
+{{- include "sightline.componentName" (list . .Values.triton.modelName) -}}
 {{- end -}}
 
-{{/* Host of Triton's gRPC/HTTP endpoints (the Service, or KServe's predictor Service). */}}
-{{- define "sightline.tritonName" -}}
+{{/* host:port of Triton's gRPC. KServe's predictor Service maps port 80 to the first container
+     port, which is Triton's gRPC port (h2c) in templates/inferenceservice.yaml. */}}
+{{- define "sightline.tritonGrpc" -}}
 {{- if .Values.kserve.enabled -}}
-{{- printf "%s-predictor" (include "sightline.isvcName" .) -}}
+{{- printf "%s-predictor:80" (include "sightline.isvcName" .) -}}
 {{- else -}}
-{{- include "sightline.componentName" (list . "triton") -}}
+{{- printf "%s:8001" (include "sightline.componentName" (list . "triton")) -}}
 {{- end -}}
 {{- end -}}
 

@@ -74,6 +74,10 @@
 {{- if $t.autoscaling.enabled }}{{- include "sightline.checkRange" (list "triton.autoscaling" $t.autoscaling.minReplicas $t.autoscaling.maxReplicas) }}{{- end -}}
 {{- if $v.kserve.enabled -}}
 {{- include "sightline.checkRange" (list "kserve.minReplicas/maxReplicas" $v.kserve.minReplicas $v.kserve.maxReplicas) -}}
+{{- $isvc := include "sightline.isvcName" . -}}
+{{- if gt (len $isvc) 51 -}}
+{{- fail (printf "triton.modelName: InferenceService name %q is too long for KServe's <name>-transformer Service (63 characters); shorten the release name or the model name" $isvc) -}}
+{{- end -}}
 {{- if eq $t.modelRepository.source "volume" -}}
 {{- fail "triton.modelRepository.source=volume is not supported with kserve.enabled (the InferenceService would drop the PVC): use image or objectStorage" -}}
 {{- end -}}
