@@ -13,6 +13,8 @@ from rich.live import Live
 from rich.table import Table
 
 from sightline.stack import Stack, StackSettings
+from sightline.stack.state import ExitRecord
+from sightline.stack.watch import Supervisor, restart
 
 app = typer.Typer(help="Sightline: assistive medical-image diagnostics, served locally or on Kubernetes.")
 console = Console()
@@ -40,17 +42,33 @@ def _model_line(settings: StackSettings) -> str:
 
 def _status_table(rows: list[dict[str, object]]) -> Table:
     table = Table(title="Sightline stack")
-    for col in ("component", "pid", "state", "listens"):
+    for col in ("component", "pid", "state", "restarts", "last exit", "listens"):
         table.add_column(col)
+    now = time.time()
     for row in rows:
-        state = (
-            "[green]ready[/]"
-            if row["ready"]
-            else ("[yellow]not ready[/]" if row["alive"] else "[red]down[/]")
-        )
+        restart_at = row.get("restart_at")
+        if row["ready"]:
+            state = "[green]ready[/]"
+        elif row["alive"]:
+            state = "[yellow]not ready[/]"
+        elif isinstance(restart_at, float):
+            state = f"[red]down[/], restart in {max(0.0, restart_at - now):.0f}s"
+        else:
+            state = "[red]down[/]"
+        last = row.get("last_exit")
+        last_exit = f"{last.describe()}, {_ago(now - last.at)} ago" if isinstance(last, ExitRecord) else ""
         listens = "  ".join(f"{k} {v}" for k, v in dict(row["listens"]).items())  # type: ignore[call-overload]
-        table.add_row(str(row["name"]), str(row["pid"]), state, listens)
+        table.add_row(
+            str(row["name"]), str(row["pid"]), state, str(row.get("restarts", 0)), last_exit, listens
+        )
     return table
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
 
 
 DEV_TENANT = "dev-hospital"
@@ -123,7 +141,7 @@ def up(
             live.update(render())
 
         try:
-            stack.start(on_progress)
+            state = stack.start(on_progress)
         except (RuntimeError, KeyboardInterrupt) as exc:
             console.print(f"[red]start-up failed:[/] {exc}")
             raise typer.Exit(1) from exc
@@ -141,13 +159,18 @@ def up(
         except Exception as exc:  # noqa: BLE001 - the stack stays up; say what failed
             console.print(f"[red]sample diagnosis failed:[/] {exc}")
     if detach:
-        console.print("running in the background: `sightline status`, `sightline down`")
+        console.print(
+            "running in the background, unsupervised (a component that exits stays down; "
+            "`sightline restart <component>`): `sightline status`, `sightline down`"
+        )
         return
-    console.print("press Ctrl-C to stop")
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    console.print("supervising (a component that exits is restarted with backoff); press Ctrl-C to stop")
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    supervisor = Supervisor(stack, state)
+    supervisor.run(lambda timeout: signal.sigtimedwait(stop_signals, timeout) is not None)
     console.print("stopping...")
-    stack.stop()
+    stack.stop(supervisor.state)
     console.print("stopped")
 
 
@@ -170,6 +193,29 @@ def status(data_dir: Path = typer.Option(None, help="data directory of the runni
     console.print(_model_line(settings))
     if not all(r["ready"] for r in rows):
         raise typer.Exit(1)
+
+
+@app.command("restart")
+def restart_command(
+    component: str = typer.Argument(help="triton, preprocess, deid, explain, gateway (or prometheus)"),
+    data_dir: Path = typer.Option(None, help="data directory of the running stack"),
+) -> None:
+    """Stop one component and start it again; return once it is ready."""
+    settings = _settings(data_dir)
+    stack = Stack(settings)
+    if stack.running_state() is None:
+        console.print("no stack is running")
+        raise typer.Exit(3)
+    t0 = time.monotonic()
+    try:
+        comp = restart(stack, component)
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/]")
+        raise typer.Exit(2) from exc
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"{component} restarted (pid {comp.pid}), ready in {time.monotonic() - t0:.1f}s")
 
 
 def _mount_subcommands() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,12 +38,37 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+#: Children this process started, so that whoever reaps one keeps its exit status for the supervisor
+#: (subprocess would otherwise reap a dropped Popen itself and the status would be lost).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_returncodes: dict[int, int] = {}
+
+
+def adopt(proc: subprocess.Popen[bytes]) -> None:
+    """Keep ``proc`` so that its exit status can be read after it ends (:func:`take_returncode`)."""
+    _children[proc.pid] = proc
+
+
 def reap(pid: int) -> None:
     """Collect ``pid``'s exit status if it is our child and has exited."""
+    proc = _children.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            _returncodes[pid] = proc.returncode
+            _children.pop(pid, None)
+        return
     try:
-        os.waitpid(pid, os.WNOHANG)
+        waited, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        pass
+        return
+    if waited == pid:
+        _returncodes[pid] = os.waitstatus_to_exitcode(status)
+
+
+def take_returncode(pid: int) -> int | None:
+    """How our child ``pid`` ended (negative: the signal); None when running or not our child."""
+    reap(pid)
+    return _returncodes.pop(pid, None)
 
 
 def tagged_processes(stack_id: str) -> list[int]:

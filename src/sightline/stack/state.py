@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """How a component's process ended: its exit code or the signal that killed it, and when."""
+
+    code: int | None
+    signal: str | None
+    at: float
+    reason: str = "exited"
+
+    @classmethod
+    def from_returncode(cls, returncode: int | None, at: float, reason: str = "exited") -> ExitRecord:
+        """From ``Popen.returncode`` (negative: killed by that signal; None: not our child, unknown)."""
+        if returncode is not None and returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            return cls(None, name, at, reason)
+        return cls(returncode, None, at, reason)
+
+    def describe(self) -> str:
+        what = self.signal or (f"exit {self.code}" if self.code is not None else "exit status unknown")
+        return what if self.reason == "exited" else f"{what} ({self.reason})"
 
 
 @dataclass
 class Component:
-    """One process of the stack and how to tell that it is ready."""
+    """One process of the stack, how to tell that it is ready, and its restarts so far."""
 
     name: str
     command: list[str]
@@ -17,6 +45,11 @@ class Component:
     listens: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
     pid: int | None = None
+    started_at: float | None = None
+    restarts: int = 0
+    last_exit: ExitRecord | None = None
+    #: While down: when the supervisor starts it again (epoch seconds).
+    restart_at: float | None = None
 
 
 @dataclass
@@ -26,17 +59,26 @@ class StackState:
     stack_id: str
     shm_prefix: str
     components: list[Component]
+    #: The process that restarts components that exit (``sightline up``), if one runs.
+    supervisor_pid: int | None = None
 
     def save(self, path: Path) -> None:
-        path.write_text(
-            json.dumps(asdict(self) | {"components": [_public(c) for c in self.components]}, indent=2)
-        )
+        """Write atomically: ``sightline status`` reads the file while the supervisor rewrites it."""
+        body = json.dumps(asdict(self) | {"components": [_public(c) for c in self.components]}, indent=2)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(body)
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> StackState:
         raw = json.loads(path.read_text())
-        comps = [Component(**c) for c in raw["components"]]
-        return cls(raw["stack_id"], raw["shm_prefix"], comps)
+        comps = [_component(c) for c in raw["components"]]
+        return cls(raw["stack_id"], raw["shm_prefix"], comps, raw.get("supervisor_pid"))
+
+
+def _component(raw: dict[str, Any]) -> Component:
+    last = raw.get("last_exit")
+    return Component(**(raw | {"last_exit": ExitRecord(**last) if last else None}))
 
 
 def _public(c: Component) -> dict[str, object]:

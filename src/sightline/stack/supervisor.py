@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sightline.stack.plan import plan
-from sightline.stack.processes import STACK_ENV, alive, http_ok, reap, shm_files, tagged_processes
+from sightline.stack.processes import STACK_ENV, adopt, alive, http_ok, reap, shm_files, tagged_processes
 from sightline.stack.settings import StackSettings
 from sightline.stack.state import Component, StackState
 
@@ -86,7 +86,8 @@ class Stack:
             cwd=self.settings.data_dir,
         )
         log.close()
-        comp.pid = proc.pid
+        adopt(proc)
+        comp.pid, comp.started_at, comp.restart_at = proc.pid, time.time(), None
 
     def wait_ready(self, comp: Component, on_progress: Progress = _no_progress) -> None:
         """Return once ``comp`` answers its readiness URL; raise if it exits or times out."""
@@ -110,6 +111,12 @@ class Stack:
         )
         if state is None:
             return []
+        stopped = [c.name for c in state.components if alive(c.pid)]
+        if _stop_supervisor(state.supervisor_pid, grace_s * 3):
+            # It stopped the stack itself (`sightline up` stops everything on SIGTERM).
+            if not self.settings.state_file.exists():
+                return stopped
+            state = StackState.load(self.settings.state_file)
         stopped = []
         for comp in reversed(state.components):
             if comp.pid is not None and alive(comp.pid):
@@ -141,10 +148,11 @@ class Stack:
         return stopped
 
     def status(self) -> list[dict[str, object]]:
-        """Each started component: pid, whether it runs, whether it is ready, its addresses."""
+        """Each started component: pid, whether it runs and is ready, addresses, restarts, last exit."""
         if not self.settings.state_file.exists():
             return []
         state = StackState.load(self.settings.state_file)
+        supervised = state.supervisor_pid is not None and alive(state.supervisor_pid)
         return [
             {
                 "name": c.name,
@@ -152,9 +160,28 @@ class Stack:
                 "alive": alive(c.pid),
                 "ready": alive(c.pid) and http_ok(c.ready_url),
                 "listens": c.listens,
+                "restarts": c.restarts,
+                "last_exit": c.last_exit,
+                "restart_at": c.restart_at if supervised else None,
+                "supervised": supervised,
             }
             for c in state.components
         ]
+
+
+def _stop_supervisor(pid: int | None, timeout_s: float) -> bool:
+    """SIGTERM another process's supervisor (so it restarts nothing) and wait for it to exit."""
+    if pid is None or pid == os.getpid() or not alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        reap(pid)
+        time.sleep(0.2)
+    return not alive(pid)
 
 
 def kill_component(settings: StackSettings, name: str) -> None:
@@ -177,6 +204,7 @@ def restart_component(stack: Stack, name: str) -> None:
         if comp.name == name:
             if alive(comp.pid):
                 raise RuntimeError(f"{name} is still running")
+            fresh.restarts, fresh.last_exit = comp.restarts + 1, comp.last_exit
             stack.spawn(fresh, state)
             state.components[i] = fresh
             state.save(stack.settings.state_file)
