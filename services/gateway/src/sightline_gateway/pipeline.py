@@ -17,6 +17,7 @@ from sightline_common.manifest import ModelManifest
 from sightline_common.storage import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sightline_gateway.clients.retry import RetryPolicy
 from sightline_gateway.clients.services import Deid, Explain, Preprocess
 from sightline_gateway.core.intake import Accepted, Intake
 from sightline_gateway.core.manifests import ManifestCache
@@ -45,13 +46,15 @@ class Pipeline:
         explain: Explain,
         model_repository: Path,
         model_name: str,
-        max_attempts: int = 5,
+        retry_budget_s: float = 900.0,
         backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
         lease_s: float = 120.0,
         poll_s: float = 0.5,
         drift: DriftMonitor | None = None,
     ) -> None:
         self.audit = audit
+        policy = RetryPolicy(budget_s=retry_budget_s, first_s=backoff_s, cap_s=backoff_max_s)
         self.wake, watchers = Wakeup(), Watchers()
         self.manifests = ManifestCache(model_repository)
         self.queue = JobQueue(sessions, audit, lease_s=lease_s)
@@ -72,8 +75,7 @@ class Pipeline:
             explain=explain,
             manifests=self.manifests,
             model_name=model_name,
-            max_attempts=max_attempts,
-            backoff_s=backoff_s,
+            policy=policy,
             drift=drift,
         )
         self.worker = Worker(
@@ -81,8 +83,7 @@ class Pipeline:
             workflow=self.workflow,
             wake=self.wake,
             watchers=watchers,
-            max_attempts=max_attempts,
-            backoff_s=backoff_s,
+            policy=policy,
             poll_s=poll_s,
         )
         self.retention = Retention(sessions=sessions, store=store, audit=audit)

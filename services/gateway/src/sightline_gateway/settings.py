@@ -54,8 +54,15 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
 
     # jobs
     worker_concurrency: int = Field(default=4, ge=0, le=256, description="0 runs no worker in this process")
-    job_max_attempts: int = Field(default=5, ge=1, le=50)
-    job_backoff_s: float = Field(default=1.0, gt=0, description="first retry delay; doubles per attempt")
+    job_retry_budget_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="how long a study's job retries while a dependency is unavailable before it fails",
+    )
+    job_backoff_s: float = Field(
+        default=1.0, gt=0, description="first retry delay (jittered); doubles per attempt"
+    )
+    job_backoff_max_s: float = Field(default=30.0, gt=0, description="cap of the jittered retry delay")
     job_lease_s: float = Field(default=120.0, gt=1)
     job_poll_s: float = Field(default=0.5, gt=0)
     deid_timeout_s: float = Field(default=30.0, gt=0)

@@ -1,22 +1,67 @@
-"""Retrying calls to other services while they are unavailable."""
+"""Retrying calls to other services while they are unavailable.
+
+Two schedules, both tenacity's: :func:`call_with_retry` retries in process (a few quick tries
+while a caller waits); :class:`RetryPolicy` schedules a durable job's next attempt after a
+dependency failed, with jittered exponential backoff, until a time budget is spent.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sightline_common.errors import DependencyUnavailable
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential,
+    wait_random_exponential,
 )
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a job that met an unavailable dependency runs again, and when it stops trying.
+
+    Delays are "equal jitter" exponential: half of ``min(cap_s, first_s * 2**(n-1))`` plus a
+    random share of the other half, so that the jobs an outage held back do not return in one
+    wave; the job stops being retried once ``budget_s`` has passed since its study was accepted.
+    """
+
+    budget_s: float = 900.0
+    first_s: float = 1.0
+    cap_s: float = 30.0
+    _wait: wait_base = field(init=False, repr=False, compare=False)
+    _stop: stop_base = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        half, cap = self.first_s / 2, self.cap_s / 2
+        wait = wait_exponential(multiplier=half, max=cap) + wait_random_exponential(multiplier=half, max=cap)
+        object.__setattr__(self, "_wait", wait)
+        object.__setattr__(self, "_stop", stop_after_delay(self.budget_s))
+
+    def next_delay(self, attempt: int, elapsed_s: float) -> float | None:
+        """Seconds until attempt ``attempt + 1``; ``None`` once the budget is spent.
+
+        The last delay is shortened so that the final attempt still falls inside the budget.
+        """
+        state = RetryCallState(Retrying(), None, (), {})
+        state.attempt_number = max(1, attempt)
+        state.start_time, state.outcome_timestamp = 0.0, max(0.0, elapsed_s)
+        if self._stop(state):
+            return None
+        return min(self._wait(state), self.budget_s - elapsed_s)
 
 
 async def call_with_retry(
@@ -24,8 +69,8 @@ async def call_with_retry(
 ) -> T:
     """Call ``fn`` up to ``attempts`` times; retry only :class:`DependencyUnavailable`.
 
-    The delays double from ``backoff_s`` (``backoff_s``, ``2 * backoff_s``, ...); any other error,
-    and the last :class:`DependencyUnavailable`, reaches the caller unchanged.
+    Jittered delays of up to ``backoff_s``, ``2 * backoff_s``, ...; any other error, and the
+    last :class:`DependencyUnavailable`, reaches the caller unchanged.
     """
 
     def before_sleep(state: RetryCallState) -> None:
@@ -33,7 +78,7 @@ async def call_with_retry(
 
     async for attempt in AsyncRetrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=backoff_s, exp_base=2, min=0),
+        wait=wait_random_exponential(multiplier=backoff_s),
         retry=retry_if_exception_type(DependencyUnavailable),
         before_sleep=before_sleep,
         reraise=True,

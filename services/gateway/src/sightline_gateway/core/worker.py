@@ -12,10 +12,11 @@ from opentelemetry import propagate, trace
 from prometheus_client import Gauge
 from sightline_common.errors import DependencyUnavailable, SightlineError
 
+from sightline_gateway.clients.retry import RetryPolicy
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.core.workflow import Workflow
 from sightline_gateway.db.jobs import JobQueue
-from sightline_gateway.db.models import Job, Study
+from sightline_gateway.db.models import Job, Study, utcnow
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -23,6 +24,10 @@ tracer = trace.get_tracer(__name__)
 JOBS_PENDING = Gauge(
     "sightline_jobs_pending", "Studies queued or running in the durable job queue.", ["service"]
 )
+#: A job claimed this often without ending keeps killing its worker (its lease expires each time).
+MAX_CLAIMS = 200
+BUDGET_EXHAUSTED = "retry-budget-exhausted"
+
 JOBS_OLDEST_AGE = Gauge(
     "sightline_jobs_oldest_pending_age_seconds", "Age of the oldest queued or running job.", ["service"]
 )
@@ -38,12 +43,11 @@ class Worker:
         workflow: Workflow,
         wake: Wakeup,
         watchers: Watchers,
-        max_attempts: int,
-        backoff_s: float,
+        policy: RetryPolicy,
         poll_s: float,
     ) -> None:
         self.queue, self.workflow, self.wake, self.watchers = queue, workflow, wake, watchers
-        self.max_attempts, self.backoff_s, self.poll_s = max_attempts, backoff_s, poll_s
+        self.policy, self.poll_s = policy, poll_s
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set."""
@@ -63,12 +67,14 @@ class Worker:
             self.wake.workers -= 1
 
     async def run_job(self, job: Job) -> None:
-        """Run one claimed job to a result, a retry later, or a final failure with its reason."""
+        """Run one claimed job to a result, a retry later, or a final failure with its reason.
+
+        A study fails only for its own reasons: its content was refused, or its dependencies
+        stayed unavailable for the whole retry budget.
+        """
         study = await self.queue.study_of(job)
-        if job.attempts > self.max_attempts:
-            await self._fail(
-                job, study, "gave-up", f"gave up after {self.max_attempts} attempts: {job.last_error}"
-            )
+        if job.attempts > MAX_CLAIMS:
+            await self._fail(job, study, "internal", f"abandoned after {job.attempts} claims", "abandoned")
             return
         parent = propagate.extract(dict((job.state or {}).get("traceparent") or {}))
         with tracer.start_as_current_span("gateway.job", context=parent) as span:
@@ -78,32 +84,31 @@ class Worker:
                 await self.workflow.run(job, study)
             except DependencyUnavailable as exc:
                 span.set_attribute("sightline.error", exc.code)
-                if job.attempts >= self.max_attempts:
-                    await self._fail(
-                        job, study, exc.code, f"gave up after {job.attempts} attempts: {exc.detail}"
-                    )
-                else:
-                    await self._retry_later(job, exc.detail)
+                await self._retry_or_fail(job, study, exc.code, exc.detail)
             except SightlineError as exc:
                 span.set_attribute("sightline.error", exc.code)
-                await self._fail(job, study, exc.code, exc.detail)
+                await self._fail(job, study, exc.code, exc.detail, exc.code)
             except Exception as exc:  # noqa: BLE001 - an unexpected error retries, then ends the job
                 span.set_attribute("sightline.error", type(exc).__name__)
                 log.error("job stage failed unexpectedly: %s", type(exc).__name__)
-                if job.attempts >= self.max_attempts:
-                    await self._fail(job, study, "internal", f"internal error ({type(exc).__name__})")
-                else:
-                    await self._retry_later(job, f"internal error ({type(exc).__name__})")
+                await self._retry_or_fail(job, study, "internal", f"internal error ({type(exc).__name__})")
         self.watchers.report(study.id)
 
-    async def _retry_later(self, job: Job, reason: str) -> None:
-        delay = self.backoff_s * 2 ** max(0, job.attempts - 1)
+    async def _retry_or_fail(self, job: Job, study: Study, code: str, reason: str) -> None:
+        elapsed = (utcnow() - job.created_at).total_seconds()
+        delay = self.policy.next_delay(job.attempts, elapsed)
+        if delay is None:
+            detail = (
+                f"retry budget of {self.policy.budget_s:g}s exhausted after {job.attempts} attempts: {reason}"
+            )
+            await self._fail(job, study, code, detail, BUDGET_EXHAUSTED)
+            return
         await self.queue.retry_later(job, reason, delay)
         log.warning("job retry in %.1fs (attempt %d)", delay, job.attempts)
 
-    async def _fail(self, job: Job, study: Study, code: str, detail: str) -> None:
-        await self.queue.fail(job, study, code, detail)
-        log.warning("job failed: %s", code)
+    async def _fail(self, job: Job, study: Study, code: str, detail: str, reason: str) -> None:
+        await self.queue.fail(job, study, code, detail, reason)
+        log.warning("job failed: %s (%s)", code, reason)
 
 
 async def run_backlog_metrics(queue: JobQueue, stop: asyncio.Event, interval_s: float = 5.0) -> None:

@@ -20,7 +20,7 @@ from sightline_common.metrics import STAGE_DURATION
 from sightline_common.storage import ObjectStore
 from sightline_common.telemetry import current_trace_id
 
-from sightline_gateway.clients.retry import call_with_retry
+from sightline_gateway.clients.retry import RetryPolicy, call_with_retry
 from sightline_gateway.clients.services import Explain, Inference, Preprocess
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.objects import explain_prefix
@@ -44,13 +44,12 @@ class Workflow:
         explain: Explain,
         manifests: ManifestCache,
         model_name: str,
-        max_attempts: int,
-        backoff_s: float,
+        policy: RetryPolicy,
         drift: DriftMonitor | None = None,
     ) -> None:
         self.store, self.queue, self.preprocess, self.explain = store, queue, preprocess, explain
         self.manifests, self.model_name = manifests, model_name
-        self.max_attempts, self.backoff_s = max_attempts, backoff_s
+        self.policy = policy
         self.drift = drift
         self._drift_registered: set[tuple[str, int]] = set()
 
@@ -101,11 +100,11 @@ class Workflow:
                 explained = await call_with_retry(
                     functools.partial(self.explain.explain, request),
                     attempts=EXPLAIN_ATTEMPTS,
-                    backoff_s=self.backoff_s,
+                    backoff_s=self.policy.first_s,
                     stage="explain",
                 )
         except DependencyUnavailable:
-            if job.attempts < self.max_attempts:
+            if self.policy.next_delay(job.attempts, (utcnow() - job.created_at).total_seconds()) is not None:
                 raise
             return {"status": "unavailable", "reason": "explanation service unavailable"}
         except SightlineError as exc:

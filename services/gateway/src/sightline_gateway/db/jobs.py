@@ -219,8 +219,12 @@ class JobQueue:
                 .execution_options(**NO_SYNC)
             )
 
-    async def fail(self, job: Job, study: Study, code: str, detail: str) -> None:
-        """End the job and its study as failed, with the reason, and audit it."""
+    async def fail(self, job: Job, study: Study, code: str, detail: str, reason: str) -> None:
+        """End the job and its study as failed, with the reason, and audit it.
+
+        ``code`` and ``detail`` are the study's error; ``reason`` (a short code such as
+        ``retry-budget-exhausted`` or ``unprocessable``) is named in the audit action.
+        """
         now = utcnow()
         async with self.audit.transaction() as session:
             await session.execute(
@@ -246,7 +250,7 @@ class JobQueue:
                 actor=SYSTEM,
                 roles=[],
                 tenant_id=study.tenant_id,
-                action="study.fail",
+                action=f"study.fail.{reason}"[:64],
                 resource_type="study",
                 resource_id=study.id,
                 outcome="failure",
