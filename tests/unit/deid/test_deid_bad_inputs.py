@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from io import BytesIO
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 from sightline_common.errors import SightlineError
 from sightline_deid.core.engine import Deidentifier, Limits
 from sightline_deid.core.recipe import Recipe
 
-from tests.unit.deid.deid_canary import canary_dataset, to_bytes
+from tests.unit.deid.deid_canary import canary_dataset, survivors, to_bytes
 
 
 def _refused(engine: Deidentifier, data: bytes) -> SightlineError:
@@ -114,10 +116,46 @@ def test_compressed_pixel_bomb_ratio(engine: Deidentifier) -> None:
     assert _refused(engine, _encapsulated(ds, RLELossless)).extra["reason"] == "pixel-bomb"
 
 
-def test_deflated_transfer_syntax_is_refused(engine: Deidentifier) -> None:
-    data = to_bytes(canary_dataset("CT", 1))
-    data = data.replace(b"1.2.840.10008.1.2.1\x00", DeflatedExplicitVRLittleEndian.encode(), 1)
-    _refused(engine, data)
+def _deflated(ds: Dataset) -> bytes:
+    """``ds`` as a Deflated Explicit VR Little Endian file (pydicom deflates on write)."""
+    data = to_bytes(ds)
+    out = pydicom.dcmread(BytesIO(data))
+    out.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = BytesIO()
+    out.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _body(data: bytes) -> bytes:
+    """The inflated data set of a deflated Part 10 file."""
+    fp = BytesIO(data)
+    read_preamble(fp, force=False)
+    _read_file_meta_info(fp)
+    return zlib.decompress(fp.read(), -zlib.MAX_WBITS)
+
+
+def test_deflated_transfer_syntax_is_deidentified(engine: Deidentifier) -> None:
+    result = engine.deidentify(_deflated(canary_dataset("CT", 1)), "tenant-a")
+    out = pydicom.dcmread(BytesIO(result.data))
+    assert out.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert out.PatientIdentityRemoved == "YES" and out.PatientID != "CNRYPID1"
+    assert survivors(_body(result.data)) == [] and survivors(result.data) == []
+
+
+def test_deflated_beyond_the_inflated_size_limit_is_413(recipe: Recipe) -> None:
+    small = Deidentifier(recipe, b"k" * 32, Limits(max_inflated_bytes=64 * 1024))
+    ds = canary_dataset("CT", 1)
+    ds.Rows, ds.Columns = 512, 512  # 256 KiB of zeros deflate to a few hundred bytes
+    ds.PixelData = bytes(512 * 512)
+    data = _deflated(ds)
+    assert len(data) < 8 * 1024
+    err = _refused(small, data)
+    assert err.status == 413 and err.extra["reason"] == "inflated-too-large"
+
+
+def test_deflated_stream_that_does_not_inflate_is_refused(engine: Deidentifier) -> None:
+    data = _deflated(canary_dataset("CT", 1))
+    assert _refused(engine, data[:-40] + b"\xff" * 40).extra["reason"] == "malformed"
 
 
 def test_deeply_nested_sequences(engine: Deidentifier) -> None:

@@ -21,6 +21,7 @@ def create_app(settings: DeidSettings, recipe: Recipe | None = None) -> FastAPI:
         settings.pseudonym_key.get_secret_value().encode(),
         Limits(
             max_bytes=settings.max_request_bytes,
+            max_inflated_bytes=settings.max_inflated_bytes,
             max_decoded_pixel_bytes=settings.max_decoded_pixel_bytes,
             max_compression_ratio=settings.max_compression_ratio,
             max_sequence_depth=settings.max_sequence_depth,

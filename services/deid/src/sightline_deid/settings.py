@@ -25,6 +25,7 @@ class DeidSettings(ServiceSettings):
         description="HMAC secret for UIDs, identifiers and date shifts (per-tenant keys derive from it)",
     )
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_inflated_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_decoded_pixel_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_compression_ratio: float = Field(default=2000.0, gt=1)
     max_sequence_depth: int = Field(default=16, gt=0, le=64)

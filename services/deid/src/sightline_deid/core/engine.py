@@ -72,7 +72,7 @@ class Deidentifier:
         """De-identify a DICOM Part 10 file for ``tenant`` (raises typed 4xx errors)."""
         start = time.perf_counter()
         guards.check_size(data, self.limits)
-        ds = guards.parse(data)
+        ds = guards.parse(data, self.limits)
         ctx = self.context(tenant)
         guards.check_required(ds)
         guards.check_pixels(ds, self.limits)

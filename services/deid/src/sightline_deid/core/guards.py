@@ -5,12 +5,13 @@ Each check refuses with a typed 4xx naming a limit or an attribute keyword, neve
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from sightline_common.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 
@@ -25,6 +26,8 @@ class Limits:
     """Bounds on what one request may make the service parse, decode or allocate."""
 
     max_bytes: int = 64 * 1024 * 1024
+    #: A deflated data set is inflated up to this size and refused (413) beyond it.
+    max_inflated_bytes: int = 256 * 1024 * 1024
     max_decoded_pixel_bytes: int = 512 * 1024 * 1024
     max_compression_ratio: float = 2000.0
     max_sequence_depth: int = 16
@@ -36,7 +39,7 @@ def check_size(data: bytes, limits: Limits) -> None:
         raise PayloadTooLarge(f"file exceeds the {limits.max_bytes} byte limit", reason="oversized")
 
 
-def parse(data: bytes) -> Dataset:
+def parse(data: bytes, limits: Limits) -> Dataset:
     """Split a DICOM Part 10 file into raw elements (values are decoded later, on demand)."""
     fp = BytesIO(data)
     try:
@@ -48,16 +51,39 @@ def parse(data: bytes) -> Dataset:
     ts = meta.get("TransferSyntaxUID")
     if not ts:
         raise InvalidInput("file meta lacks TransferSyntaxUID", reason="missing-attribute")
-    if UID(ts) == DeflatedExplicitVRLittleEndian:
-        # pydicom inflates a deflated data set in one call with no size bound: a zip bomb.
-        raise UnprocessableInput("deflated transfer syntax is not accepted", reason="unsupported")
     if not UID(ts).is_transfer_syntax:
         raise UnprocessableInput("unknown transfer syntax", reason="unsupported")
     try:
+        if UID(ts) == DeflatedExplicitVRLittleEndian:
+            preamble = data[:128]
+            body = inflate(data[fp.tell():], limits.max_inflated_bytes)
+            dataset = read_dataset(BytesIO(body), False, True)
+            ds = FileDataset("", dataset, preamble, meta, False, True)
+            ds.set_original_encoding(False, True, dataset._character_set)
+            return ds
         return pydicom.dcmread(BytesIO(data), force=False)
     except INPUT_ERRORS as exc:
         raise InvalidInput(f"DICOM data set could not be parsed ({type(exc).__name__}): truncated "
                            "or malformed", reason="malformed") from None
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """A deflated data set (PS3.5 A.5), inflated to at most ``limit`` bytes.
+
+    pydicom inflates in one call with no bound (a zip bomb); this stops at the limit.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    body = inflater.decompress(data, limit + 1)
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"deflated data set inflates beyond the {limit} byte limit",
+                              reason="inflated-too-large")
+    body += inflater.flush()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"deflated data set inflates beyond the {limit} byte limit",
+                              reason="inflated-too-large")
+    if not inflater.eof:
+        raise zlib.error("deflated data set is truncated")
+    return body
 
 
 def check_required(ds: Dataset) -> None:

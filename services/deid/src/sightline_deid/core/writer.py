@@ -8,6 +8,7 @@ parsing their items. The preamble is zeroed: it can hide a TIFF header or anythi
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 from pydicom.charset import default_encoding
@@ -16,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian
 from sightline_common.errors import UnprocessableInput
 
 from sightline_deid.core.decoding import attribute_name, element, value
@@ -41,7 +42,16 @@ def write(ds: Dataset) -> bytes:
         raise UnprocessableInput("attribute SOPClassUID is not a UID", reason="malformed",
                                  attribute="SOPClassUID")
     fp.write(file_meta(sop_class, str(value(ds, "SOPInstanceUID")), str(ts)))
-    write_dataset(fp, ds, default_encoding)
+    if ts == DeflatedExplicitVRLittleEndian:
+        # The data set is written as Explicit VR Little Endian, then deflated (PS3.5 A.5).
+        body = DicomBytesIO()
+        body.is_little_endian, body.is_implicit_VR = True, False
+        write_dataset(body, ds, default_encoding)
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = deflater.compress(body.getvalue()) + deflater.flush()
+        fp.write(deflated + b"\x00" * (len(deflated) % 2))  # even length (PS3.5 A.5)
+    else:
+        write_dataset(fp, ds, default_encoding)
     return fp.getvalue()
 
 
