@@ -15,9 +15,7 @@ def main() -> None:
     settings = PreprocessSettings()  # type: ignore[call-arg]
     # KServe parses sys.argv at import; keep its view empty of our options.
     sys.argv = sys.argv[:1]
-    import kserve
-
-    from sightline_preprocess.app import create_app
+    from sightline_preprocess.app import PreprocessServer, create_app, create_transformer
 
     configure_logging("preprocess", json_output=settings.log_json, level=settings.log_level)
     setup_tracing("preprocess", settings.telemetry)
@@ -25,8 +23,9 @@ def main() -> None:
 
     GrpcAioInstrumentorServer().instrument()
     GrpcAioInstrumentorClient().instrument()
-    _, transformer = create_app(settings)
-    server = kserve.ModelServer(
+    transformer = create_transformer(settings)
+    server = PreprocessServer(
+        create_app(settings, transformer),
         http_port=settings.port,
         grpc_port=settings.grpc_port,
         enable_docs_url=False,
