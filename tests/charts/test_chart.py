@@ -26,6 +26,7 @@ CUSTOM_KINDS = {
     ("serving.kserve.io/v1beta1", "InferenceService"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
 }
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
@@ -138,7 +139,8 @@ def test_inferenceservice_structure() -> None:
 def test_servicemonitor_structure() -> None:
     for doc in _custom("ServiceMonitor"):
         assert doc["apiVersion"] == "monitoring.coreos.com/v1"
-        assert doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        labels = doc["spec"]["selector"]["matchLabels"]
+        assert labels.get("app.kubernetes.io/component") or labels["component"] == "predictor"
         for endpoint in doc["spec"]["endpoints"]:
             assert endpoint["port"] in {"http", "metrics"} and endpoint["path"] == "/metrics"
 
@@ -233,8 +235,8 @@ def test_triton_gpu_shm_probes_and_ports() -> None:
     shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
-    hpa = _by(docs, "HorizontalPodAutoscaler", f"{RELEASE}-triton")
-    assert hpa["spec"]["metrics"][0]["type"] == "Pods"
+    scaled = _by(docs, "ScaledObject", f"{RELEASE}-triton")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-triton"
 
 
 def test_triton_cpu_fallback_and_model_sources() -> None:
