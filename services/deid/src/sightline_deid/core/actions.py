@@ -12,7 +12,6 @@ output byte-identical.
 from __future__ import annotations
 
 import enum
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pydicom.tag import BaseTag
 from sightline_common.errors import UnprocessableInput
 
 from sightline_deid.core.decoding import element, value, value_of
+from sightline_deid.core.descriptors import DescriptorPolicy, clean
 from sightline_deid.core.guards import Limits
 from sightline_deid.core.private import remove_private
 from sightline_deid.core.pseudonym import Pseudonymizer, patient_identity
@@ -36,7 +36,7 @@ from sightline_deid.core.temporal import DATE_TIME_PAIRS, Shift, shift_value
 
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
                         "UC", "UI", "UR", "UT"})
-#: Free-text VRs that the clean action scrubs to vocabulary words.
+#: Free-text VRs that the clean action keeps whole or replaces (see :mod:`.descriptors`).
 TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS", "PN"})
 DUMMY: dict[str, str] = {
     "PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "CS": "ANONYMIZED", "LT": "ANONYMIZED",
@@ -46,7 +46,6 @@ DUMMY: dict[str, str] = {
 BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
 _TIMEZONE_OFFSET = 0x00080201  # TimezoneOffsetFromUTC (SH): local times move, their zone does not
 _PATIENT_ID = 0x00100020
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass
@@ -250,14 +249,10 @@ def shift_dates(values: list[str], vr: str, tag: int, ctx: Context) -> list[str]
     return [s for s in shifted if s is not None]
 
 
-def scrub(text: str, vocabulary: frozenset[str]) -> str:
-    """Keep only vocabulary words of a free-text value; every other word becomes ``*``."""
-    out: list[str] = []
-    for w in _WORD.findall(text):
-        w = w if w.lower() in vocabulary else "*"
-        if not (w == "*" and out and out[-1] == "*"):
-            out.append(w)
-    return " ".join(out)
+def scrub(text: str, vr: str, policy: DescriptorPolicy) -> str:
+    """A free-text value kept whole when :func:`.descriptors.clean` allows it, else a dummy."""
+    kept = clean(text, policy)
+    return DUMMY.get(vr, "") if kept is None else kept
 
 
 # ---------------------------------------------------------------------- the two representations
@@ -285,8 +280,8 @@ def _apply_decoded(elem: DataElement, action: str, ctx: Context) -> None:
         if not isinstance(v, str | MultiValue | list):
             elem.value = ""  # e.g. a single person name: nothing of it is kept
         else:
-            elem.value = scrub("\\".join(map(str, v)) if not isinstance(v, str) else v,
-                               ctx.recipe.vocabulary)
+            elem.value = scrub("\\".join(map(str, v)) if not isinstance(v, str) else v, vr,
+                               ctx.recipe.descriptors)
 
 
 def _values(v: Any) -> list[str]:

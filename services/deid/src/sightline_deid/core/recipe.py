@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from sightline_deid.core.descriptors import DescriptorPolicy, load_names
 from sightline_deid.core.temporal import TIME_MODES
 
 Action = Literal["X", "Z", "D", "K", "C", "U", "U*", "H"]
@@ -121,7 +122,7 @@ class Recipe:
     private_rule: Rule
     safe_private: frozenset[SafePrivate]
     private_numeric_vrs: frozenset[str]
-    vocabulary: frozenset[str]
+    descriptors: DescriptorPolicy
     date_shift_days: tuple[int, int]
     #: What happens to times of day under Retain Longitudinal: shift, remove or keep.
     time_mode: str
@@ -236,6 +237,21 @@ def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:
     )
 
 
+def _descriptors(raw: Mapping[str, Any], options: Mapping[str, bool]) -> DescriptorPolicy:
+    lists = [str(name) for name in raw.get("name_lists") or []]
+    if options.get("clean_descriptors") and not lists:
+        raise RecipeError("clean_descriptors needs name_lists (a descriptor is checked for names)")
+    try:
+        names = load_names(lists)
+    except FileNotFoundError as exc:
+        raise RecipeError(f"clean_descriptors: unknown name list {exc}") from None
+    return DescriptorPolicy(
+        vocabulary=frozenset(str(w).lower() for w in raw.get("vocabulary") or []),
+        names=names,
+        titles=frozenset(str(w).lower() for w in raw.get("titles") or []),
+    )
+
+
 def parse_recipe(text: str) -> Recipe:
     """Validate recipe YAML text and build a :class:`Recipe` (raises :class:`RecipeError`)."""
     import hashlib
@@ -314,9 +330,7 @@ def parse_recipe(text: str) -> Recipe:
     time_mode = str(shift.get("times", "shift"))
     if time_mode not in TIME_MODES:
         raise RecipeError(f"date_shift.times must be one of {', '.join(TIME_MODES)}")
-    vocabulary = frozenset(
-        str(w).lower() for w in (raw.get("clean_descriptors") or {}).get("vocabulary", [])
-    )
+    descriptors = _descriptors(raw.get("clean_descriptors") or {}, options)
     return Recipe(
         name=str(raw["name"]),
         version=str(raw["version"]),
@@ -327,7 +341,7 @@ def parse_recipe(text: str) -> Recipe:
         private_rule=private_rule,
         safe_private=safe,
         private_numeric_vrs=frozenset(private.get("numeric_vrs", [])),
-        vocabulary=vocabulary,
+        descriptors=descriptors,
         date_shift_days=(lo, hi),
         time_mode=time_mode,
         burned_in=_burned_in(raw["burned_in"]),
