@@ -169,6 +169,16 @@ def _flows(values: Path, docs: list[dict[str, Any]]) -> tuple[list[Flow], list[F
     if "test" in pods:
         deny.append((pods["test"], where["database"], ports["database"], "helm test -> database"))
         deny.append((pods["test"], pods["deid"], 8020, "helm test -> deid"))
+    if "migrate" in pods:
+        deny.append(
+            (
+                pods["migrate"],
+                where["objectStorage"],
+                ports["objectStorage"],
+                "migration Job -> object storage",
+            )
+        )
+        deny.append((pods["migrate"], PUBLIC, 443, "migration Job -> internet"))
     if "postgresql" in pods:
         deny.append((pods["deid"], pods["postgresql"], 5432, "deid -> in-chart PostgreSQL"))
     return need, deny

@@ -71,6 +71,9 @@
 {{- end -}}
 {{- end -}}
 {{- $t := $v.triton -}}
+{{- if and (eq $t.strategy.type "Recreate") $t.strategy.rollingUpdate -}}
+{{- fail "triton.strategy.rollingUpdate must be unset when triton.strategy.type is Recreate" -}}
+{{- end -}}
 {{- if $t.autoscaling.enabled }}{{- include "sightline.checkRange" (list "triton.autoscaling" $t.autoscaling.minReplicas $t.autoscaling.maxReplicas) }}{{- end -}}
 {{- if $v.kserve.enabled -}}
 {{- include "sightline.checkRange" (list "kserve.minReplicas/maxReplicas" $v.kserve.minReplicas $v.kserve.maxReplicas) -}}
