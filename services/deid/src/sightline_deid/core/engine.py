@@ -99,7 +99,12 @@ class Deidentifier:
         common, temporal = marks
         for raw in common:
             ds[raw.tag] = raw
-        ds[_TEMPORAL_MODIFIED] = temporal["MODIFIED" if ctx.shift is not None else "REMOVED"]
+        if ctx.shift is not None:
+            ds[_TEMPORAL_MODIFIED] = temporal["MODIFIED"]
+        elif self.recipe.options.get("retain_longitudinal_full_dates"):
+            ds[_TEMPORAL_MODIFIED] = temporal["UNMODIFIED"]
+        else:
+            ds[_TEMPORAL_MODIFIED] = temporal["REMOVED"]
 
     def _encode_marks(self, pixels_cleaned: bool, ts: UID) -> _Marks:
         mark = Dataset()
@@ -116,7 +121,7 @@ class Deidentifier:
         implicit, little = ts.is_implicit_VR, ts.is_little_endian
         common = [writer.encoded(elem, implicit, little) for elem in mark]
         temporal = {v: writer.encoded(DataElement(_TEMPORAL_MODIFIED, "CS", v), implicit, little)
-                    for v in ("MODIFIED", "REMOVED")}
+                    for v in ("MODIFIED", "UNMODIFIED", "REMOVED")}
         return common, temporal
 
 

@@ -28,6 +28,9 @@ COMBINED: frozenset[str] = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"})
 #: Option column name in the recipe -> option switch name in ``options``.
 OPTION_COLUMNS: Mapping[str, str] = {
     "lmd": "retain_longitudinal_modified_dates",
+    "lfd": "retain_longitudinal_full_dates",
+    "uid": "retain_uids",
+    "inst": "retain_institution_identity",
     "pc": "retain_patient_characteristics",
     "dev": "retain_device_identity",
     "cd": "clean_descriptors",
@@ -43,7 +46,13 @@ CID_7050: Mapping[str, tuple[str, str]] = {
         "113107",
         "Retain Longitudinal Temporal Information Modified Dates Option",
     ),
+    "retain_longitudinal_full_dates": (
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
     "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_uids": ("113110", "Retain UIDs Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
     "retain_device_identity": ("113109", "Retain Device Identity Option"),
     "retain_safe_private": ("113111", "Retain Safe Private Option"),
 }
@@ -269,6 +278,9 @@ def parse_recipe(text: str) -> Recipe:
     unknown = set(options) - set(OPTION_COLUMNS.values())
     if unknown:
         raise RecipeError(f"unknown options {sorted(unknown)}")
+    if options.get("retain_longitudinal_full_dates") and options.get("retain_longitudinal_modified_dates"):
+        raise RecipeError("retain_longitudinal_full_dates and retain_longitudinal_modified_dates "
+                          "exclude each other")
     combined = {str(k): str(v) for k, v in raw["combined"].items()}
     rules = _parse_table(raw["table"], options, combined)
 
