@@ -8,12 +8,15 @@ object per study with the image statistics, ``score``, ``decision``, ``model``, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import typer
 from sightline_common.drift import DEFAULT_PSI_THRESHOLD, SCORE, Reference, drift_of, read_observations
 from sightline_common.manifest import load_manifest
+
+FloatArray = npt.NDArray[np.float64]
 
 drift_app = typer.Typer(
     help="Input and prediction drift against the training reference.", no_args_is_help=True
@@ -64,7 +67,7 @@ def report(
     typer.echo(f"wrote {out}")
 
 
-def _reference_hist(summary: dict[str, object]) -> tuple[np.ndarray, np.ndarray] | None:
+def _reference_hist(summary: dict[str, Any]) -> tuple[FloatArray, FloatArray] | None:
     hist = summary.get("histogram")
     if isinstance(hist, dict) and hist.get("edges") and hist.get("counts"):
         return np.asarray(hist["edges"], float), np.asarray(hist["counts"], float)
@@ -85,9 +88,12 @@ def _draw(
     import matplotlib.pyplot as plt
 
     stats = dist.get("image_stats") or {}
-    summaries = {k: v for k, v in stats.items() if isinstance(v, dict)} if isinstance(stats, dict) else {}
-    if isinstance(dist.get(SCORE), dict):
-        summaries[SCORE] = dist[SCORE]
+    summaries: dict[str, dict[str, Any]] = (
+        {k: v for k, v in stats.items() if isinstance(v, dict)} if isinstance(stats, dict) else {}
+    )
+    score = dist.get(SCORE)
+    if isinstance(score, dict):
+        summaries[SCORE] = score
     names = [n for n in psi if n in summaries]
     cols = 3
     fig, axes = plt.subplots(
@@ -97,14 +103,14 @@ def _draw(
         squeeze=False,
     )
     for ax, name in zip(axes.flat, names, strict=False):
-        current = np.asarray([float(r[name]) for r in rows if name in r], float)  # type: ignore[arg-type]
-        ref = _reference_hist(summaries[name])  # type: ignore[arg-type]
+        current = np.asarray([float(cast(float, r[name])) for r in rows if name in r], dtype=np.float64)
+        ref = _reference_hist(summaries[name])
         if ref is not None:
             edges, counts = ref
             ax.stairs(
                 counts / max(counts.sum(), 1) / np.diff(edges), edges, label="reference", fill=True, alpha=0.4
             )
-            bins = edges
+            bins: FloatArray | int = edges
         else:
             bins = 20
         lo, hi = (float(edges[0]), float(edges[-1])) if ref is not None else (None, None)

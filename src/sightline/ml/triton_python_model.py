@@ -6,6 +6,7 @@ concatenated into one ONNX Runtime call and split back.
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -13,7 +14,7 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
@@ -28,7 +29,7 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         batches = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         sizes = [b.shape[0] for b in batches]
         outputs = self.session.run([self.output_name], {self.input_name: np.concatenate(batches)})[0]
