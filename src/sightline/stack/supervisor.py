@@ -68,9 +68,14 @@ class Stack:
     def spawn(self, comp: Component, state: StackState) -> None:
         """Start ``comp`` in a new session, tagged with the stack id, logging under ``logs/``."""
         env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
-        for key in ("PYDICOM_DATA_DIR", "TMPDIR"):
+        # PYTHONPATH: the children import the same code as this process (a checkout under test).
+        for key in ("PYDICOM_DATA_DIR", "TMPDIR", "PYTHONPATH"):
             if key in os.environ:
                 env[key] = os.environ[key]
+        if "PYTHONPATH" in env:  # the children run in the data directory
+            env["PYTHONPATH"] = os.pathsep.join(
+                str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep)
+            )
         env.update(comp.env)
         if comp.name != "triton":
             env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env["PATH"]))
