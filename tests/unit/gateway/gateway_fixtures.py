@@ -186,7 +186,10 @@ class Harness:
 
 
 @contextmanager
-def harness(tmp: Path, database_url: str | None = None, **overrides: Any) -> Iterator[Harness]:
+def harness(
+    tmp: Path, database_url: str | None = None, ready: dict[str, Any] | None = None, **overrides: Any
+) -> Iterator[Harness]:
+    """A gateway on fakes; ``ready``: extra readiness checks by name (``preprocess``, ``explain``...)."""
     from sightline_common.storage import LocalDirStore
 
     s = settings(tmp, database_url, **overrides)
@@ -202,7 +205,7 @@ def harness(tmp: Path, database_url: str | None = None, **overrides: Any) -> Ite
         preprocess=pre,
         explain=exp,
         store=store,
-        ready_checks={"fake": ok},
+        ready_checks={"fake": ok, **(ready or {})},
     )
     app = create_app(s, deps)
     if os.environ.get("SIGHTLINE_TEST_TRACEBACKS"):

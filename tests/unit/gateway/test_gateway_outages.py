@@ -64,3 +64,58 @@ def test_bad_content_fails_at_once_and_the_audit_says_why(tmp_path: Path) -> Non
         assert study["status"] == "failed" and study["error"]["code"] == "unprocessable"
         assert h.preprocess.calls == 1
         assert "study.fail.unprocessable" in audit_actions(h)
+
+
+class Switch:
+    """A readiness check a test turns on and off."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+
+    async def __call__(self) -> bool:
+        return self.up
+
+
+def test_workers_hold_jobs_while_preprocess_is_not_ready_and_resume_when_it_is(tmp_path: Path) -> None:
+    ready = Switch(up=False)
+    overrides = {"job_backoff_max_s": 0.05, "dependency_probe_s": 0.05}
+    with harness(tmp_path, ready={"preprocess": ready}, **overrides) as h:
+        h.preprocess.fail_times = 10_000
+        study_id = h.submit().json()["id"]
+        time.sleep(1.0)
+        assert h.preprocess.calls <= 1  # not an attempt every 50 ms while its circuit is open
+        assert h.client.get(f"/v1/studies/{study_id}", headers=token()).json()["status"] == "queued"
+        h.preprocess.fail_times, ready.up = 0, True
+        assert wait_done(h, study_id, timeout=5)["status"] == "completed"
+
+
+def _gauge(metrics: str, dependency: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("sightline_dependency_up{") and f'dependency="{dependency}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"sightline_dependency_up for {dependency} not exported")
+
+
+def test_the_gateway_stays_ready_and_accepts_studies_while_explain_and_preprocess_are_down(
+    tmp_path: Path,
+) -> None:
+    explain, preprocess = Switch(up=False), Switch(up=False)
+    with harness(
+        tmp_path, ready={"explain": explain, "preprocess": preprocess}, dependency_probe_s=0.05
+    ) as h:
+        time.sleep(0.3)
+        r = h.client.get("/health/ready")
+        assert r.status_code == 200, r.text
+        assert r.json()["degraded"] == ["explain", "preprocess"]
+        metrics = h.client.get("/metrics").text
+        assert _gauge(metrics, "explain") == 0 and _gauge(metrics, "preprocess") == 0
+        assert h.submit().status_code == 202  # accepted and queued
+        explain.up = preprocess.up = True
+        time.sleep(0.3)
+        assert h.client.get("/health/ready").json()["degraded"] == []
+        assert _gauge(h.client.get("/metrics").text, "explain") == 1
+
+
+def test_the_gateway_is_not_ready_without_deid(tmp_path: Path) -> None:
+    with harness(tmp_path, ready={"deid": Switch(up=False)}) as h:
+        assert h.client.get("/health/ready").status_code == 503

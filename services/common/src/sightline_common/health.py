@@ -32,8 +32,14 @@ async def run_checks(checks: Mapping[str, ReadyCheck], timeout_s: float = 2.0) -
     return dict(results)
 
 
-def health_router(checks: Mapping[str, ReadyCheck]) -> APIRouter:
-    """Routes ``/health/live`` and ``/health/ready`` for the given readiness checks."""
+def health_router(
+    checks: Mapping[str, ReadyCheck], dependencies: Callable[[], Mapping[str, bool]] | None = None
+) -> APIRouter:
+    """Routes ``/health/live`` and ``/health/ready`` for the given readiness checks.
+
+    ``dependencies``: the current state of what the service can do without (it queues work for
+    them); reported in the body, with the ones down under ``degraded``, but never gating.
+    """
     router = APIRouter(tags=["health"])
 
     @router.get("/health/live")
@@ -44,9 +50,11 @@ def health_router(checks: Mapping[str, ReadyCheck]) -> APIRouter:
     async def ready() -> JSONResponse:
         results = await run_checks(checks)
         ok = all(results.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "not-ready", "checks": results},
-            status_code=200 if ok else 503,
-        )
+        body: dict[str, object] = {"status": "ready" if ok else "not-ready", "checks": results}
+        if dependencies is not None:
+            state = dict(dependencies())
+            body["dependencies"] = state
+            body["degraded"] = sorted(name for name, up in state.items() if not up)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return router

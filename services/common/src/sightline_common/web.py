@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,8 +23,9 @@ PROBLEM_JSON = "application/problem+json"
 
 def problem_response(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
     """A problem-details response for errors that are not :class:`SightlineError` instances."""
-    return JSONResponse(problem_body(status, title, detail, code, **extra), status_code=status,
-                        media_type=PROBLEM_JSON)
+    return JSONResponse(
+        problem_body(status, title, detail, code, **extra), status_code=status, media_type=PROBLEM_JSON
+    )
 
 
 def install_error_handlers(app: FastAPI, service: str) -> None:
@@ -48,8 +49,9 @@ def install_error_handlers(app: FastAPI, service: str) -> None:
         metrics.ERRORS.labels(service, "validation").inc()
         # Locations and messages only: pydantic's "input" field would echo caller values.
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return problem_response(422, "Unprocessable Content", "request validation failed", "validation",
-                                errors=errors)
+        return problem_response(
+            422, "Unprocessable Content", "request validation failed", "validation", errors=errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -69,14 +71,18 @@ def service_app(
     title: str,
     ready_checks: Mapping[str, ReadyCheck],
     version: str = "0.1.0",
+    dependencies: Callable[[], Mapping[str, bool]] | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """A FastAPI app with health, metrics, problem-details errors and OpenTelemetry."""
+    """A FastAPI app with health, metrics, problem-details errors and OpenTelemetry.
+
+    ``dependencies``: non-gating dependency states for ``/health/ready`` (see ``health_router``).
+    """
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     app = FastAPI(title=title, version=version, **fastapi_kwargs)
     install_error_handlers(app, service)
     instrument_app(app, service)
-    app.include_router(health_router(ready_checks))
+    app.include_router(health_router(ready_checks, dependencies))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health/live,health/ready,metrics")
     return app

@@ -31,6 +31,7 @@ from sightline_gateway.clients.services import (
     Preprocess,
 )
 from sightline_gateway.core.auth import TokenVerifier
+from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.limits import RateLimiter, UrlSigner
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import make_engine, make_sessions, migrate
@@ -38,6 +39,9 @@ from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+#: Dependencies whose outage queues work instead of making the gateway not ready.
+NON_GATING = ("preprocess", "explain")
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -76,7 +80,8 @@ def _instrument() -> None:
 def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> FastAPI:
     """The gateway: REST API, durable job worker and retention in one process.
 
-    Ready only while the database answers and deid, preprocess (and so Triton) and explain are ready.
+    Ready while the database, the object store and deid answer: what intake needs. Preprocess (and
+    so Triton) and explain only degrade it: their jobs wait (see ``core.circuits``).
     """
     deps = deps or Dependencies()
     _instrument()
@@ -127,6 +132,10 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                 "explain": lambda: http_ready(http, settings.explain_url),
             }
         )
+    # Readiness does not cascade: without preprocess or explain the gateway still accepts and
+    # queues studies; their circuits hold the jobs, and /health/ready reports them as degraded.
+    probes = {name: checks.pop(name) for name in NON_GATING if name in checks}
+    circuits = Circuits(probes, cooldown_s=settings.job_backoff_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -153,6 +162,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             lease_s=settings.job_lease_s,
             poll_s=settings.job_poll_s,
             drift=DriftMonitor(observations_file=settings.drift_observations_file),
+            circuits=circuits,
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -167,6 +177,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         stop = asyncio.Event()
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
         tasks.append(asyncio.create_task(pipeline.run_backlog_metrics(stop)))
+        tasks.append(asyncio.create_task(pipeline.run_circuits(stop, settings.dependency_probe_s)))
         tasks.append(
             asyncio.create_task(
                 pipeline.run_retention(
@@ -188,7 +199,13 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             await http.aclose()
             await engine.dispose()
 
-    app = service_app("gateway", title="Sightline API", ready_checks=checks, lifespan=lifespan)
+    app = service_app(
+        "gateway",
+        title="Sightline API",
+        ready_checks=checks,
+        dependencies=circuits.status,
+        lifespan=lifespan,
+    )
     app.include_router(router)
     app.include_router(dicomweb.router)
 

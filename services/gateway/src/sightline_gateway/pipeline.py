@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.clients.retry import RetryPolicy
 from sightline_gateway.clients.services import Deid, Explain, Preprocess
+from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.intake import Accepted, Intake
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.retention import Retention
@@ -52,9 +53,11 @@ class Pipeline:
         lease_s: float = 120.0,
         poll_s: float = 0.5,
         drift: DriftMonitor | None = None,
+        circuits: Circuits | None = None,
     ) -> None:
         self.audit = audit
         policy = RetryPolicy(budget_s=retry_budget_s, first_s=backoff_s, cap_s=backoff_max_s)
+        self.circuits = circuits or Circuits({}, cooldown_s=backoff_s)
         self.wake, watchers = Wakeup(), Watchers()
         self.manifests = ManifestCache(model_repository)
         self.queue = JobQueue(sessions, audit, lease_s=lease_s)
@@ -84,8 +87,10 @@ class Pipeline:
             wake=self.wake,
             watchers=watchers,
             policy=policy,
+            circuits=self.circuits,
             poll_s=poll_s,
         )
+        self.circuits.on_close(self._resume)
         self.retention = Retention(sessions=sessions, store=store, audit=audit)
 
     @property
@@ -156,6 +161,14 @@ class Pipeline:
 
     async def run_backlog_metrics(self, stop: asyncio.Event, interval_s: float = 5.0) -> None:
         await run_backlog_metrics(self.queue, stop, interval_s)
+
+    async def run_circuits(self, stop: asyncio.Event, interval_s: float) -> None:
+        """Probe preprocess and explain; hold and resume their jobs (see ``core.circuits``)."""
+        await self.circuits.run(stop, interval_s)
+
+    async def _resume(self, stage: str) -> None:
+        await self.queue.resume(stage)
+        self.wake.notify_all()
 
     def stop_workers(self) -> None:
         """Wake every idle worker so that it sees its stop event at once."""

@@ -63,6 +63,9 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
         default=1.0, gt=0, description="first retry delay (jittered); doubles per attempt"
     )
     job_backoff_max_s: float = Field(default=30.0, gt=0, description="cap of the jittered retry delay")
+    dependency_probe_s: float = Field(
+        default=2.0, gt=0, description="how often preprocess and explain readiness is probed"
+    )
     job_lease_s: float = Field(default=120.0, gt=1)
     job_poll_s: float = Field(default=0.5, gt=0)
     deid_timeout_s: float = Field(default=30.0, gt=0)

@@ -13,6 +13,7 @@ from prometheus_client import Gauge
 from sightline_common.errors import DependencyUnavailable, SightlineError
 
 from sightline_gateway.clients.retry import RetryPolicy
+from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.core.workflow import Workflow
 from sightline_gateway.db.jobs import JobQueue
@@ -44,10 +45,11 @@ class Worker:
         wake: Wakeup,
         watchers: Watchers,
         policy: RetryPolicy,
+        circuits: Circuits,
         poll_s: float,
     ) -> None:
         self.queue, self.workflow, self.wake, self.watchers = queue, workflow, wake, watchers
-        self.policy, self.poll_s = policy, poll_s
+        self.policy, self.circuits, self.poll_s = policy, circuits, poll_s
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set."""
@@ -55,7 +57,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    job = await self.queue.claim()
+                    job = await self.queue.claim(self.circuits.blocked_stages())
                 except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the worker
                     log.error("job claim failed: %s", type(exc).__name__)
                     job = None
@@ -84,6 +86,7 @@ class Worker:
                 await self.workflow.run(job, study)
             except DependencyUnavailable as exc:
                 span.set_attribute("sightline.error", exc.code)
+                self.circuits.trip(job.stage)
                 await self._retry_or_fail(job, study, exc.code, exc.detail)
             except SightlineError as exc:
                 span.set_attribute("sightline.error", exc.code)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sightline_common.telemetry import current_trace_id, inject_headers
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -62,13 +63,16 @@ class JobQueue:
             state={"traceparent": inject_headers()},
         )
 
-    async def claim(self) -> Job | None:
+    async def claim(self, blocked_stages: Collection[str] = ()) -> Job | None:
         """Take one due job under a lease; a conditional UPDATE makes the claim exclusive.
 
+        Jobs waiting at one of ``blocked_stages`` (their dependency is down) are left queued.
         The study is marked running in the same transaction.
         """
         now = utcnow()
         free = or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+        if blocked_stages:
+            free = and_(free, Job.stage.not_in(list(blocked_stages)))
         async with self.sessions() as session, session.begin():
             due = (
                 await session.scalars(
@@ -138,7 +142,19 @@ class JobQueue:
                 .values(stage_timings=timings, updated_at=now)
                 .execution_options(**NO_SYNC)
             )
-        job.state, study.stage_timings = state, timings
+        job.state, job.stage, study.stage_timings = state, stage, timings
+
+    async def resume(self, stage: str) -> int:
+        """Make the queued jobs waiting at ``stage`` due now (its dependency is back)."""
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            resumed = await session.execute(
+                update(Job)
+                .where(Job.status == "queued", Job.stage == stage, Job.next_attempt_at > now)
+                .values(next_attempt_at=now)
+                .execution_options(**NO_SYNC)
+            )
+        return int(resumed.rowcount)  # type: ignore[attr-defined]
 
     async def complete(self, job: Job, study: Study, result: Result, timings: dict[str, Any]) -> bool:
         """Store the result and end the job; ``False`` when another worker stored one first.
