@@ -249,7 +249,7 @@ def test_triton_cpu_fallback_and_model_sources() -> None:
     )
     args = s3["spec"]["template"]["spec"]["containers"][0]["args"]
     assert (
-        "--model-repository=s3://s3.eu-west-1.amazonaws.com:443/hospital-sightline-prod/model_repository"
+        "--model-repository=s3://https://s3.eu-west-1.amazonaws.com:443/hospital-sightline-prod/model_repository"
         in args
     )
     vol = _by(

@@ -55,6 +55,7 @@ def service_ports(docs: list[dict[str, Any]]) -> dict[str, set[int]]:
 
 
 def _host_port(value: str) -> tuple[str, int] | None:
+    value = re.sub(r"^s3://(?=https?://)", "", value)  # Triton's s3://https://host:port/... form
     if "://" in value:
         parts = urlsplit(value)
         if not parts.hostname:

@@ -48,11 +48,14 @@ app.kubernetes.io/part-of: sightline
 {{- end }}
 {{- end -}}
 
+{{/* ServiceAccount of one component: (list $ "gateway"). One per component when
+     serviceAccount.create, else the shared existing serviceAccount.name. */}}
 {{- define "sightline.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "sightline.fullname" .) .Values.serviceAccount.name -}}
+{{- $ctx := index . 0 -}}
+{{- if $ctx.Values.serviceAccount.create -}}
+{{- include "sightline.componentName" . -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- default "default" $ctx.Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -173,7 +176,8 @@ app.kubernetes.io/part-of: sightline
 {{- define "sightline.tritonArgs" -}}
 {{- $t := .Values.triton -}}
 {{- if eq $t.modelRepository.source "objectStorage" }}
-- --model-repository=s3://{{ include "sightline.objectStorageEndpoint" . }}/{{ .Values.objectStorage.bucket }}/{{ $t.modelRepository.objectStoragePath }}
+{{- /* Triton's S3 client uses plain HTTP for s3://host:port/...; TLS needs s3://https://host:port/... */}}
+- --model-repository=s3://{{ if eq (include "sightline.objectStorageSecure" .) "true" }}https://{{ end }}{{ include "sightline.objectStorageEndpoint" . }}/{{ .Values.objectStorage.bucket }}/{{ $t.modelRepository.objectStoragePath }}
 {{- else }}
 - --model-repository=/models
 {{- end }}
@@ -200,14 +204,31 @@ app.kubernetes.io/part-of: sightline
 {{- end }}
 {{- end -}}
 
-{{/* Credentials Triton needs for an s3:// model repository. */}}
+{{/* Credentials Triton needs for an s3:// model repository: its own read-only keys, or none
+     (workload identity through triton.serviceAccount.annotations, which the AWS SDK picks up). */}}
 {{- define "sightline.tritonEnv" -}}
 {{- if eq .Values.triton.modelRepository.source "objectStorage" }}
-- name: AWS_ACCESS_KEY_ID
-  valueFrom: {secretKeyRef: {name: {{ include "sightline.objectStorageSecret" . }}, key: {{ .Values.objectStorage.accessKeyKey }}}}
-- name: AWS_SECRET_ACCESS_KEY
-  valueFrom: {secretKeyRef: {name: {{ include "sightline.objectStorageSecret" . }}, key: {{ .Values.objectStorage.secretKeyKey }}}}
+{{- $cred := .Values.triton.modelRepository.credentials }}
+{{- with .Values.objectStorage.region }}
+- {name: AWS_DEFAULT_REGION, value: {{ . | quote }}}
+- {name: AWS_REGION, value: {{ . | quote }}}
 {{- end }}
+{{- if $cred.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ $cred.existingSecret }}, key: {{ $cred.accessKeyKey }}}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ $cred.existingSecret }}, key: {{ $cred.secretKeyKey }}}}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Size of Triton's /tmp: an s3:// repository is copied there before loading. */}}
+{{- define "sightline.tritonTmpSize" -}}
+{{- if eq .Values.triton.modelRepository.source "objectStorage" -}}
+{{- .Values.triton.modelRepository.downloadSizeLimit -}}
+{{- else -}}
+{{- .Values.defaults.tmpSizeLimit -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "sightline.tritonResources" -}}

@@ -70,6 +70,14 @@
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if $v.ingress.enabled -}}
+{{- range $h := $v.ingress.hosts }}{{- range $p := $h.paths }}
+{{- $path := trimSuffix "/" $p.path -}}
+{{- if or (eq $p.path "/metrics") (and (eq $p.pathType "Prefix") (hasPrefix (printf "%s/" $path) "/metrics/")) (and (eq $p.pathType "ImplementationSpecific") (hasPrefix $path "/metrics")) -}}
+{{- fail (printf "ingress.hosts[%s].paths: %q (%s) would publish the gateway's /metrics; list the API prefixes (/v1, /dicomweb) instead" $h.host $p.path $p.pathType) -}}
+{{- end -}}
+{{- end }}{{- end }}
+{{- end -}}
 {{- $t := $v.triton -}}
 {{- if and (eq $t.strategy.type "Recreate") $t.strategy.rollingUpdate -}}
 {{- fail "triton.strategy.rollingUpdate must be unset when triton.strategy.type is Recreate" -}}
@@ -103,7 +111,7 @@
 {{/* Every Secret key a pod of this release reads without `optional`: one "name key what" line each. */}}
 {{- define "sightline.requiredSecrets" -}}
 {{- $v := .Values -}}
-{{- $usesS3 := or (eq $v.triton.modelRepository.source "objectStorage") $v.objectStorage.inChart.enabled -}}
+{{- $usesS3 := $v.objectStorage.inChart.enabled -}}
 {{- $usesDb := $v.database.inChart.enabled -}}
 {{- range $name, $c := $v.components }}{{- if $c.enabled }}
 {{- if has "objectStorage" $c.uses }}{{- $usesS3 = true }}{{- end }}
@@ -117,6 +125,11 @@
 {{- if $v.database.inChart.enabled }}
 {{ $v.database.existingSecret }} {{ $v.database.inChart.passwordKey }} database.inChart.passwordKey
 {{- end }}
+{{- end }}
+{{- $cred := $v.triton.modelRepository.credentials -}}
+{{- if and $v.triton.enabled (eq $v.triton.modelRepository.source "objectStorage") $cred.existingSecret }}
+{{ $cred.existingSecret }} {{ $cred.accessKeyKey }} triton.modelRepository.credentials
+{{ $cred.existingSecret }} {{ $cred.secretKeyKey }} triton.modelRepository.credentials
 {{- end }}
 {{- if $usesS3 }}
 {{ $v.objectStorage.existingSecret }} {{ $v.objectStorage.accessKeyKey }} objectStorage.accessKeyKey
