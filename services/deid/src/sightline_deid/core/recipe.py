@@ -35,12 +35,14 @@ OPTION_COLUMNS: Mapping[str, str] = {
     "dev": "retain_device_identity",
     "cd": "clean_descriptors",
     "sp": "retain_safe_private",
+    "csc": "clean_structured_content",
 }
 
 #: CID 7050 (De-identification Method) codes, scheme DCM, for the profile and each option.
 CID_7050: Mapping[str, tuple[str, str]] = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
     "retain_longitudinal_modified_dates": (
         "113107",
