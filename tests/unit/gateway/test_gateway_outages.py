@@ -119,3 +119,48 @@ def test_the_gateway_stays_ready_and_accepts_studies_while_explain_and_preproces
 def test_the_gateway_is_not_ready_without_deid(tmp_path: Path) -> None:
     with harness(tmp_path, ready={"deid": Switch(up=False)}) as h:
         assert h.client.get("/health/ready").status_code == 503
+
+
+def test_a_result_delivered_while_explain_is_down_gets_its_heatmap_when_explain_is_back(
+    tmp_path: Path,
+) -> None:
+    # Today's main: "explanation: unavailable" for good.
+    explain_ready = Switch(up=True)
+    overrides = {"job_backoff_max_s": 0.05, "dependency_probe_s": 0.05}
+    with harness(tmp_path, ready={"explain": explain_ready}, **overrides) as h:
+        h.explain.unavailable = True
+        r = h.submit(mode="sync")
+        assert r.status_code == 200, r.text
+        assert r.json()["explanation"]["status"] == "pending"
+        explain_ready.up = False
+        time.sleep(0.5)
+        calls_while_down = h.explain.calls
+        time.sleep(0.5)
+        assert h.explain.calls == calls_while_down  # the backfill waits for explain
+        h.explain.unavailable, explain_ready.up = False, True
+        result_url = f"/v1/studies/{r.json()['study_id']}/result"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            explanation = h.client.get(result_url, headers=token()).json()["explanation"]
+            if explanation["status"] != "pending":
+                break
+            time.sleep(0.05)
+        assert explanation["status"] == "available" and "overlay_png" in explanation["links"]
+        assert "result.explanation.available" in audit_actions(h)
+        assert h.client.get(f"/v1/studies/{r.json()['study_id']}", headers=token()).json()["status"] == (
+            "completed"
+        )
+
+
+def test_a_study_that_asked_for_no_explanation_gets_none_even_after_an_outage(tmp_path: Path) -> None:
+    with harness(tmp_path, job_backoff_max_s=0.05) as h:
+        h.explain.unavailable = True
+        r = h.submit(mode="sync", explain="false")
+        assert r.status_code == 200 and r.json()["explanation"] is None
+        h.explain.unavailable = False
+        time.sleep(0.5)
+        assert h.explain.calls == 0
+        assert (
+            h.client.get(f"/v1/studies/{r.json()['study_id']}/result", headers=token()).json()["explanation"]
+            is None
+        )

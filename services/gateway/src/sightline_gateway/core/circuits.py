@@ -29,8 +29,9 @@ DEPENDENCY_UP = Gauge(
     ["service", "dependency"],
 )
 
-#: The dependency each job stage calls.
-STAGE_DEPENDENCY = {"preprocess": "preprocess", "explain": "explain"}
+#: The dependency each job stage waits for. A study at stage ``explain`` does not wait: its
+#: result goes out with the explanation pending, and the ``backfill`` stage waits instead.
+STAGE_DEPENDENCY = {"preprocess": "preprocess", "backfill": "explain"}
 
 
 class Circuits:
@@ -42,6 +43,7 @@ class Circuits:
         self.probes = dict(probes)
         self.cooldown_s, self.probe_timeout_s = cooldown_s, probe_timeout_s
         self._opened: dict[str, float] = {}  # dependency -> monotonic time it opened
+        self._probed_down: set[str] = set()  # open because the probe said so, not only a call
         self._on_close: list[OnClose] = []
         for name in set(STAGE_DEPENDENCY.values()) | set(self.probes):
             DEPENDENCY_UP.labels("gateway", name).set(1)
@@ -82,6 +84,8 @@ class Circuits:
                 ready = name not in self._opened or now - self._opened[name] >= self.cooldown_s
             else:
                 ready = await self._probe(name, probe)
+            if not ready:
+                self._probed_down.add(name)
             if not ready and name not in self._opened:
                 self._open(name)
             elif ready and name in self._opened:
@@ -114,6 +118,9 @@ class Circuits:
     async def _close(self, dependency: str) -> None:
         del self._opened[dependency]
         DEPENDENCY_UP.labels("gateway", dependency).set(1)
+        if dependency not in self._probed_down:
+            return  # a failed call while the probe said ready: the jobs keep their own backoff
+        self._probed_down.discard(dependency)
         log.info("dependency %s ready again: resuming its jobs", dependency)
         for stage, dep in STAGE_DEPENDENCY.items():
             if dep == dependency:

@@ -13,10 +13,11 @@ from prometheus_client import Gauge
 from sightline_common.errors import DependencyUnavailable, SightlineError
 
 from sightline_gateway.clients.retry import RetryPolicy
+from sightline_gateway.core.backfill import Backfill
 from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.core.workflow import Workflow
-from sightline_gateway.db.jobs import JobQueue
+from sightline_gateway.db.jobs import BACKFILL, JobQueue
 from sightline_gateway.db.models import Job, Study, utcnow
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Worker:
     ) -> None:
         self.queue, self.workflow, self.wake, self.watchers = queue, workflow, wake, watchers
         self.policy, self.circuits, self.poll_s = policy, circuits, poll_s
+        self.backfill = Backfill(queue=queue, workflow=workflow, policy=policy, circuits=circuits)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set."""
@@ -75,6 +77,9 @@ class Worker:
         stayed unavailable for the whole retry budget.
         """
         study = await self.queue.study_of(job)
+        if job.stage == BACKFILL:
+            await self.backfill.run(job, study)
+            return
         if job.attempts > MAX_CLAIMS:
             await self._fail(job, study, "internal", f"abandoned after {job.attempts} claims", "abandoned")
             return

@@ -30,6 +30,18 @@ from sightline_gateway.db.models import Job, Result, Study, utcnow
 tracer = trace.get_tracer(__name__)
 
 EXPLAIN_ATTEMPTS = 2
+PENDING = "pending"
+
+
+def explain_request(study: Study, manifest: ModelManifest, top: dict[str, Any]) -> ExplainRequest:
+    """What explain is asked for a study: Grad-CAM of its top-scoring instance."""
+    return ExplainRequest(
+        object_key=top["key"],
+        output_prefix=explain_prefix(study.id),
+        model_name=manifest.name,
+        model_version=int(top["model_version"] or manifest.version),
+        target=1,
+    )
 
 
 class Workflow:
@@ -87,14 +99,13 @@ class Workflow:
     async def _explain(
         self, job: Job, study: Study, manifest: ModelManifest, top: dict[str, Any]
     ) -> dict[str, Any]:
-        """Grad-CAM for the top instance; unavailable (with the reason) rather than a failed study."""
-        request = ExplainRequest(
-            object_key=top["key"],
-            output_prefix=explain_prefix(study.id),
-            model_name=manifest.name,
-            model_version=int(top["model_version"] or manifest.version),
-            target=1,
-        )
+        """Grad-CAM for the top instance; never a failed study.
+
+        Explain down: the result is delivered at once with the explanation ``pending``, and a
+        backfill (``core.backfill``) adds it when explain is back. Explain refused the
+        instance: ``unavailable`` with the reason.
+        """
+        request = explain_request(study, manifest, top)
         try:
             with tracer.start_as_current_span("gateway.explain"):
                 explained = await call_with_retry(
@@ -104,9 +115,7 @@ class Workflow:
                     stage="explain",
                 )
         except DependencyUnavailable:
-            if self.policy.next_delay(job.attempts, (utcnow() - job.created_at).total_seconds()) is not None:
-                raise
-            return {"status": "unavailable", "reason": "explanation service unavailable"}
+            return {"status": PENDING, "reason": "explanation service unavailable; added when it is back"}
         except SightlineError as exc:
             # The probability stands without a heatmap; say so rather than fail the study.
             return {"status": "unavailable", "reason": exc.detail[:200]}
@@ -150,7 +159,11 @@ class Workflow:
             status="preliminary",
             trace_id=current_trace_id() or study.trace_id,
         )
-        if await self.queue.complete(job, study, result, timings):
+        pending = explanation is not None and explanation.get("status") == PENDING
+        backfill = (
+            {"explain_request": explain_request(study, manifest, top).model_dump()} if pending else None
+        )
+        if await self.queue.complete(job, study, result, timings, backfill=backfill):
             self._observe_drift(manifest, version, top, result.refer, study.tenant_id)
 
     def _observe_drift(

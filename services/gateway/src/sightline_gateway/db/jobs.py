@@ -29,6 +29,8 @@ SYSTEM = "system"
 #: need for SQLAlchemy to evaluate each WHERE clause against the identity map.
 NO_SYNC = {"synchronize_session": False}
 PENDING = ("queued", "running")
+#: The stage of a job whose study has its result and waits only for the explanation.
+BACKFILL = "backfill"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class JobQueue:
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
                     job = await session.get(Job, job_id, populate_existing=True)
                     assert job is not None
+                    if job.stage == BACKFILL:  # the study is completed already
+                        return job
                     await session.execute(
                         update(Study)
                         .where(Study.id == job.study_id)
@@ -156,18 +160,26 @@ class JobQueue:
             )
         return int(resumed.rowcount)  # type: ignore[attr-defined]
 
-    async def complete(self, job: Job, study: Study, result: Result, timings: dict[str, Any]) -> bool:
+    async def complete(
+        self,
+        job: Job,
+        study: Study,
+        result: Result,
+        timings: dict[str, Any],
+        backfill: dict[str, Any] | None = None,
+    ) -> bool:
         """Store the result and end the job; ``False`` when another worker stored one first.
 
         The result, the job's and study's end and the audit event commit together. A worker
-        that lost its lease mid-job finds the other's result and keeps it.
+        that lost its lease mid-job finds the other's result and keeps it. ``backfill``: the
+        explanation is pending; the job stays queued at stage ``backfill`` with this state.
         """
         now = utcnow()
         try:
             async with self.audit.transaction() as session:
                 session.add(result)
                 await session.flush()
-                await self._finish(session, job, study, "completed", timings, now)
+                await self._finish(session, job, study, "completed", timings, now, backfill)
                 await self.audit.add(
                     session,
                     actor=SYSTEM,
@@ -192,16 +204,16 @@ class JobQueue:
         status: str,
         timings: dict[str, Any],
         now: datetime,
+        backfill: dict[str, Any] | None = None,
     ) -> None:
+        then: dict[str, Any] = {"status": "succeeded" if status == "completed" else "failed"}
+        if backfill is not None:
+            state = {**backfill, "backfill_since": now.isoformat()}
+            then = {"status": "queued", "stage": BACKFILL, "state": state, "next_attempt_at": now}
         await session.execute(
             update(Job)
             .where(Job.id == job.id)
-            .values(
-                status="succeeded" if status == "completed" else "failed",
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
+            .values(**then, lease_owner=None, lease_expires_at=None, updated_at=now)
             .execution_options(**NO_SYNC)
         )
         await session.execute(
@@ -228,11 +240,41 @@ class JobQueue:
                 )
                 .execution_options(**NO_SYNC)
             )
+            if job.stage != BACKFILL:
+                await session.execute(
+                    update(Study)
+                    .where(Study.id == job.study_id)
+                    .values(status="queued", updated_at=now)
+                    .execution_options(**NO_SYNC)
+                )
+
+    async def fill_explanation(self, job: Job, study: Study, explanation: dict[str, Any]) -> None:
+        """End a backfill: the result's explanation (available or, at last, unavailable), audited."""
+        now = utcnow()
+        async with self.audit.transaction() as session:
             await session.execute(
-                update(Study)
-                .where(Study.id == job.study_id)
-                .values(status="queued", updated_at=now)
+                update(Result)
+                .where(Result.study_id == study.id)
+                .values(explanation=explanation)
                 .execution_options(**NO_SYNC)
+            )
+            done = "succeeded" if explanation.get("status") == "available" else "failed"
+            await session.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(status=done, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .execution_options(**NO_SYNC)
+            )
+            await self.audit.add(
+                session,
+                actor=SYSTEM,
+                roles=[],
+                tenant_id=study.tenant_id,
+                action=f"result.explanation.{explanation.get('status')}",
+                resource_type="result",
+                resource_id=study.id,
+                outcome="success" if done == "succeeded" else "failure",
+                trace_id=current_trace_id(),
             )
 
     async def fail(self, job: Job, study: Study, code: str, detail: str, reason: str) -> None:

@@ -1,0 +1,63 @@
+"""Filling in an explanation that was pending when its study's result was delivered.
+
+When explain was down, the result went out without its heatmap (``explanation.status``
+``pending``) and the job stayed queued at stage ``backfill``. Its circuit holds it while explain
+is not ready; once explain answers, the explanation becomes ``available`` (audited). If explain
+stays down for the whole retry budget, or refuses the instance, it becomes ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sightline_common.contracts import ExplainRequest
+from sightline_common.errors import DependencyUnavailable, SightlineError
+
+from sightline_gateway.clients.retry import RetryPolicy
+from sightline_gateway.core.circuits import Circuits
+from sightline_gateway.core.workflow import Workflow
+from sightline_gateway.db.jobs import BACKFILL, JobQueue
+from sightline_gateway.db.models import Job, Study, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Backfill:
+    """Runs claimed ``backfill`` jobs."""
+
+    def __init__(
+        self, *, queue: JobQueue, workflow: Workflow, policy: RetryPolicy, circuits: Circuits
+    ) -> None:
+        self.queue, self.workflow, self.policy, self.circuits = queue, workflow, policy, circuits
+
+    async def run(self, job: Job, study: Study) -> None:
+        """Ask explain once; fill the explanation in, or queue the job again, or give up."""
+        state = dict(job.state or {})
+        request = ExplainRequest.model_validate(state["explain_request"])
+        try:
+            explained = await self.workflow.explain.explain(request)
+        except DependencyUnavailable as exc:
+            self.circuits.trip(BACKFILL)
+            await self._later(job, study, state, exc.detail)
+            return
+        except SightlineError as exc:
+            await self.queue.fill_explanation(
+                job, study, {"status": "unavailable", "reason": exc.detail[:200]}
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug retries within the budget, then gives up
+            log.error("explanation backfill failed unexpectedly: %s", type(exc).__name__)
+            await self._later(job, study, state, f"internal error ({type(exc).__name__})")
+            return
+        await self.queue.fill_explanation(job, study, {"status": "available", **explained.model_dump()})
+        log.info("explanation filled in after an outage")
+
+    async def _later(self, job: Job, study: Study, state: dict[str, object], reason: str) -> None:
+        since = datetime.fromisoformat(str(state.get("backfill_since") or utcnow().isoformat()))
+        delay = self.policy.next_delay(job.attempts, (utcnow() - since).total_seconds())
+        if delay is None:
+            detail = f"explanation service unavailable for {self.policy.budget_s:g}s"
+            await self.queue.fill_explanation(job, study, {"status": "unavailable", "reason": detail})
+            return
+        await self.queue.retry_later(job, reason, delay)
