@@ -50,6 +50,13 @@ app.kubernetes.io/part-of: sightline
 
 {{/* ServiceAccount of one component: (list $ "gateway"). One per component when
      serviceAccount.create, else the shared existing serviceAccount.name. */}}
+{{/* Pod template labels: the component's labels, plus podLabels that do not replace them:
+     (list $ "gateway" $podLabels) */}}
+{{- define "sightline.podLabels" -}}
+{{- $ctx := index . 0 -}}
+{{- toYaml (merge (fromYaml (include "sightline.labels" (list $ctx (index . 1)))) (default dict (index . 2)) (default dict $ctx.Values.defaults.podLabels)) -}}
+{{- end -}}
+
 {{- define "sightline.serviceAccountName" -}}
 {{- $ctx := index . 0 -}}
 {{- if $ctx.Values.serviceAccount.create -}}
