@@ -179,6 +179,11 @@ def _apply(ds: Dataset, tag: BaseTag, rule: Rule, ctx: Context, depth: int) -> N
             return
     elem = element(ds, tag)
     if elem.VR == "SQ":
+        if action == "D" and rule.basic == "X/D":
+            # X/D allows removal; D is for a Type 1 sequence, where an empty one would not
+            # conform either, and an empty Type 3 sequence is invalid: remove it.
+            del ds[tag]
+            return
         if action in ("Z", "D"):
             # A dummy sequence is an empty one: items of identity sequences (person or
             # operator identification) hold codes that identify, so none is kept.
