@@ -15,6 +15,7 @@ import httpx
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sightline_deid.app import create_app
 from sightline_deid.settings import DeidSettings
 
@@ -64,6 +65,20 @@ def test_bad_bodies_are_problem_details(client: TestClient, body: bytes, status:
     r = client.post("/v1/deidentify", content=body, headers=HEADERS)
     assert r.status_code == status and r.json()["reason"] == reason
     assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_deflated_beyond_the_inflated_limit_is_413_with_its_reason() -> None:
+    settings = DeidSettings(recipe="sightline-basic", environment="test", max_inflated_bytes=64 * 1024,
+                            telemetry={"exporter": "none"})
+    ds = canary_dataset("CT", 1)
+    ds.Rows, ds.Columns, ds.PixelData = 512, 512, bytes(512 * 512)
+    ds = pydicom.dcmread(BytesIO(to_bytes(ds)))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    r = TestClient(create_app(settings)).post("/v1/deidentify", content=buf.getvalue(), headers=HEADERS)
+    assert r.status_code == 413 and r.json()["reason"] == "inflated-too-large"
+    assert "CNRY" not in r.text
 
 
 def test_burned_in_refusal_names_the_reason_not_values(client: TestClient) -> None:
