@@ -70,9 +70,10 @@ def test_stored_image_is_deidentified_and_no_response_carries_phi(h) -> None:
 
 
 def test_idempotency_key_returns_the_same_study(h) -> None:
-    a = h.submit(headers={"Idempotency-Key": "abc-1"})
-    b = h.submit(headers={"Idempotency-Key": "abc-1"})
-    c = h.submit(headers={"Idempotency-Key": "abc-2"})
+    data = phi_dicom()  # the same request (a new phi_dicom() has new UIDs: another request)
+    a = h.submit(data, headers={"Idempotency-Key": "abc-1"})
+    b = h.submit(data, headers={"Idempotency-Key": "abc-1"})
+    c = h.submit(data, headers={"Idempotency-Key": "abc-2"})
     assert a.json()["id"] == b.json()["id"] != c.json()["id"]
 
 

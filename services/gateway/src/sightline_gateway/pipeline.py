@@ -129,6 +129,7 @@ class Pipeline:
         explain: bool,
         roles: Sequence[str] = (),
         watch: bool = False,
+        fingerprint: str | None = None,
     ) -> Accepted:
         """See :meth:`Intake.accept`."""
         return await self.intake.accept(
@@ -139,6 +140,7 @@ class Pipeline:
             explain=explain,
             roles=roles,
             watch=watch,
+            fingerprint=fingerprint,
         )
 
     async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from dataclasses import dataclass
 
 from fastapi import Request
 from sightline_common.errors import InvalidInput, PayloadTooLarge, SightlineError, UnsupportedMediaType
@@ -12,22 +14,46 @@ from sightline_gateway.core import ingest
 from sightline_gateway.settings import GatewaySettings
 
 
+@dataclass
+class Upload:
+    """Identified instances (in memory only) and the request's fingerprint.
+
+    The fingerprint is a SHA-256 over the uploaded parts' content (not the multipart framing,
+    whose boundary a client may change when it retries), for the Idempotency-Key check.
+    """
+
+    instances: list[bytes]
+    fingerprint: str
+
+    def request_fingerprint(self, **options: object) -> str:
+        """The fingerprint of the content and the request's ``options`` (such as ``explain``)."""
+        text = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+        return hashlib.sha256(f"{self.fingerprint}\0{text}".encode()).hexdigest()
+
+
 async def read_instances(request: Request, settings: GatewaySettings) -> list[bytes]:
     """The upload as identified DICOM instances (photographs wrapped), in memory only."""
+    return (await read_upload(request, settings)).instances
+
+
+async def read_upload(request: Request, settings: GatewaySettings) -> Upload:
+    """The upload's instances and fingerprint (see :class:`Upload`)."""
     kind = ingest.classify(request.headers.get("content-type"))
     body = await read_body(request, settings.max_upload_bytes)
     if not body:
         raise InvalidInput("empty body")
     instances: list[bytes] = []
+    parts: list[bytes] = []
     if kind == "dicom":
-        instances = [body]
+        instances = parts = [body]
     elif kind == "multipart-related":
         for part_type, data in ingest.split_multipart_related(request.headers["content-type"], body):
             if part_type != ingest.DICOM:
                 raise UnsupportedMediaType("multipart/related parts must be application/dicom")
             instances.append(data)
+        parts = instances
     else:
-        instances = await _form_instances(request, body, settings)
+        instances, parts = await _form_instances(request, body, settings)
     if not instances:
         raise InvalidInput("no instance in the upload")
     if len(instances) > settings.max_instances_per_study:
@@ -35,11 +61,20 @@ async def read_instances(request: Request, settings: GatewaySettings) -> list[by
     for data in instances:
         if not ingest.looks_like_dicom(data):
             raise InvalidInput("not a DICOM Part 10 file (no DICM prefix)")
-    return instances
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return Upload(instances, digest.hexdigest())
 
 
-async def _form_instances(request: Request, body: bytes, settings: GatewaySettings) -> list[bytes]:
-    """multipart/form-data: DICOM ``file`` parts, or one ``image`` part with a ``metadata`` sidecar."""
+async def _form_instances(
+    request: Request, body: bytes, settings: GatewaySettings
+) -> tuple[list[bytes], list[bytes]]:
+    """multipart/form-data: DICOM ``file`` parts, or one ``image`` part with a ``metadata`` sidecar.
+
+    Returns the instances and the parts as uploaded (a photograph before it is wrapped).
+    """
     request._body = body  # let Starlette's form parser read the already bounded body
     try:
         form = await request.form(max_files=settings.max_instances_per_study + 1, max_fields=4)
@@ -48,6 +83,7 @@ async def _form_instances(request: Request, body: bytes, settings: GatewaySettin
     except Exception as exc:
         raise InvalidInput("malformed multipart/form-data body") from exc
     instances: list[bytes] = []
+    parts: list[bytes] = []
     files = [v for v in form.getlist("file") if not isinstance(v, str)]
     image = form.get("image")
     if files and image is not None:
@@ -63,6 +99,7 @@ async def _form_instances(request: Request, body: bytes, settings: GatewaySettin
         )
         sidecar = ingest.parse_sidecar(raw.encode() if isinstance(raw, str) else raw)
         data = await image.read()
+        parts = [data, raw.encode() if isinstance(raw, str) else raw]
         instances = [
             await asyncio.to_thread(ingest.wrap_photo, data, ingest.media_type(image.content_type), sidecar)
         ]
@@ -71,5 +108,6 @@ async def _form_instances(request: Request, body: bytes, settings: GatewaySettin
             if ingest.media_type(f.content_type) not in (ingest.DICOM, "application/octet-stream"):
                 raise UnsupportedMediaType("'file' parts must be application/dicom")
             instances.append(await f.read())
+        parts = instances
     await form.close()
-    return instances
+    return instances, parts

@@ -19,7 +19,7 @@ from typing import Any
 
 import pydicom
 from opentelemetry import trace
-from sightline_common.errors import NotFound
+from sightline_common.errors import NotFound, UnprocessableInput
 from sightline_common.metrics import STAGE_DURATION
 from sightline_common.storage import ObjectStore
 from sightline_common.telemetry import current_trace_id
@@ -90,16 +90,19 @@ class Intake:
         explain: bool,
         roles: Sequence[str] = (),
         watch: bool = False,
+        fingerprint: str | None = None,
     ) -> Accepted:
         """De-identify every instance, store the results, and queue one durable job.
 
         The study, its job and the ``study.create`` audit event (actor ``submitted_by`` with
         ``roles``) commit together; an idempotent replay is audited by the caller. ``watch``: the
         caller will :meth:`wait` for the new study (registered before any worker can finish it).
+        ``fingerprint``: of the request (content and options); a key reused with another
+        fingerprint is refused (IETF Idempotency-Key draft: 422).
         """
         existing = await self.find_idempotent(tenant, idempotency_key)
         if existing is not None:
-            return Accepted(existing, False)
+            return Accepted(same_request(existing, fingerprint), False)
         study_id = str(uuid.uuid4())
         timings: dict[str, float] = {}
         keys: list[str] = []
@@ -136,6 +139,7 @@ class Intake:
             status="queued",
             explain=explain,
             idempotency_key_hash=idempotency_hash(tenant, idempotency_key) if idempotency_key else None,
+            request_fingerprint=fingerprint,
             instance_keys=keys,
             deid_study_uid=deid_uid,
             deid_summary=_merge_summaries(summaries),
@@ -164,7 +168,7 @@ class Intake:
             again = await self.find_idempotent(tenant, idempotency_key)
             if again is None:
                 raise
-            return Accepted(again, False)
+            return Accepted(same_request(again, fingerprint), False)
         if watch:
             self.watchers.watch(study_id)
         self.wake.notify()
@@ -201,6 +205,17 @@ class Intake:
         if study is None:
             raise NotFound("study not found")
         return study
+
+
+def same_request(study: Study, fingerprint: str | None) -> Study:
+    """``study`` when the request that reuses its Idempotency-Key is the same one; else 422."""
+    if fingerprint and study.request_fingerprint and fingerprint != study.request_fingerprint:
+        raise UnprocessableInput(
+            "Idempotency-Key was already used for a different request (other content or options); "
+            "use a new key for a new study",
+            reason="idempotency-key-reused",
+        )
+    return study
 
 
 def _study_uid(dicom: bytes) -> str | None:

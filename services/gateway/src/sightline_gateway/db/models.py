@@ -73,6 +73,8 @@ class Study(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     submitted_by: Mapped[str] = mapped_column(String(200))
     idempotency_key_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: SHA-256 of the submitted content and options: a reused Idempotency-Key must match it.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     explain: Mapped[bool] = mapped_column(Boolean, default=True)
     instance_keys: Mapped[list[Any]] = mapped_column(default=list)

@@ -13,7 +13,7 @@ from sightline_gateway.api.deps import GW, Caller, StudyId
 from sightline_gateway.api.problems import ERRORS, UPLOAD_ERRORS
 from sightline_gateway.api.routes.results import result_response
 from sightline_gateway.api.schemas import StudyOut
-from sightline_gateway.api.uploads import read_instances
+from sightline_gateway.api.uploads import read_upload
 from sightline_gateway.core.auth import Role
 from sightline_gateway.db.models import Study
 
@@ -105,22 +105,19 @@ async def submit_study(
 ) -> Response:
     """Submit a study; identified bytes go only to de-identification, never to storage or logs."""
     who.require(Role.SUBMITTER)
-    existing = await gw.pipeline.find_idempotent(who.tenant, idempotency_key)
-    if existing is not None:
-        accepted_study, created = existing, False
-    else:
-        instances = await read_instances(request, gw.settings)
-        accepted = await gw.pipeline.accept(
-            tenant=who.tenant,
-            submitted_by=who.subject,
-            instances=instances,
-            idempotency_key=idempotency_key,
-            explain=explain,
-            roles=sorted(who.roles),
-            watch=mode == "sync",
-        )
-        del instances
-        accepted_study, created = accepted.study, accepted.created
+    upload = await read_upload(request, gw.settings)
+    accepted = await gw.pipeline.accept(
+        tenant=who.tenant,
+        submitted_by=who.subject,
+        instances=upload.instances,
+        idempotency_key=idempotency_key,
+        explain=explain,
+        roles=sorted(who.roles),
+        watch=mode == "sync",
+        fingerprint=upload.request_fingerprint(explain=explain),
+    )
+    del upload
+    accepted_study, created = accepted.study, accepted.created
     if not created:  # a new study's creation is audited in the transaction that stores it
         await gw.record(who, "study.create.idempotent-replay", "study", accepted_study.id)
     location = f"/v1/studies/{accepted_study.id}"
