@@ -20,6 +20,7 @@ from sightline_common.telemetry import current_trace_id
 from sightline_common.web import service_app
 
 from sightline_gateway.api.deps import Gateway
+from sightline_gateway.api.review import install_review
 from sightline_gateway.api.routes import dicomweb, router
 from sightline_gateway.clients.health import http_ready
 from sightline_gateway.clients.services import (
@@ -208,6 +209,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
     )
     app.include_router(router)
     app.include_router(dicomweb.router)
+    install_review(app)
 
     @app.middleware("http")
     async def _trace_header(

@@ -40,6 +40,13 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     jwt_public_keys: list[Path] = Field(default_factory=list, description="PEM public keys (RS256)")
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
 
+    # review workstation (/review): OIDC Authorization Code + PKCE against jwt_issuer
+    review_oidc_client_id: str | None = Field(default=None, description="OIDC client id of /review")
+    review_oidc_client_secret: str | None = Field(
+        default=None, description="OIDC client secret (None: a public client, PKCE only)"
+    )
+    review_session_ttl_s: int = Field(default=8 * 3600, ge=300, le=24 * 3600)
+
     # limits
     drift_observations_file: Path | None = Field(
         default=None,

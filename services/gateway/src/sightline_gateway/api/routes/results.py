@@ -23,7 +23,8 @@ from sightline_gateway.db.models import Result, Review, Study, utcnow
 router = APIRouter()
 
 
-async def _result(gw: Gateway, study: Study) -> tuple[Result, list[Review]]:
+async def load_result(gw: Gateway, study: Study) -> tuple[Result, list[Review]]:
+    """A study's result and its reviews (oldest first), else 404 saying why there is none."""
     async with gw.sessions() as session:
         result = await session.scalar(select(Result).where(Result.study_id == study.id))
         reviews = (
@@ -64,7 +65,7 @@ async def result_response(
     request: Request, gw: Gateway, who: Principal, study: Study, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The result body of ``study`` (audited as read by ``who``)."""
-    result, reviews = await _result(gw, study)
+    result, reviews = await load_result(gw, study)
     await gw.record(who, "result.read", "result", study.id)
     body = result_body(
         study_id=study.id,
@@ -94,7 +95,7 @@ async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Call
     """FHIR R4 Bundle: DiagnosticReport, Observation (probability) and Device (the model)."""
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.fhir")
-    result, _ = await _result(gw, study)
+    result, _ = await load_result(gw, study)
     bundle = fhir_bundle(study_id=study.id, result=result, base_url=str(request.base_url).rstrip("/"))
     await gw.record(who, "result.read.fhir", "result", study.id)
     return JSONResponse(bundle, media_type="application/fhir+json")
@@ -110,7 +111,7 @@ async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
     """DICOM SR (TID 1500 measurement report) referencing the de-identified image."""
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.sr")
-    result, _ = await _result(gw, study)
+    result, _ = await load_result(gw, study)
     if study.purged_at is not None or not study.instance_keys:
         raise NotFound("the de-identified image was deleted under the retention policy")
     top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
@@ -129,6 +130,11 @@ async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
 )
 async def post_review(study_id: StudyId, review: ReviewIn, gw: GW, who: Caller) -> ReviewOut:
     """A clinician's agree / disagree / uncertain; the first review makes the result final."""
+    return await record_review(gw, who, study_id, review)
+
+
+async def record_review(gw: Gateway, who: Principal, study_id: str, review: ReviewIn) -> ReviewOut:
+    """Store a clinician's review, finalise the result, audit it: the API's and the review UI's path."""
     who.require(Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "review.create")
     now = utcnow()

@@ -1,0 +1,123 @@
+"""The review worklist: one tenant's studies with their result state, filtered and paginated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sightline_gateway.db.models import Result, Review, Study
+
+State = Literal["pending", "preliminary", "reviewed", "failed"]
+STATES: tuple[State, ...] = ("preliminary", "reviewed", "failed", "pending")
+
+
+@dataclass(frozen=True)
+class WorklistQuery:
+    """Filters of the worklist; ``None`` means any."""
+
+    state: State | None = None
+    referred: bool | None = None
+    model_version: int | None = None
+    page: int = 1
+    size: int = 25
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study_id: str
+    created_at: datetime
+    state: str
+    probability: float | None
+    refer: bool | None
+    model_version: int | None
+    reviews: int
+
+
+@dataclass(frozen=True)
+class Worklist:
+    rows: list[WorklistRow]
+    total: int
+    counts: dict[str, int]
+    versions: list[int]
+    query: WorklistQuery
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.query.size))
+
+
+def _state() -> ColumnElement[Any]:
+    return case(
+        (Study.status == "failed", "failed"),
+        (Result.id.is_(None), "pending"),
+        (Result.status == "final", "reviewed"),
+        else_="preliminary",
+    )
+
+
+async def worklist(sessions: async_sessionmaker[AsyncSession], tenant: str, q: WorklistQuery) -> Worklist:
+    """Referred results first, then oldest first: what most needs a clinician comes to the top."""
+    state = _state().label("state")
+    reviews = (
+        select(Review.study_id, func.count().label("n")).group_by(Review.study_id).subquery("review_counts")
+    )
+    base = (
+        select(Study, Result, state, func.coalesce(reviews.c.n, 0))
+        .outerjoin(Result, Result.study_id == Study.id)
+        .outerjoin(reviews, reviews.c.study_id == Study.id)
+        .where(Study.tenant_id == tenant)
+    )
+    filters: list[ColumnElement[bool]] = []
+    if q.state is not None:
+        filters.append(_state() == q.state)
+    if q.referred is not None:
+        filters.append(Result.refer.is_(q.referred))
+    if q.model_version is not None:
+        filters.append(Result.model_version == q.model_version)
+    where = and_(*filters) if filters else None
+    listed = base.where(where) if where is not None else base
+    order = case((Result.refer.is_(True), 0), (Result.refer.is_(False), 1), else_=2)
+    async with sessions() as session:
+        page = (
+            await session.execute(
+                listed.order_by(order, Study.created_at, Study.id).limit(q.size).offset((q.page - 1) * q.size)
+            )
+        ).all()
+        count_q = select(func.count()).select_from(Study).outerjoin(Result, Result.study_id == Study.id)
+        count_q = count_q.where(Study.tenant_id == tenant)
+        total = await session.scalar(count_q.where(where) if where is not None else count_q) or 0
+        by_state = (
+            await session.execute(
+                select(_state(), func.count())
+                .select_from(Study)
+                .outerjoin(Result, Result.study_id == Study.id)
+                .where(Study.tenant_id == tenant)
+                .group_by(_state())
+            )
+        ).all()
+        versions = (
+            await session.scalars(
+                select(Result.model_version)
+                .where(Result.tenant_id == tenant)
+                .distinct()
+                .order_by(Result.model_version)
+            )
+        ).all()
+    rows = [
+        WorklistRow(
+            study_id=study.id,
+            created_at=study.created_at,
+            state=row_state,
+            probability=result.probability if result else None,
+            refer=result.refer if result else None,
+            model_version=result.model_version if result else None,
+            reviews=int(n),
+        )
+        for study, result, row_state, n in page
+    ]
+    counts = {s: 0 for s in STATES} | {str(s): int(n) for s, n in by_state}
+    return Worklist(rows=rows, total=int(total), counts=counts, versions=list(versions), query=q)
