@@ -18,6 +18,7 @@ import pydicom
 import pytest
 from sightline_deid.core.engine import Deidentifier
 
+from tests.conftest import skip_or_fail_in_ci
 from tests.unit.deid.deid_canary import canary_corpus, to_bytes
 from tests.unit.deid.real_files import DEIDENTIFIED, installed_files, pinned_outcomes
 from tests.unit.deid.test_deid_enhanced_and_sr import _enhanced_mr, _sr
@@ -32,7 +33,12 @@ KNOWN: dict[str, str] = {
     "for a VERIFIED document (needs a dummy observer item)",
     "1.2.840.10008.5.1.4.1.1.9.1.1": "the Waveform module is not in the keep list yet",
 }
-pytestmark = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy missing: run scripts/get-dicom3tools.sh")
+
+
+@pytest.fixture(autouse=True)
+def _dciodvfy_installed() -> None:
+    if DCIODVFY is None:
+        skip_or_fail_in_ci("dciodvfy missing: run scripts/get-dicom3tools.sh (make tools)")
 
 
 def _one_real_file_per_sop_class() -> dict[str, Path]:
