@@ -1,8 +1,8 @@
 """The Secret preflight (templates/_validate.tpl) checks every Secret key a pod reads.
 
-`lookup` sees no cluster under `helm template`, so the check itself cannot run here; what can be
-checked offline is its list: a copy of the chart with one probe template prints the list, and
-it must equal the non-optional secretKeyRefs of the rendered pods, for every ci value set.
+`lookup` sees no cluster under `helm template`; test_preflight_cluster.py runs the check against
+a fake API server. Here its list: a copy of the chart with one probe template prints it, and it
+must equal the non-optional secretKeyRefs of the rendered pods, for every ci value set.
 """
 
 from __future__ import annotations
