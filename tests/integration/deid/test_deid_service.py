@@ -16,6 +16,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import DeflatedExplicitVRLittleEndian
+from sightline_common.settings import TelemetrySettings
 from sightline_deid.app import create_app
 from sightline_deid.settings import DeidSettings
 
@@ -29,7 +30,7 @@ HEADERS = {"content-type": "application/dicom", "X-Sightline-Tenant": "hospital-
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     settings = DeidSettings(recipe="sightline-basic", environment="test", max_request_bytes=200_000,
-                            telemetry={"exporter": "none"})
+                            telemetry=TelemetrySettings(exporter="none"))
     return TestClient(create_app(settings))
 
 
@@ -69,7 +70,7 @@ def test_bad_bodies_are_problem_details(client: TestClient, body: bytes, status:
 
 def test_deflated_beyond_the_inflated_limit_is_413_with_its_reason() -> None:
     settings = DeidSettings(recipe="sightline-basic", environment="test", max_inflated_bytes=64 * 1024,
-                            telemetry={"exporter": "none"})
+                            telemetry=TelemetrySettings(exporter="none"))
     ds = canary_dataset("CT", 1)
     ds.Rows, ds.Columns, ds.PixelData = 512, 512, bytes(512 * 512)
     ds = pydicom.dcmread(BytesIO(to_bytes(ds)))

@@ -62,8 +62,8 @@ def test_times_shift_keeps_every_interval_of_a_patient_across_studies(engine: De
     ]
     originals = [_instants(pydicom.dcmread(BytesIO(f))) for f in files]
     shifted = [_instants(_run(engine, f)) for f in files]
-    for orig, out in zip(originals, shifted, strict=True):
-        assert all(o + offset == s for o, s in zip(orig, out, strict=True))
+    for orig, moved in zip(originals, shifted, strict=True):
+        assert all(o + offset == s for o, s in zip(orig, moved, strict=True))
     out = _run(engine, files[0])
     assert out.ContentTime.endswith(".250") and out.AcquisitionDateTime.endswith(".5")
     assert out.StudyTime != before
