@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from sightline_common.drift import DriftMonitor
+from sightline_common.errors import DependencyUnavailable
 from sightline_common.storage import ObjectStore, S3Store
 from sightline_common.telemetry import current_trace_id
-from sightline_common.web import service_app
+from sightline_common.web import PROBLEM_JSON, service_app
 
 from sightline_gateway.api.deps import Gateway
 from sightline_gateway.api.review import install_review
@@ -35,7 +37,7 @@ from sightline_gateway.core.auth import TokenVerifier
 from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.limits import RateLimiter, UrlSigner
 from sightline_gateway.db.audit import AuditLog
-from sightline_gateway.db.engine import make_engine, make_sessions, migrate
+from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, migrate
 from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
 
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: Dependencies whose outage queues work instead of making the gateway not ready.
 NON_GATING = ("preprocess", "explain")
+#: Seconds a client is asked to wait before retrying while the database is unreachable.
+RETRY_AFTER_S = 5
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -210,6 +214,20 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
     app.include_router(router)
     app.include_router(dicomweb.router)
     install_review(app)
+
+    async def _database_unreachable(request: Request, exc: Exception) -> Response:
+        """The database is down: 503 with Retry-After, so that clients retry (same key) later."""
+        log.warning("database unreachable on %s: %s", request.url.path, type(exc).__name__)
+        error = DependencyUnavailable("the database is unreachable; retry later", retry_after=RETRY_AFTER_S)
+        return JSONResponse(
+            error.problem(instance=request.url.path),
+            status_code=error.status,
+            media_type=PROBLEM_JSON,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, _database_unreachable)
 
     @app.middleware("http")
     async def _trace_header(

@@ -169,6 +169,10 @@ class Intake:
             if again is None:
                 raise
             return Accepted(same_request(again, fingerprint), False)
+        except BaseException:
+            # Nothing half-written: the database did not take the study, so drop its objects.
+            await delete_objects(self.store, keys)
+            raise
         if watch:
             self.watchers.watch(study_id)
         self.wake.notify()

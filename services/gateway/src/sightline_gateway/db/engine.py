@@ -9,11 +9,26 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+#: What reaches a request when the database cannot be reached: the driver's connection errors
+#: (asyncpg raises them unwrapped while connecting) and SQLAlchemy's connection-level errors.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
 
 
 def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
@@ -29,8 +44,10 @@ def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
+        # A database that does not answer fails a request in seconds (503), not asyncpg's 60 s.
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
         if schema:
-            kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+            kwargs["connect_args"]["server_settings"] = {"search_path": schema}
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
