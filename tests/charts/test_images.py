@@ -16,7 +16,7 @@ from .conftest import CHART, ROOT
 
 pytestmark = pytest.mark.charts
 
-SERVICES = ["gateway", "deid", "preprocess", "explain"]
+SERVICES = ["gateway", "deid", "preprocess", "explain", "receiver"]
 DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in SERVICES}
 DOCKERFILES["triton"] = ROOT / "infra" / "triton" / "Dockerfile"
 

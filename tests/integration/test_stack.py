@@ -55,7 +55,7 @@ def wait_until(predicate, timeout_s: float) -> float:  # type: ignore[no-untyped
 def test_every_component_reports_ready(running: tuple[Stack, StackState]) -> None:
     stack, _ = running
     rows = {r["name"]: r for r in stack.status()}
-    assert set(rows) == {"triton", "preprocess", "deid", "explain", "gateway"}
+    assert set(rows) == {"triton", "preprocess", "deid", "explain", "gateway", "receiver"}
     assert all(r["ready"] for r in rows.values()), rows
 
 
@@ -70,7 +70,7 @@ def test_status_command_reports_each_component_and_the_placeholder(running: tupl
         cwd=REPO,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    for name in ("triton", "preprocess", "deid", "explain", "gateway"):
+    for name in ("triton", "preprocess", "deid", "explain", "gateway", "receiver"):
         assert name in out.stdout
     assert "derm-cnn" in out.stdout
 

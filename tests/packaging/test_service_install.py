@@ -28,7 +28,7 @@ import pytest
 
 from tests.conftest import REPO
 
-SERVICES = ("deid", "preprocess", "explain", "gateway")
+SERVICES = ("deid", "preprocess", "explain", "gateway", "receiver")
 VENVS = REPO / ".cache" / "service-venvs"
 LOCK = REPO / "requirements.lock"
 

@@ -17,6 +17,7 @@ from sightline_deid.settings import DeidSettings
 from sightline_explain.settings import ExplainSettings
 from sightline_gateway.settings import GatewaySettings
 from sightline_preprocess.settings import PreprocessSettings
+from sightline_receiver.settings import ReceiverSettings
 
 from sightline.stack import StackSettings, plan, settings_on_free_ports
 from sightline.stack.env import build_settings, env_prefix
@@ -29,6 +30,7 @@ SERVICES: dict[str, type[BaseSettings]] = {
     "deid": DeidSettings,
     "explain": ExplainSettings,
     "gateway": GatewaySettings,
+    "receiver": ReceiverSettings,
 }
 
 

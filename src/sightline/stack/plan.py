@@ -19,6 +19,7 @@ from sightline_deid.settings import DeidSettings
 from sightline_explain.settings import ExplainSettings
 from sightline_gateway.settings import GatewaySettings
 from sightline_preprocess.settings import PreprocessSettings
+from sightline_receiver.settings import ReceiverSettings, TenantSenders
 
 from sightline.stack.env import build_settings, settings_env
 from sightline.stack.prometheus import prometheus_component
@@ -28,6 +29,8 @@ from sightline.triton import prepare_backends, triton_command, triton_environmen
 
 #: Environment every first-party service gets besides its settings.
 PROCESS_ENV = {"PYTHONUNBUFFERED": "1"}
+#: The tenant of development tokens (``sightline up`` prints one) and of the receiver's modalities.
+DEV_TENANT = "dev-hospital"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,24 @@ def dev_secrets(data_dir: Path) -> DevSecrets:
         with os.fdopen(fd, "w") as fh:
             json.dump(values, fh)
     return DevSecrets(pseudonym_key=values["pseudonym_key"], jwt_secret=values["jwt_secret"])
+
+
+def receiver_credential(data_dir: Path, keys: DevSecrets, ttl_s: int = 30 * 24 * 3600) -> Path:
+    """A development token (submitter of DEV_TENANT) with which the receiver hands studies to the gateway.
+
+    Written at each plan (mode 0600); in a cluster the credential is an API key from a Secret.
+    """
+    from sightline_gateway.core.auth import mint_dev_token
+
+    token = mint_dev_token(
+        keys.jwt_secret, "sightline-dev", "sightline", DEV_TENANT, ["submitter"], ttl_s,
+        subject="dicom-receiver",
+    )
+    path = data_dir / "receiver-credential"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    return path
 
 
 def telemetry_settings(settings: StackSettings) -> TelemetrySettings:
@@ -115,6 +136,22 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             jwt_secret=keys.jwt_secret,
             drift_observations_file=data / "drift-observations.jsonl",
         ),
+        "receiver": build_settings(
+            ReceiverSettings,
+            environment="development",
+            telemetry=telemetry,
+            host=host,
+            port=settings.receiver_port,
+            dicom_port=settings.receiver_dicom_port,
+            gateway_url=f"http://{host}:{settings.gateway_port}",
+            tenants=[
+                TenantSenders(
+                    tenant=DEV_TENANT,
+                    calling_ae_titles=settings.receiver_calling_ae_titles,
+                    credential_file=receiver_credential(data, keys),
+                )
+            ],
+        ),
     }
 
 
@@ -124,6 +161,8 @@ def service_component(name: str, settings: ServiceSettings) -> Component:
     listens = {"http": base}
     if isinstance(settings, PreprocessSettings):
         listens["grpc"] = f"{settings.host}:{settings.grpc_port}"
+    if isinstance(settings, ReceiverSettings):
+        listens["dicom"] = f"{settings.host}:{settings.dicom_port} (AE {settings.ae_title})"
     return Component(
         name,
         [sys.executable, "-m", f"sightline_{name}"],

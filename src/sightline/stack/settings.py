@@ -27,6 +27,10 @@ class StackSettings(BaseSettings):
     deid_port: int = 8020
     explain_port: int = 8030
     gateway_port: int = 8080
+    receiver_port: int = 8040
+    receiver_dicom_port: int = 11112
+    #: Calling AE titles the receiver takes studies from (DCMTK's defaults), as the development tenant.
+    receiver_calling_ae_titles: list[str] = Field(default_factory=lambda: ["STORESCU", "ECHOSCU"])
     prometheus_port: int = 9090
     with_prometheus: bool = False
     otel_exporter: TraceExporter = "jsonl"

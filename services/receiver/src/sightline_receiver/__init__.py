@@ -1,0 +1,1 @@
+"""Sightline's DICOM receiver: a C-STORE/C-ECHO SCP that hands studies to the gateway's intake."""

@@ -1,0 +1,1 @@
+"""The DIMSE boundary: the SCP and its event handlers."""

@@ -1,0 +1,1 @@
+"""Outbound I/O: the gateway's STOW-RS intake."""

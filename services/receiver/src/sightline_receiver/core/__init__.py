@@ -1,0 +1,1 @@
+"""Pure receiver logic: the AE-title allow-list, instance checks, study assembly."""
