@@ -6,6 +6,7 @@ any output for it.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -95,10 +96,13 @@ class FakePreprocess:
         self.calls = 0
         self.fail_times = 0
         self.refuse = False
+        self.delay_s = 0.0
         self.seen: list[bytes] = []
 
     async def infer(self, dicom: bytes) -> Inference:
         self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         self.seen.append(dicom)
         if self.refuse:
             raise UnprocessableInput("preprocess: modality not accepted by this model")

@@ -194,9 +194,16 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         try:
             yield
         finally:
+            # Graceful shutdown: stop claiming, let jobs in hand finish within the grace period,
+            # then cancel the rest (their leases are handed back).
             stop.set()
             pipeline.stop_workers()
-            for task in tasks:
+            workers = tasks[: settings.worker_concurrency]
+            for task in tasks[settings.worker_concurrency :]:
+                task.cancel()
+            if workers:
+                await asyncio.wait(workers, timeout=settings.shutdown_grace_s)
+            for task in workers:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if owned_grpc is not None:

@@ -73,6 +73,11 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     dependency_probe_s: float = Field(
         default=2.0, gt=0, description="how often preprocess and explain readiness is probed"
     )
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="on SIGTERM, how long jobs in hand may run before their leases are handed back",
+    )
     job_lease_s: float = Field(default=120.0, gt=1)
     job_poll_s: float = Field(default=0.5, gt=0)
     deid_timeout_s: float = Field(default=30.0, gt=0)

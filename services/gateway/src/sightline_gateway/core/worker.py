@@ -54,7 +54,12 @@ class Worker:
         self.backfill = Backfill(queue=queue, workflow=workflow, policy=policy, circuits=circuits)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Claim and run jobs until ``stop`` is set."""
+        """Claim and run jobs until ``stop`` is set.
+
+        Graceful shutdown: once ``stop`` is set no job is claimed; the job in hand runs to its
+        end unless this task is cancelled (the grace period ran out), which hands its lease back
+        so that another replica takes the job at once (it resumes after its last checkpoint).
+        """
         self.wake.workers += 1
         try:
             while not stop.is_set():
@@ -66,7 +71,15 @@ class Worker:
                 if job is None:
                     await self.wake.wait(self.poll_s)
                     continue
-                await self.run_job(job)  # then claim again at once: there may be more
+                if stop.is_set():  # claimed while shutting down
+                    await self.queue.release(job)
+                    break
+                try:
+                    await self.run_job(job)  # then claim again at once: there may be more
+                except asyncio.CancelledError:
+                    await asyncio.shield(self.queue.release(job))
+                    log.warning("shutdown: job lease handed back")
+                    raise
         finally:
             self.wake.workers -= 1
 

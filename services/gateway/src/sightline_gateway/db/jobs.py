@@ -277,6 +277,24 @@ class JobQueue:
                 trace_id=current_trace_id(),
             )
 
+    async def release(self, job: Job) -> None:
+        """Hand the lease back (shutdown): queued again, due now; a no-op once the job ended."""
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            released = await session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.lease_owner == self.worker_id, Job.status == "running")
+                .values(status="queued", lease_owner=None, lease_expires_at=None, next_attempt_at=now)
+                .execution_options(**NO_SYNC)
+            )
+            if released.rowcount == 1 and job.stage != BACKFILL:  # type: ignore[attr-defined]
+                await session.execute(
+                    update(Study)
+                    .where(Study.id == job.study_id, Study.status == "running")
+                    .values(status="queued", updated_at=now)
+                    .execution_options(**NO_SYNC)
+                )
+
     async def fail(self, job: Job, study: Study, code: str, detail: str, reason: str) -> None:
         """End the job and its study as failed, with the reason, and audit it.
 
