@@ -106,6 +106,13 @@ def test_long_release_name_is_refused_before_names_collide() -> None:
     assert code != 0 and "fullnameOverride" in stderr, stderr
 
 
+def test_release_name_too_long_for_kuberay_is_refused_with_rayservice() -> None:
+    """KubeRay refuses a RayService name over 47 characters (<fullname>-explain)."""
+    assert _template(AUTH, release="r" * 31)[0] == 0
+    code, stderr = _template([*AUTH, "rayService.enabled=true"], release="r" * 31)
+    assert code != 0 and "rayService.enabled" in stderr and "KubeRay" in stderr, stderr
+
+
 def test_longest_accepted_release_keeps_every_name_distinct_and_valid() -> None:
     release = "r" * 30
     code, stderr = _template(AUTH, release=release)

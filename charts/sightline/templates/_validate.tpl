@@ -94,6 +94,11 @@
 {{- end -}}
 {{- end -}}
 {{- if $v.rayService.enabled -}}
+{{- /* KubeRay refuses longer RayService names (MaxRayServiceNameLength: 53 - 6). */ -}}
+{{- $ray := include "sightline.componentName" (list . "explain") -}}
+{{- if gt (len $ray) 47 -}}
+{{- fail (printf "rayService.enabled: RayService name %q is %d characters, KubeRay accepts at most 47; use a shorter release name or fullnameOverride" $ray (len $ray)) -}}
+{{- end -}}
 {{- $w := $v.rayService.workers -}}
 {{- include "sightline.checkRange" (list "rayService.workers" $w.minReplicas $w.maxReplicas) -}}
 {{- if or (lt (int $w.replicas) (int $w.minReplicas)) (gt (int $w.replicas) (int $w.maxReplicas)) -}}
