@@ -1,0 +1,212 @@
+"""The review workstation in a real browser: headless Debian Chromium driven by Selenium.
+
+A gateway (fake preprocess/explain, real de-identification) listens on loopback; a study is
+submitted through the API; a clinician signs in with the development login, opens the worklist
+and the study, moves the heatmap opacity slider, records a verdict with the keyboard, and sees
+the study leave the preliminary filter while the FHIR status becomes final. An auditor is
+refused and another tenant gets "not found". The screenshots in docs/ are written by this test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
+from sightline_common.contracts import ExplainRequest, ExplainResponse
+
+from tests.conftest import free_ports, skip_or_fail_in_ci
+from tests.unit.gateway.gateway_fixtures import PHI, REPO, FakeExplain, phi_dicom, token
+
+pytestmark = [pytest.mark.e2e]
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+DOCS = REPO / "docs"
+
+
+class HeatmapExplain(FakeExplain):
+    """The fake explain service, writing a real (smooth, centred) Grad-CAM-like heatmap."""
+
+    async def explain(self, request: ExplainRequest) -> ExplainResponse:
+        response = await super().explain(request)
+        yy, xx = np.mgrid[0:112, 0:112] / 111.0
+        heat = np.exp(-((yy - 0.45) ** 2 + (xx - 0.55) ** 2) / 0.03).astype(np.float16)
+        buf = io.BytesIO()
+        np.save(buf, heat, allow_pickle=False)
+        self.store.put(response.heatmap_key, buf.getvalue(), "application/octet-stream")
+        return response
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import uvicorn
+    from sightline_common.storage import LocalDirStore
+    from sightline_gateway.app import Dependencies, create_app
+    from sightline_gateway.clients.services import HttpDeid
+
+    from tests.unit.gateway.gateway_fixtures import FakePreprocess, deid_app, settings
+
+    tmp = tmp_path_factory.mktemp("review-browser")
+    s = settings(tmp, environment="development")
+    store = LocalDirStore(s.storage_dir)
+    deid = httpx.AsyncClient(transport=httpx.ASGITransport(app=deid_app()), base_url="http://deid")
+
+    async def ok() -> bool:
+        return True
+
+    deps = Dependencies(
+        deid=HttpDeid(deid, "http://deid", 10),
+        preprocess=FakePreprocess(),
+        explain=HeatmapExplain(store),
+        store=store,
+        ready_checks={"fake": ok},
+    )
+    (port,) = free_ports(1)
+    config = uvicorn.Config(create_app(s, deps), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "gateway did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        skip_or_fail_in_ci("Debian chromium and chromium-driver are not installed (make tools)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,800",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def submit(base: str, photograph: bool = False) -> str:
+    """A study through the public API: synthetic DICOM with planted PHI, or a committed sample."""
+    if photograph:
+        sample = sorted((REPO / "samples").glob("*.jpg"))[0]
+        sidecar = sample.with_suffix(".json").read_text()
+        r = httpx.post(
+            f"{base}/v1/studies?mode=sync",
+            files={"image": (sample.name, sample.read_bytes(), "image/jpeg"), "metadata": (None, sidecar)},
+            headers=token(),
+            timeout=60,
+        )
+    else:
+        r = httpx.post(
+            f"{base}/v1/studies?mode=sync",
+            content=phi_dicom(),
+            headers={"Content-Type": "application/dicom", **token()},
+            timeout=60,
+        )
+    assert r.status_code == 200, r.text
+    return str(r.headers["Location"]).rsplit("/", 1)[1]
+
+
+def sign_in(driver: Any, base: str, tenant: str, roles: tuple[str, ...], user: str) -> None:
+
+    driver.delete_all_cookies()
+    driver.get(f"{base}/review/login")
+    for name, value in (("subject", user), ("tenant", tenant)):
+        field = driver.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    for box in driver.find_elements(By.CSS_SELECTOR, 'input[name="role"]'):
+        if box.is_selected() != (box.get_attribute("value") in roles):
+            box.click()
+    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "#dev-login button[type=submit]"))
+
+
+def click_and_load(driver: Any, element: Any) -> None:
+    """Click a link or submit button and wait until the next page has replaced this one."""
+
+    element.click()
+    WebDriverWait(driver, 10).until(staleness_of(element))
+
+
+def no_phi(driver: Any) -> None:
+    assert PHI not in driver.title and PHI not in driver.current_url and PHI not in driver.page_source
+
+
+def test_clinician_reviews_a_study_in_chromium(server: str, browser: Any) -> None:
+
+    submit(server)
+    study_id = submit(server, photograph=True)
+    sign_in(browser, server, "hospital-a", ("clinician",), "dr-browser")
+    assert browser.title == "Worklist · Sightline review"
+    no_phi(browser)
+    DOCS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(DOCS / "review-worklist.png"))
+    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, f'tr[data-study="{study_id}"] a.open'))
+    assert browser.title == "Study · Sightline review" and study_id in browser.current_url
+    no_phi(browser)
+    overlay = browser.find_element(By.ID, "overlay")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay) == 512
+    slider = browser.find_element(By.ID, "opacity")
+    slider.send_keys(*([Keys.ARROW_RIGHT] * 20))
+    assert slider.get_attribute("value") == "70"
+    assert overlay.value_of_css_property("opacity") == "0.7"
+    browser.find_element(By.ID, "toggle").click()
+    assert not overlay.is_displayed()
+    browser.find_element(By.ID, "toggle").click()
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.save_screenshot(str(DOCS / "review-study.png"))
+    assert browser.find_element(By.ID, "result-status").text == "preliminary"
+    browser.find_element(By.TAG_NAME, "body").send_keys("d")  # keyboard shortcut: disagree
+    assert browser.find_element(By.CSS_SELECTOR, 'input[value="disagree"]').is_selected()
+    browser.find_element(By.ID, "comment").send_keys("looks benign")
+    click_and_load(browser, browser.find_element(By.ID, "record"))
+    assert browser.find_element(By.ID, "result-status").text == "final"
+    browser.get(f"{server}/review/?state=preliminary")
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-study="{study_id}"]')
+    browser.get(f"{server}/review/?state=reviewed")
+    assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-study="{study_id}"]')
+    fhir = httpx.get(f"{server}/v1/studies/{study_id}/result.fhir", headers=token(), timeout=10).json()
+    assert fhir["entry"][0]["resource"]["status"] == "final"
+    assert fhir["entry"][1]["resource"]["status"] == "final"
+
+
+def test_auditor_is_refused_and_another_tenant_sees_nothing(server: str, browser: Any) -> None:
+
+    study_id = submit(server)
+    sign_in(browser, server, "hospital-a", ("auditor",), "auditor-1")
+    assert "no clinician role" in browser.find_element(By.TAG_NAME, "h1").text
+    browser.get(f"{server}/review/studies/{study_id}")
+    assert "no clinician role" in browser.find_element(By.TAG_NAME, "h1").text
+    sign_in(browser, server, "hospital-b", ("clinician",), "dr-elsewhere")
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-study="{study_id}"]')
+    browser.get(f"{server}/review/studies/{study_id}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "No such study in your worklist."
+    no_phi(browser)
