@@ -153,6 +153,10 @@ def up(
     token = _dev_token(settings)
     console.print(f"development token (tenant {DEV_TENANT}, all roles, 8 h; refused outside development):")
     console.print(token, soft_wrap=True)
+    console.print(
+        f"review workstation: http://{settings.host}:{settings.gateway_port}/review/ "
+        "(development login: any user, tenant dev-hospital, role clinician)"
+    )
     if demo:
         try:
             _demo(settings, token)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from sightline_gateway.api.review.session import COOKIE, CSP
 from sightline_gateway.core.objects import explain_prefix
 
@@ -106,12 +107,15 @@ def test_verdict_finalises_through_the_api_path(h: Harness) -> None:
         r = h.client.post(f"/review/studies/{study_id}/verdict", data={"verdict": "agree", **bad})
         assert r.status_code == 403
     assert h.client.get(f"/v1/studies/{study_id}/result", headers=token()).json()["status"] == "preliminary"
+    labels = {"model": "derm-cnn", "version": "1", "verdict": "disagree"}
+    before = REGISTRY.get_sample_value("sightline_review_verdicts_total", labels) or 0.0
     r = h.client.post(
         f"/review/studies/{study_id}/verdict",
         data={"csrf": csrf_of(text), "verdict": "disagree", "comment": "benign naevus"},
         follow_redirects=False,
     )
     assert r.status_code == 303
+    assert REGISTRY.get_sample_value("sightline_review_verdicts_total", labels) == before + 1
     assert f"/review/studies/{study_id}" not in h.client.get("/review/?state=preliminary").text
     assert f"/review/studies/{study_id}" in h.client.get("/review/?state=reviewed").text
     fhir = h.client.get(f"/v1/studies/{study_id}/result.fhir", headers=token()).json()

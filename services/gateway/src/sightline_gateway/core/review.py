@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
 from sightline_common.manifest import ModelManifest
+
+#: Clinicians' verdicts on model results: the disagreement share per model version is an SRE signal.
+REVIEW_VERDICTS = Counter(
+    "sightline_review_verdicts",
+    "Clinician verdicts on model results (agree, disagree, uncertain)",
+    ["model", "version", "verdict"],
+)
 
 #: A subgroup with fewer test cases (or positives) than this has a wide interval: warn.
 SMALL_SUBGROUP_N = 100

@@ -18,6 +18,7 @@ from sightline_gateway.api.problems import ERRORS
 from sightline_gateway.api.schemas import ReviewIn, ReviewOut
 from sightline_gateway.core.auth import Principal, Role
 from sightline_gateway.core.reports import fhir_bundle, result_body, structured_report
+from sightline_gateway.core.review import REVIEW_VERDICTS
 from sightline_gateway.db.models import Result, Review, Study, utcnow
 
 router = APIRouter()
@@ -158,6 +159,7 @@ async def record_review(gw: Gateway, who: Principal, study_id: str, review: Revi
             .values(status="final", finalised_at=now)
         )
     await gw.record(who, "review.create", "review", row.id)
+    REVIEW_VERDICTS.labels(result.model_name, str(result.model_version), row.verdict).inc()
     return ReviewOut(
         id=row.id,
         study_id=study.id,
