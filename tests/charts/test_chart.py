@@ -284,7 +284,7 @@ def test_network_policies_deny_by_default_and_allow_only_architecture_flows() ->
                     found.add(component)
         return found
 
-    assert callers("gateway") == {"test"}  # plus the ingress controller namespace
+    assert callers("gateway") == {"test", "receiver"}  # plus the ingress controller namespace
     assert callers("deid") == {"gateway"}
     assert callers("preprocess") == {"gateway"}
     assert callers("explain") == {"gateway", "explain"}  # Ray head <-> workers

@@ -179,6 +179,18 @@ def _flows(values: Path, docs: list[dict[str, Any]]) -> tuple[list[Flow], list[F
             )
         )
         deny.append((pods["migrate"], PUBLIC, 443, "migration Job -> internet"))
+    if "receiver" in pods:
+        receiver = pods["receiver"]
+        need += [
+            (External("10.40.3.7", "modality"), receiver, 11112, "modality -> receiver DICOM"),
+            (receiver, gw, 8080, "receiver -> gateway STOW-RS"),
+            (receiver, KUBE_DNS, 53, "receiver -> DNS"),
+        ]
+        deny += [
+            (External("198.51.100.9"), receiver, 11112, "internet -> receiver DICOM"),
+            (receiver, where["database"], ports["database"], "receiver -> database"),
+            (receiver, pods["deid"], 8020, "receiver -> deid"),
+        ]
     if "postgresql" in pods:
         deny.append((pods["deid"], pods["postgresql"], 5432, "deid -> in-chart PostgreSQL"))
     return need, deny

@@ -152,6 +152,9 @@ app.kubernetes.io/part-of: sightline
 {{- if $c.grpcPort }}
 - {name: {{ $prefix }}GRPC_PORT, value: {{ $c.grpcPort | quote }}}
 {{- end }}
+{{- if $c.dicomPort }}
+- {name: {{ $prefix }}DICOM_PORT, value: {{ $c.dicomPort | quote }}}
+{{- end }}
 - {name: {{ $prefix }}ENVIRONMENT, value: {{ $ctx.Values.global.environment | quote }}}
 - {name: {{ $prefix }}LOG_LEVEL, value: {{ $ctx.Values.global.logLevel | quote }}}
 - {name: {{ $prefix }}LOG_JSON, value: "true"}
