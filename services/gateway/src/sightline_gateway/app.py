@@ -35,7 +35,7 @@ from sightline_gateway.clients.services import (
 )
 from sightline_gateway.core.auth import TokenVerifier
 from sightline_gateway.core.circuits import Circuits
-from sightline_gateway.core.limits import RateLimiter, UrlSigner
+from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, migrate
 from sightline_gateway.pipeline import Pipeline
@@ -176,7 +176,11 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             audit=audit,
             pipeline=pipeline,
             verifier=verifier,
-            limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            limiter=RateLimiter(
+                settings.rate_limit_per_minute,
+                settings.rate_limit_burst,
+                limiter_storage(settings.rate_limit_storage),
+            ),
             signer=UrlSigner(settings.jwt_secret),
         )
         stop = asyncio.Event()

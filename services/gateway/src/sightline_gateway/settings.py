@@ -57,6 +57,11 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     max_instances_per_study: int = Field(default=16, ge=1, le=1000)
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per client per minute")
     rate_limit_burst: int = Field(default=60, ge=1)
+    rate_limit_storage: str | None = Field(
+        default=None,
+        pattern=r"^(redis|rediss|redis\+unix)://",
+        description="Redis URI shared by every replica for the rate limit (None: per-process memory)",
+    )
     sync_timeout_s: float = Field(default=60.0, gt=0, le=600, description="bound of ?mode=sync")
 
     # jobs

@@ -109,7 +109,7 @@ async def principal(
         )
     else:
         raise Unauthorised("authentication required (Authorization: Bearer <token> or X-API-Key)")
-    gw.limiter.check(who.client_id)
+    await gw.limiter.check(who.client_id)
     return who
 
 

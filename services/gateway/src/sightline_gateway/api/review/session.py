@@ -152,7 +152,7 @@ async def clinician(request: Request, gw: GW) -> tuple[Principal, ReviewSession]
         raise ReviewPageError(
             403, "The review workstation is for clinicians; your account has no clinician role."
         )
-    gw.limiter.check(who.client_id)
+    await gw.limiter.check(who.client_id)
     return who, session
 
 
