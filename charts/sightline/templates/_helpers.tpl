@@ -250,3 +250,14 @@ app.kubernetes.io/part-of: sightline
 {{- end -}}
 {{- toYaml $r -}}
 {{- end -}}
+
+{{/* Triton's TensorRT engine/timing cache volume (config.pbtxt: /var/cache/triton/trt). */}}
+{{- define "sightline.tritonEngineCacheVolume" -}}
+{{- $c := .Values.triton.engineCache -}}
+- name: engine-cache
+{{- if $c.existingClaim }}
+  persistentVolumeClaim: {claimName: {{ $c.existingClaim }}}
+{{- else }}
+  emptyDir: {sizeLimit: {{ $c.sizeLimit }}}
+{{- end }}
+{{- end }}
