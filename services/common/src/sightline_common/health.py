@@ -1,21 +1,36 @@
 """Liveness and readiness, the same shape in every service.
 
 ``/health/live`` checks only the process. ``/health/ready`` runs the service's dependency
-checks and answers 503 with which one failed; it is never ready unconditionally.
+checks and answers 503 with which one failed; it is never ready unconditionally. Checks run in
+:func:`probe_context`: nothing they call (SQL, HTTP, Triton's gRPC ``ServerReady``) is traced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+@contextmanager
+def probe_context() -> Iterator[None]:
+    """Run a health or metrics probe untraced: OpenTelemetry instrumentation is suppressed inside.
+
+    Probes are most of the requests a service sees; traced, their client calls (a database
+    ``SELECT 1``, Triton's ``ServerReady``) would each become a root trace. Tasks started inside
+    inherit the suppression (asyncio copies the context).
+    """
+    with suppress_instrumentation():
+        yield
 
 
 async def run_checks(checks: Mapping[str, ReadyCheck], timeout_s: float = 2.0) -> dict[str, bool]:
@@ -48,7 +63,8 @@ def health_router(
 
     @router.get("/health/ready")
     async def ready() -> JSONResponse:
-        results = await run_checks(checks)
+        with probe_context():
+            results = await run_checks(checks)
         ok = all(results.values())
         body: dict[str, object] = {"status": "ready" if ok else "not-ready", "checks": results}
         if dependencies is not None:

@@ -32,7 +32,10 @@ class TelemetrySettings(BaseSettings):
     exporter: TraceExporter = "jsonl"
     traces_file: Path = Path("var/traces.jsonl")
     otlp_endpoint: str | None = None
+    #: Parent-based head sampling: share of root traces kept; children follow their parent.
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    #: Also export spans that end in error from unsampled traces (see sightline_common.sampling).
+    keep_errors: bool = True
 
 
 class ServiceSettings(BaseSettings):

@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
+from sightline_common.sampling import ErrorKeepingSpanProcessor, build_sampler
 from sightline_common.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,14 @@ def setup_tracing(
 ) -> TracerProvider:
     """Install a global tracer provider for this process and return it.
 
-    ``synchronous`` exports each span as it ends (tests, short-lived commands).
+    ``synchronous`` exports each span as it ends (tests, short-lived commands). Sampling (probes
+    never, parent-based ``sample_ratio``, errors kept) is described in :mod:`sightline_common.sampling`.
     """
     resource = Resource.create(
         {"service.name": service_name, "service.namespace": "sightline", "service.version": "0.1.0"}
     )
-    provider = TracerProvider(resource=resource, sampler=ParentBasedTraceIdRatio(settings.sample_ratio))
+    sampler = build_sampler(settings.sample_ratio, keep_errors=settings.keep_errors)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     exporter = _exporter(settings)
     if exporter is not None:
         exporter = ScrubbingSpanExporter(exporter)
@@ -106,7 +108,7 @@ def setup_tracing(
         processor = SimpleSpanProcessor(exporter) if synchronous else BatchSpanProcessor(
             exporter, schedule_delay_millis=500
         )
-        provider.add_span_processor(processor)
+        provider.add_span_processor(ErrorKeepingSpanProcessor(processor))
     trace.set_tracer_provider(provider)
     return provider
 
