@@ -94,6 +94,15 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     retention_days: float = Field(default=30.0, gt=0, description="de-identified images and heatmaps")
     retention_interval_s: float = Field(default=3600.0, gt=0)
 
+    # post-market monitoring (real-world performance from confirmed outcomes)
+    outcome_window_days: float = Field(
+        default=90.0, gt=0, description="rolling window of the real-world performance gauges"
+    )
+    outcome_expected_days: float = Field(
+        default=42.0, gt=0, description="a referred result without an outcome after this long is backlog"
+    )
+    outcome_metrics_interval_s: float = Field(default=60.0, gt=0, description="gauge refresh period")
+
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:
         refuse_weak_secret(self.jwt_secret, "SIGHTLINE_GATEWAY_JWT_SECRET", self.environment)

@@ -26,6 +26,8 @@ class Role(StrEnum):
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    #: A hospital system (pathology/EHR interface) that reports confirmed diagnoses, and nothing else.
+    OUTCOME_REPORTER = "outcome-reporter"
 
 
 ALL_ROLES = frozenset(r.value for r in Role)

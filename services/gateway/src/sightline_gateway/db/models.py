@@ -6,10 +6,21 @@ counts and model outputs. Review comments are clinical free text kept in the dat
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -161,3 +172,32 @@ class AuditEvent(Base):
     trace_id: Mapped[str | None] = mapped_column(String(32), default=None)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Outcome(Base):
+    """A confirmed diagnosis for a study's lesion; a later one supersedes it, both are kept.
+
+    Holds a code from the shipped table and its model label, never free text; ``sex`` and
+    ``age_band`` are the subgroup read from the de-identified image when the outcome arrived.
+    """
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[int] = mapped_column(Integer)
+    code_system: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(String(20))
+    label: Mapped[str] = mapped_column(String(32))
+    positive: Mapped[bool] = mapped_column(Boolean)
+    method: Mapped[str] = mapped_column(String(32))
+    diagnosed_on: Mapped[date] = mapped_column(Date)
+    site: Mapped[str] = mapped_column(String(64), default="unspecified")
+    sex: Mapped[str] = mapped_column(String(8), default="unknown")
+    age_band: Mapped[str] = mapped_column(String(8), default="unknown")
+    source: Mapped[str] = mapped_column(String(8))
+    reported_by: Mapped[str] = mapped_column(String(200))
+    supersedes: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sightline_gateway.api.routes import admin, audit, dicomweb, models, objects, results, studies
+from sightline_gateway.api.routes import admin, audit, dicomweb, models, objects, outcomes, results, studies
 
 router = APIRouter(prefix="/v1")
-for _resource in (studies, results, models, audit, admin, objects):
+for _resource in (studies, results, outcomes, models, audit, admin, objects):
     router.include_router(_resource.router)
 
 __all__ = ["dicomweb", "router"]

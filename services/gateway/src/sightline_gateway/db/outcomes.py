@@ -1,0 +1,139 @@
+"""Storing confirmed outcomes and reading results joined with them as :class:`Case` rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sightline_gateway.core.outcomes import Confirmed
+from sightline_gateway.core.performance import Case
+from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.models import Outcome, Result, Review, Study, utcnow
+
+#: Bound of ``IN (...)`` lists per query.
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Who reports, for the row and the audit event."""
+
+    subject: str
+    roles: Sequence[str]
+    tenant: str
+    trace_id: str | None
+
+
+async def record_outcome(
+    audit: AuditLog,
+    study: Study,
+    result: Result,
+    confirmed: Confirmed,
+    who: Reporter,
+    subgroup: dict[str, str],
+) -> Outcome:
+    """Store an outcome that supersedes the study's current one, with its audit event, atomically."""
+    async with audit.transaction() as session:
+        current = await session.scalar(
+            select(Outcome.id)
+            .where(Outcome.study_id == study.id)
+            .order_by(Outcome.created_at.desc(), Outcome.id.desc())
+            .limit(1)
+        )
+        row = Outcome(
+            id=str(uuid.uuid4()),
+            study_id=study.id,
+            tenant_id=study.tenant_id,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            code_system=confirmed.code_system,
+            code=confirmed.code,
+            label=confirmed.label,
+            positive=confirmed.positive,
+            method=confirmed.method,
+            diagnosed_on=confirmed.diagnosed_on,
+            site=confirmed.site,
+            sex=subgroup.get("sex", "unknown"),
+            age_band=subgroup.get("age_band", "unknown"),
+            source=confirmed.source,
+            reported_by=who.subject,
+            supersedes=current,
+            created_at=utcnow(),
+        )
+        session.add(row)
+        await session.flush()
+        await audit.add(
+            session,
+            actor=who.subject,
+            roles=who.roles,
+            tenant_id=who.tenant,
+            action="outcome.supersede" if current else "outcome.create",
+            resource_type="outcome",
+            resource_id=row.id,
+            trace_id=who.trace_id,
+        )
+    return row
+
+
+async def outcome_history(sessions: async_sessionmaker[AsyncSession], study_id: str) -> list[Outcome]:
+    """A study's outcomes, newest (the current one) first."""
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(Outcome)
+            .where(Outcome.study_id == study_id)
+            .order_by(Outcome.created_at.desc(), Outcome.id.desc())
+        )
+        return list(rows.all())
+
+
+async def load_cases(
+    sessions: async_sessionmaker[AsyncSession],
+    since: datetime,
+    until: datetime,
+    model: str | None = None,
+) -> list[Case]:
+    """Every result created in ``[since, until)`` with its current outcome and latest verdict."""
+    async with sessions() as session:
+        query = select(Result).where(Result.created_at >= since, Result.created_at < until)
+        if model is not None:
+            query = query.where(Result.model_name == model)
+        results = list((await session.scalars(query.order_by(Result.created_at))).all())
+        outcomes: dict[str, Outcome] = {}
+        verdicts: dict[str, str] = {}
+        ids = [r.study_id for r in results]
+        for n in range(0, len(ids), CHUNK):
+            chunk = ids[n : n + CHUNK]
+            for row in await session.scalars(
+                select(Outcome).where(Outcome.study_id.in_(chunk)).order_by(Outcome.created_at, Outcome.id)
+            ):
+                outcomes[row.study_id] = row  # the latest wins: it supersedes the others
+            for study_id, verdict in await session.execute(
+                select(Review.study_id, Review.verdict)
+                .where(Review.study_id.in_(chunk))
+                .order_by(Review.created_at)
+            ):
+                verdicts[study_id] = verdict
+    cases = []
+    for r in results:
+        o = outcomes.get(r.study_id)
+        cases.append(
+            Case(
+                model=r.model_name,
+                version=str(r.model_version),
+                tenant=r.tenant_id,
+                site=o.site if o else "unspecified",
+                sex=o.sex if o else "unknown",
+                age_band=o.age_band if o else "unknown",
+                at=r.created_at,
+                probability=r.probability,
+                refer=r.refer,
+                truth=o.positive if o else None,
+                verdict=verdicts.get(r.study_id),
+            )
+        )
+    return cases
