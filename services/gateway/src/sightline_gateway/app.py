@@ -36,7 +36,6 @@ from sightline_gateway.clients.services import (
 from sightline_gateway.core.auth import TokenVerifier
 from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
-from sightline_gateway.core.monitoring import run_outcome_metrics
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, migrate
 from sightline_gateway.pipeline import Pipeline
@@ -107,7 +106,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
     store = deps.store or settings.object_store()
     preprocess = deps.preprocess
     owned_grpc: GrpcPreprocess | None = None
-    audit = AuditLog(sessions)
+    audit = AuditLog(sessions, store)
     verifier = TokenVerifier(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
@@ -190,23 +189,13 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         tasks.append(asyncio.create_task(pipeline.run_circuits(stop, settings.dependency_probe_s)))
         tasks.append(
             asyncio.create_task(
-                run_outcome_metrics(
-                    sessions,
-                    lambda: app.state.gateway.manifest(settings.model_name),
-                    stop,
-                    window=timedelta(days=settings.outcome_window_days),
-                    expect_after=timedelta(days=settings.outcome_expected_days),
-                    interval_s=settings.outcome_metrics_interval_s,
-                )
-            )
-        )
-        tasks.append(
-            asyncio.create_task(
                 pipeline.run_retention(
                     stop, timedelta(days=settings.retention_days), settings.retention_interval_s
                 )
             )
         )
+        if audit.anchors is not None:
+            tasks.append(asyncio.create_task(audit.anchors.run(stop, settings.audit_anchor_interval_s)))
         log.info("gateway started: %d workers, store %s", settings.worker_concurrency, type(store).__name__)
         try:
             yield

@@ -89,6 +89,13 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     preprocess_timeout_s: float = Field(default=30.0, gt=0)
     explain_timeout_s: float = Field(default=60.0, gt=0)
 
+    audit_anchor_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how often the audit chain's head is anchored in the object store (and logged); "
+        "deleting events older than the last anchor is detected by /v1/audit/verify",
+    )
+
     # results and retention
     signed_url_ttl_s: int = Field(default=900, ge=10, le=7 * 24 * 3600)
     retention_days: float = Field(default=30.0, gt=0, description="de-identified images and heatmaps")

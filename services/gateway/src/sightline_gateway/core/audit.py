@@ -62,15 +62,43 @@ class ChainReport:
     problems: list[dict[str, Any]] = field(default_factory=list)
 
 
-def verify(events: Iterable[Mapping[str, Any]], limit: int = 100) -> ChainReport:
-    """Check every event in ``seq`` order: contiguous numbering, own hash, link to the previous."""
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's head (``seq`` and its ``hash``) as copied outside the database at ``at``.
+
+    The chain alone cannot show that its newest events were deleted: what is left still links.
+    An anchor can: the anchored event must still be there, with the anchored hash.
+    """
+
+    seq: int
+    hash: str
+    at: str
+
+    def to_json(self) -> bytes:
+        return json.dumps({"seq": self.seq, "hash": self.hash, "at": self.at}, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Anchor:
+        raw = json.loads(data)
+        return cls(seq=int(raw["seq"]), hash=str(raw["hash"]), at=str(raw["at"]))
+
+
+def verify(
+    events: Iterable[Mapping[str, Any]], limit: int = 100, anchor: Anchor | None = None
+) -> ChainReport:
+    """Check every event in ``seq`` order: contiguous numbering, own hash, link to the previous,
+    and, given an ``anchor``, that the anchored event is still there with the anchored hash."""
     prev = GENESIS
     expected_seq = 1
     count = 0
+    last_seq = 0
+    anchored_hash: str | None = None
     problems: list[dict[str, Any]] = []
     for ev in events:
         count += 1
-        seq = int(ev["seq"])
+        seq = last_seq = int(ev["seq"])
+        if anchor is not None and seq == anchor.seq:
+            anchored_hash = str(ev["hash"])
         if seq != expected_seq:
             problems.append(
                 {"seq": seq, "problem": "gap", "detail": f"expected seq {expected_seq} (deleted?)"}
@@ -85,4 +113,21 @@ def verify(events: Iterable[Mapping[str, Any]], limit: int = 100) -> ChainReport
         expected_seq = seq + 1
         if len(problems) >= limit:
             break
+    if anchor is not None and len(problems) < limit:
+        if last_seq < anchor.seq:
+            problems.append(
+                {
+                    "seq": last_seq + 1,
+                    "problem": "truncated",
+                    "detail": f"events {last_seq + 1}..{anchor.seq} anchored at {anchor.at} are missing",
+                }
+            )
+        elif anchored_hash is not None and anchored_hash != anchor.hash:
+            problems.append(
+                {
+                    "seq": anchor.seq,
+                    "problem": "anchor-mismatch",
+                    "detail": f"differs from anchor of {anchor.at}",
+                }
+            )
     return ChainReport(ok=not problems, events=count, head=prev, problems=problems)

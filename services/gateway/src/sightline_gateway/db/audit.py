@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+from sightline_common.storage import ObjectStore
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.core.audit import GENESIS, ChainReport, event_hash, verify
+from sightline_gateway.core.audit_anchors import AuditAnchors
 from sightline_gateway.db.models import AuditEvent, utcnow
 
 # One writer at a time per log; PostgreSQL adds a transaction-scoped advisory lock so that
@@ -21,11 +23,22 @@ _PG_LOCK_KEY = 0x5167_4C69_6E65  # "SightLine"
 
 
 class AuditLog:
-    """Append events and verify the chain."""
+    """Append events and verify the chain (against its anchor outside the database, given a store)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], store: ObjectStore | None = None) -> None:
         self.sessions = sessions
         self._lock = asyncio.Lock()
+        self.anchors = AuditAnchors(store, self.head) if store is not None else None
+
+    async def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the newest event, ``None`` for an empty log."""
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+                )
+            ).first()
+        return (int(row[0]), str(row[1])) if row else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -138,7 +151,8 @@ class AuditLog:
             return int((await session.scalar(select(func.count()).select_from(AuditEvent))) or 0)
 
     async def verify(self, batch: int = 1000) -> ChainReport:
-        """Walk the whole chain in ``seq`` order, in batches."""
+        """Walk the whole chain in ``seq`` order, in batches, and check it still holds its anchor."""
+        anchor = await self.anchors.latest() if self.anchors is not None else None
 
         async def rows() -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
@@ -158,7 +172,7 @@ class AuditLog:
                     out.extend({c: getattr(e, c) for c in _COLUMNS} for e in page)
                     after = page[-1].seq
 
-        return verify(await rows())
+        return verify(await rows(), anchor=anchor)
 
 
 _COLUMNS = [c.name for c in AuditEvent.__table__.columns]
