@@ -36,6 +36,7 @@ from sightline_gateway.clients.services import (
 from sightline_gateway.core.auth import TokenVerifier
 from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
+from sightline_gateway.core.monitoring import run_outcome_metrics
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, migrate
 from sightline_gateway.pipeline import Pipeline
@@ -187,6 +188,18 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
         tasks.append(asyncio.create_task(pipeline.run_backlog_metrics(stop)))
         tasks.append(asyncio.create_task(pipeline.run_circuits(stop, settings.dependency_probe_s)))
+        tasks.append(
+            asyncio.create_task(
+                run_outcome_metrics(
+                    sessions,
+                    lambda: app.state.gateway.manifest(settings.model_name),
+                    stop,
+                    window=timedelta(days=settings.outcome_window_days),
+                    expect_after=timedelta(days=settings.outcome_expected_days),
+                    interval_s=settings.outcome_metrics_interval_s,
+                )
+            )
+        )
         tasks.append(
             asyncio.create_task(
                 pipeline.run_retention(
