@@ -67,7 +67,7 @@ def publish_claims(manifest: ModelManifest) -> None:
             CLAIMED.labels(manifest.name, str(manifest.version), metric).set(float(value))
 
 
-def publish(cases: Sequence[Case], now: datetime, expect_after: timedelta, min_bin: int = 10) -> int:
+def publish(cases: Sequence[Case], now: datetime, expect_after: timedelta, min_bin: int = 30) -> int:
     """Set the gauges from ``cases`` (one window); returns the number of groups published."""
     ESTIMATE.clear()
     CASES.clear()
