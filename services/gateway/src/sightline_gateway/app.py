@@ -38,7 +38,8 @@ from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
 from sightline_gateway.core.monitoring import run_outcome_metrics
 from sightline_gateway.db.audit import AuditLog
-from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, migrate
+from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, prepare_schema
+from sightline_gateway.db.migrations import SchemaMismatch
 from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
 
@@ -146,7 +147,11 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal owned_grpc
-        await migrate(engine, settings.database_schema)
+        try:
+            await prepare_schema(engine, settings.database_schema, settings.migrate_on_start)
+        except SchemaMismatch as exc:
+            log.critical("refusing to start: %s", exc)
+            raise
         if isinstance(store, S3Store):
             await asyncio.to_thread(store.ensure_bucket)
         if preprocess is None:

@@ -18,6 +18,11 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     database_url: str = Field(
         description="SQLAlchemy async URL (sqlite+aiosqlite:/// or postgresql+asyncpg://)"
     )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="run the database migrations at start (under an advisory lock); false when the "
+        "chart's migration hook Job runs them: the gateway then only checks the schema is at its head",
+    )
     database_schema: str | None = Field(
         default=None,
         description="PostgreSQL schema for every table (tests use one per run); None: the default",

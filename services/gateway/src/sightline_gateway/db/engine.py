@@ -1,20 +1,19 @@
-"""Engine, sessions and migrations (Alembic, run at start-up)."""
+"""Engine, sessions and migrations (Alembic, at start-up or by the Helm hook Job)."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from sightline_gateway.db.migrations import MIGRATION_LOCK_ID, alembic_config, refuse_newer, require_head
+
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 
 CONNECT_TIMEOUT_S = 5.0
@@ -67,18 +66,43 @@ def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def _upgrade(connection: Connection, schema: str | None, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
-    config.attributes["connection"] = connection
-    config.attributes["schema"] = schema
-    command.upgrade(config, revision)
+    refuse_newer(connection, schema)
+    command.upgrade(alembic_config(connection, schema), revision)
 
 
 async def migrate(engine: AsyncEngine, schema: str | None = None, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (idempotent; run at every start)."""
+    """Bring the database to ``revision`` (idempotent); :class:`SchemaMismatch` on a newer schema.
+
+    Takes no lock: callers that may run concurrently use :func:`prepare_schema` (or the hook
+    Job's own lock, charts/sightline/files/migrate.py).
+    """
     async with engine.begin() as conn:
         if schema and conn.dialect.name == "postgresql":
             if not _SCHEMA.fullmatch(schema):
                 raise ValueError("invalid database schema name")
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         await conn.run_sync(_upgrade, schema, revision)
+
+
+async def prepare_schema(engine: AsyncEngine, schema: str | None, migrate_on_start: bool) -> None:
+    """At start-up: migrate under the PostgreSQL advisory lock the hook Job also takes, or, when
+    the hook Job migrates (``migrate_on_start`` false), only check that the schema is at our head.
+
+    Raises :class:`SchemaMismatch` (the gateway does not start) on a schema newer than ours, and
+    without ``migrate_on_start`` on one that is not at our head.
+    """
+    if not migrate_on_start:
+        async with engine.connect() as conn:
+            await conn.run_sync(require_head, schema)
+        return
+    async with engine.connect() as lock:
+        postgres = lock.dialect.name == "postgresql"
+        if postgres:
+            await lock.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            await lock.commit()
+        try:
+            await migrate(engine, schema)
+        finally:
+            if postgres:
+                await lock.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+                await lock.commit()
