@@ -55,7 +55,7 @@ def _only_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
 
 
 def test_plan_starts_triton_then_each_service(planned: dict[str, Component]) -> None:
-    assert list(planned) == ["triton", *SERVICES]
+    assert list(planned) == ["otlp-sink", "triton", *SERVICES]
 
 
 @pytest.mark.parametrize("name", list(SERVICES))

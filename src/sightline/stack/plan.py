@@ -172,6 +172,30 @@ def service_component(name: str, settings: ServiceSettings) -> Component:
     )
 
 
+def triton_otlp_url(settings: StackSettings) -> str | None:
+    """Where Triton sends its spans: the collector (otlp-http), the JSON-lines sink (jsonl), or nowhere."""
+    if settings.otel_exporter == "otlp-http":
+        return settings.otel_otlp_endpoint
+    if settings.otel_exporter == "jsonl":
+        return f"http://{settings.host}:{settings.otlp_sink_port}/v1/traces"
+    return None
+
+
+def otlp_sink_component(settings: StackSettings) -> Component:
+    """The OTLP/HTTP receiver that appends Triton's spans to the stack's trace file (jsonl exporter)."""
+    address = f"{settings.host}:{settings.otlp_sink_port}"
+    traces = telemetry_settings(settings).traces_file
+    command = [sys.executable, "-m", "sightline.stack.otlp_sink", "--host", settings.host]
+    command += ["--port", str(settings.otlp_sink_port), "--traces-file", str(traces)]
+    return Component(
+        "otlp-sink",
+        command,
+        f"http://{address}/health/live",
+        {"otlp-http": f"http://{address}/v1/traces"},
+        env=dict(PROCESS_ENV),
+    )
+
+
 def triton_component(settings: StackSettings, shm_prefix: str) -> Component:
     """The real tritonserver (CPU, python backend) serving the model repository."""
     host = settings.host
@@ -186,7 +210,7 @@ def triton_component(settings: StackSettings, shm_prefix: str) -> Component:
             metrics_port=settings.triton_metrics_port,
             host=host,
             shm_prefix=shm_prefix,
-            otlp_http_url=settings.otel_otlp_endpoint if settings.otel_exporter == "otlp-http" else None,
+            otlp_http_url=triton_otlp_url(settings),
         ),
         f"http://{host}:{settings.triton_http_port}/v2/models/{settings.model_name}/ready",
         {
@@ -201,7 +225,8 @@ def triton_component(settings: StackSettings, shm_prefix: str) -> Component:
 def plan(settings: StackSettings, shm_prefix: str) -> list[Component]:
     """The components in start order, with their commands and environments."""
     services = service_settings(settings, dev_secrets(settings.data_dir.resolve()))
-    components = [triton_component(settings, shm_prefix)]
+    components = [otlp_sink_component(settings)] if settings.otel_exporter == "jsonl" else []
+    components.append(triton_component(settings, shm_prefix))
     components += [service_component(name, svc) for name, svc in services.items()]
     if settings.with_prometheus:
         components.append(prometheus_component(settings, port=settings.prometheus_port))

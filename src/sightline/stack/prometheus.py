@@ -70,6 +70,7 @@ def prometheus_component(settings: StackSettings, port: int = 9090, binary: str 
             f"--web.listen-address={address}",
             "--storage.tsdb.retention.time=2d",
             "--web.enable-lifecycle",
+            "--enable-feature=exemplar-storage",  # latency buckets link to trace ids
         ],
         f"http://{address}/-/ready",
         {"http": f"http://{address}"},

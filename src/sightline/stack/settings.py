@@ -35,6 +35,8 @@ class StackSettings(BaseSettings):
     with_prometheus: bool = False
     otel_exporter: TraceExporter = "jsonl"
     otel_otlp_endpoint: str | None = None
+    #: With the JSON-lines exporter, Triton's OTLP spans reach the trace file through this sink.
+    otlp_sink_port: int = 8050
     deid_recipe: str = "sightline-basic"
     ready_timeout_s: float = Field(default=240.0, gt=0)
     explain_object_store_mb: int = 128

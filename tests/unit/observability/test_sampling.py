@@ -98,3 +98,20 @@ def test_suppressed_context_starts_no_recorded_span() -> None:
     with suppress_instrumentation(), tracer.start_as_current_span("SELECT 1") as span:
         assert not span.is_recording()
     assert exporter.get_finished_spans() == ()
+
+
+def test_database_calls_outside_any_request_are_not_exported_unless_they_fail() -> None:
+    tracer, exporter = _tracing(1.0)
+    for name in ("connect", "SELECT sightline.db"):  # a job queue's poll, a pool's connect
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT) as span:
+            span.set_attribute("db.system", "sqlite")
+    with tracer.start_as_current_span("UPDATE sightline.db", kind=SpanKind.CLIENT) as failing:
+        failing.set_attribute("db.system", "sqlite")
+        failing.set_status(Status(StatusCode.ERROR))
+    with tracer.start_as_current_span("job"), tracer.start_as_current_span("SELECT sightline.db") as span:
+        span.set_attribute("db.system", "sqlite")
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "UPDATE sightline.db",
+        "SELECT sightline.db",
+        "job",
+    ]

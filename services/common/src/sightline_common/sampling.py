@@ -19,6 +19,9 @@ Three rules, in this order:
    ``sightline.sampling=error-kept``; their ancestors in other services are kept only where those
    services saw the error too (a 5xx answer marks the caller's client and server spans as errors).
    The cost is recording every span at ratios below 1, which is CPU, not export volume.
+
+Database calls that belong to no request or job (a pool's connect, a job queue's poll: the
+gateway's worker polls several times a second) are not exported either, unless they fail.
 """
 
 from __future__ import annotations
@@ -139,6 +142,8 @@ def build_sampler(ratio: float, *, keep_errors: bool = True) -> Sampler:
 class ErrorKeepingSpanProcessor(SpanProcessor):
     """Pass sampled spans to ``inner``; also unsampled spans that failed, and the rest of their trace here.
 
+    Unparented database calls are passed on only when they fail.
+
     Unsampled spans are handed on as sampled copies marked ``sightline.sampling=error-kept``.
     """
 
@@ -153,6 +158,8 @@ class ErrorKeepingSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.get_span_context()
+        if _unparented_db_call(span) and span.status.status_code is not StatusCode.ERROR:
+            return
         if ctx is None or ctx.trace_flags.sampled:
             self.inner.on_end(span)
             return
@@ -171,6 +178,15 @@ class ErrorKeepingSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self.inner.force_flush(timeout_millis))
+
+
+def _unparented_db_call(span: ReadableSpan) -> bool:
+    """A database call outside any request or job: a pool connect, a queue poll. Not a trace of anything.
+
+    (Its attributes are set after it starts, so a sampler cannot see them; the processor can.)
+    """
+    attrs = span.attributes or {}
+    return span.parent is None and ("db.system" in attrs or "db.system.name" in attrs)
 
 
 def _as_kept(span: ReadableSpan, ctx: SpanContext) -> ReadableSpan:
