@@ -164,6 +164,16 @@ app.kubernetes.io/part-of: sightline
 - name: {{ $prefix }}DATABASE_URL
   valueFrom: {secretKeyRef: {name: {{ include "sightline.databaseSecret" $ctx }}, key: {{ $ctx.Values.database.urlKey }}}}
 {{- end }}
+{{- if eq $name "gateway" }}
+{{- /* The hook Job migrates (files/migrate.py); the gateway then only checks the schema's revision. */}}
+- {name: {{ $prefix }}MIGRATE_ON_START, value: {{ not (and $ctx.Values.migrations.enabled (not $ctx.Values.database.inChart.enabled)) | quote }}}
+- {name: {{ $prefix }}RATE_LIMIT_PER_MINUTE, value: {{ $ctx.Values.rateLimit.perMinute | quote }}}
+- {name: {{ $prefix }}RATE_LIMIT_BURST, value: {{ $ctx.Values.rateLimit.burst | quote }}}
+{{- with $ctx.Values.rateLimit.redis.existingSecret }}
+- name: {{ $prefix }}RATE_LIMIT_STORAGE
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: {{ $ctx.Values.rateLimit.redis.urlKey }}}}
+{{- end }}
+{{- end }}
 {{- if has "objectStorage" $c.uses }}
 - {name: {{ $prefix }}S3_ENDPOINT, value: {{ include "sightline.objectStorageEndpoint" $ctx | quote }}}
 - {name: {{ $prefix }}S3_SECURE, value: {{ include "sightline.objectStorageSecure" $ctx | quote }}}

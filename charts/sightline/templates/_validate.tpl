@@ -131,6 +131,9 @@
 {{ $v.database.existingSecret }} {{ $v.database.inChart.passwordKey }} database.inChart.passwordKey
 {{- end }}
 {{- end }}
+{{- if and $v.components.gateway.enabled $v.rateLimit.redis.existingSecret }}
+{{ $v.rateLimit.redis.existingSecret }} {{ $v.rateLimit.redis.urlKey }} rateLimit.redis.existingSecret/urlKey
+{{- end }}
 {{- $cred := $v.triton.modelRepository.credentials -}}
 {{- if and $v.triton.enabled (eq $v.triton.modelRepository.source "objectStorage") $cred.existingSecret }}
 {{ $cred.existingSecret }} {{ $cred.accessKeyKey }} triton.modelRepository.credentials

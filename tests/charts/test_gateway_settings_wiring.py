@@ -1,0 +1,55 @@
+"""The gateway's settings the chart owns (issues 13 and 14): one rate-limit budget across
+replicas through a shared Redis (env from a Secret, NetworkPolicy egress to it, preflight), and
+start-up migrations left to the hook Job whenever the chart renders one."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import CHART, RELEASE, render
+from .netpol import External, allowed
+from .test_network_flows import _pods
+
+pytestmark = pytest.mark.charts
+
+DEFAULT = str(CHART / "ci" / "default-values.yaml")
+CPU = str(CHART / "ci" / "cpu-values.yaml")
+REDIS = External("10.40.0.7", "Redis")
+REDIS_SET = ("rateLimit.redis.existingSecret=sightline-redis",)
+
+
+def _gateway_env(docs: list[dict]) -> dict[str, dict]:
+    deploy = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-gateway"
+    )
+    return {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_without_redis_each_replica_limits_on_its_own() -> None:
+    env = _gateway_env(render(DEFAULT))
+    assert env["SIGHTLINE_GATEWAY_RATE_LIMIT_PER_MINUTE"]["value"] == "600"
+    assert env["SIGHTLINE_GATEWAY_RATE_LIMIT_BURST"]["value"] == "60"
+    assert "SIGHTLINE_GATEWAY_RATE_LIMIT_STORAGE" not in env
+
+
+def test_replicas_share_the_budget_through_redis() -> None:
+    docs = render(DEFAULT, *REDIS_SET)
+    env = _gateway_env(docs)
+    assert env["SIGHTLINE_GATEWAY_RATE_LIMIT_STORAGE"]["valueFrom"] == {
+        "secretKeyRef": {"name": "sightline-redis", "key": "url"}
+    }
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = _pods(docs)
+    assert allowed(policies, pods["gateway"], REDIS, 6379), "gateway -> Redis"
+    for other in ("deid", "preprocess", "explain"):
+        assert not allowed(policies, pods[other], REDIS, 6379), f"{other} -> Redis"
+    assert not allowed(policies, pods["gateway"], External("198.51.100.7"), 6379), "gateway -> public Redis"
+
+
+def test_the_gateway_migrates_at_start_only_without_the_hook_job() -> None:
+    with_job = render(DEFAULT)
+    assert [d for d in with_job if d["kind"] == "Job"]
+    assert _gateway_env(with_job)["SIGHTLINE_GATEWAY_MIGRATE_ON_START"]["value"] == "false"
+    in_chart_db = render(CPU)  # the in-chart PostgreSQL: no hook Job, the gateway migrates
+    assert not [d for d in in_chart_db if d["kind"] == "Job"]
+    assert _gateway_env(in_chart_db)["SIGHTLINE_GATEWAY_MIGRATE_ON_START"]["value"] == "true"
