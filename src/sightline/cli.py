@@ -223,12 +223,14 @@ def restart_command(
 
 
 def _mount_subcommands() -> None:
-    """`sightline train|evaluate|model-card` and `sightline drift ...` from their own modules."""
+    """`sightline train|evaluate|model-card`, `drift ...` and `monitor ...` from their own modules."""
     from sightline.drift_cli import drift_app
     from sightline.ml.cli import ml_app
+    from sightline.monitor_cli import monitor_app
 
     app.add_typer(ml_app)
     app.add_typer(drift_app, name="drift")
+    app.add_typer(monitor_app, name="monitor")
 
 
 _mount_subcommands()

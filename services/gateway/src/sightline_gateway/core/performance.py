@@ -56,7 +56,8 @@ def wilson(k: int, n: int, z: float = Z95) -> Estimate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(k, n, p, max(0.0, centre - half), min(1.0, centre + half))
+    # The interval contains p; min/max keep rounding at p = 0 or 1 from putting it outside.
+    return Estimate(k, n, p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 @dataclass(frozen=True)
