@@ -170,6 +170,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             retry_budget_s=settings.job_retry_budget_s,
             backoff_s=settings.job_backoff_s,
             backoff_max_s=settings.job_backoff_max_s,
+            deid_retry_budget_s=settings.deid_retry_budget_s,
             lease_s=settings.job_lease_s,
             poll_s=settings.job_poll_s,
             drift=DriftMonitor(observations_file=settings.drift_observations_file),

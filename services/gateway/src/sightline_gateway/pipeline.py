@@ -50,6 +50,7 @@ class Pipeline:
         retry_budget_s: float = 900.0,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        deid_retry_budget_s: float = 20.0,
         lease_s: float = 120.0,
         poll_s: float = 0.5,
         drift: DriftMonitor | None = None,
@@ -70,6 +71,7 @@ class Pipeline:
             wake=self.wake,
             watchers=watchers,
             backoff_s=backoff_s,
+            deid_budget_s=deid_retry_budget_s,
         )
         self.workflow = Workflow(
             store=store,

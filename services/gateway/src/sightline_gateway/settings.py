@@ -91,6 +91,13 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     job_lease_s: float = Field(default=120.0, gt=1)
     job_poll_s: float = Field(default=0.5, gt=0)
     deid_timeout_s: float = Field(default=30.0, gt=0)
+    deid_retry_budget_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="how long a submission retries de-identification while deid is unavailable "
+        "(in the request: identified bytes are never queued) before answering 503 with Retry-After; "
+        "below sync_timeout_s",
+    )
     preprocess_timeout_s: float = Field(default=30.0, gt=0)
     explain_timeout_s: float = Field(default=60.0, gt=0)
 
@@ -117,6 +124,10 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
 
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:
+        if self.deid_retry_budget_s >= self.sync_timeout_s:
+            raise ValueError(
+                "deid_retry_budget_s must be below sync_timeout_s (a sync caller waits for both)"
+            )
         refuse_weak_secret(self.jwt_secret, "SIGHTLINE_GATEWAY_JWT_SECRET", self.environment)
         if self.environment == "production" and self.database_url.startswith("sqlite"):
             raise ValueError("SQLite is the embedded development default; use PostgreSQL in production")

@@ -1,13 +1,14 @@
 """Retrying calls to other services while they are unavailable.
 
-Two schedules, both tenacity's: :func:`call_with_retry` retries in process (a few quick tries
-while a caller waits); :class:`RetryPolicy` schedules a durable job's next attempt after a
-dependency failed, with jittered exponential backoff, until a time budget is spent.
+Two schedules, both tenacity's: :func:`call_with_retry` retries in process (a few quick tries,
+or until a deadline, while a caller waits); :class:`RetryPolicy` schedules a durable job's next
+attempt after a dependency failed, with jittered exponential backoff, until a time budget is spent.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -20,6 +21,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
+    stop_never,
     wait_exponential,
     wait_random_exponential,
 )
@@ -64,21 +66,45 @@ class RetryPolicy:
         return min(self._wait(state), self.budget_s - elapsed_s)
 
 
-async def call_with_retry(
-    fn: Callable[[], Awaitable[T]], *, attempts: int, backoff_s: float, stage: str
-) -> T:
-    """Call ``fn`` up to ``attempts`` times; retry only :class:`DependencyUnavailable`.
+class stop_at_deadline(stop_base):  # tenacity's naming
+    """Stop when the next attempt would start after ``deadline`` (``time.monotonic()``)."""
 
-    Jittered delays of up to ``backoff_s``, ``2 * backoff_s``, ...; any other error, and the
-    last :class:`DependencyUnavailable`, reaches the caller unchanged.
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + (retry_state.upcoming_sleep or 0.0) >= self.deadline
+
+
+async def call_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    attempts: int | None = None,
+    deadline: float | None = None,
+    backoff_s: float,
+    max_backoff_s: float | None = None,
+    stage: str,
+) -> T:
+    """Call ``fn`` up to ``attempts`` times and/or until ``deadline`` (``time.monotonic()``);
+    retry only :class:`DependencyUnavailable`.
+
+    Jittered delays of up to ``backoff_s``, ``2 * backoff_s``, ... (capped at ``max_backoff_s``);
+    any other error, and the last :class:`DependencyUnavailable`, reaches the caller unchanged.
     """
+    if attempts is None and deadline is None:
+        raise ValueError("call_with_retry needs attempts or a deadline")
+    stop: stop_base = stop_never
+    if attempts is not None:
+        stop = stop | stop_after_attempt(attempts)
+    if deadline is not None:
+        stop = stop | stop_at_deadline(deadline)
 
     def before_sleep(state: RetryCallState) -> None:
-        log.warning("stage %s unavailable, retry %d/%d", stage, state.attempt_number, attempts - 1)
+        log.warning("stage %s unavailable, retry %d", stage, state.attempt_number)
 
     async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=backoff_s),
+        stop=stop,
+        wait=wait_random_exponential(multiplier=backoff_s, max=max_backoff_s or float("inf")),
         retry=retry_if_exception_type(DependencyUnavailable),
         before_sleep=before_sleep,
         reraise=True,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pydicom
 from opentelemetry import trace
-from sightline_common.errors import NotFound, UnprocessableInput
+from sightline_common.errors import DependencyUnavailable, NotFound, UnprocessableInput
 from sightline_common.metrics import STAGE_DURATION
 from sightline_common.storage import ObjectStore
 from sightline_common.telemetry import current_trace_id
@@ -37,9 +37,12 @@ from sightline_gateway.db.models import Study
 
 tracer = trace.get_tracer(__name__)
 
-DEID_ATTEMPTS = 3
-#: De-identification runs while the caller waits: its retries back off faster than a job's.
+#: De-identification runs while the caller waits (identified bytes are never queued): it is
+#: retried until the request's de-identification budget is spent, backing off faster than a job.
 DEID_BACKOFF_FACTOR = 0.2
+DEID_BACKOFF_MAX_S = 2.0
+#: Retry-After of the 503 a caller gets once the budget is spent (a deid pod restarts in 10-60 s).
+DEID_RETRY_AFTER_S = 5
 
 
 def idempotency_hash(tenant: str, key: str) -> str:
@@ -66,9 +69,11 @@ class Intake:
         wake: Wakeup,
         watchers: Watchers,
         backoff_s: float,
+        deid_budget_s: float = 20.0,
     ) -> None:
         self.sessions, self.store, self.audit, self.queue = sessions, store, audit, queue
         self.deid, self.wake, self.watchers, self.backoff_s = deid, wake, watchers, backoff_s
+        self.deid_budget_s = deid_budget_s
 
     async def find_idempotent(self, tenant: str, key: str | None) -> Study | None:
         if not key:
@@ -108,17 +113,25 @@ class Intake:
         keys: list[str] = []
         summaries: list[dict[str, Any]] = []
         deid_uid: str | None = None
+        deid_deadline = time.monotonic() + self.deid_budget_s  # one budget for all the instances
         try:
             for n, identified in enumerate(instances):
                 start = time.perf_counter()
                 with tracer.start_as_current_span("gateway.deid") as span:
                     span.set_attribute("sightline.instance_bytes", len(identified))
-                    outcome = await call_with_retry(
-                        functools.partial(self.deid.deidentify, identified, tenant),
-                        attempts=DEID_ATTEMPTS,
-                        backoff_s=DEID_BACKOFF_FACTOR * self.backoff_s,
-                        stage="deid",
-                    )
+                    try:
+                        outcome = await call_with_retry(
+                            functools.partial(self.deid.deidentify, identified, tenant),
+                            deadline=deid_deadline,
+                            backoff_s=DEID_BACKOFF_FACTOR * self.backoff_s,
+                            max_backoff_s=DEID_BACKOFF_MAX_S,
+                            stage="deid",
+                        )
+                    except DependencyUnavailable as exc:
+                        raise DependencyUnavailable(
+                            f"{exc.detail}; nothing was stored: retry with the same Idempotency-Key",
+                            retry_after=DEID_RETRY_AFTER_S,
+                        ) from exc
                 timings["deid_ms"] = timings.get("deid_ms", 0.0) + (time.perf_counter() - start) * 1000
                 STAGE_DURATION.labels("gateway", "deid").observe(time.perf_counter() - start)
                 if deid_uid is None:
