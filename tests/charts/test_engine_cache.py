@@ -48,7 +48,8 @@ def test_every_triton_workload_mounts_the_cache_path_writable() -> None:
                 assert mount["name"] in volumes, f"{values.name} {name}: volume {mount['name']} missing"
             checked.append(f"{values.name}:{name}")
     # The Deployment and KServe's predictor must both have been seen, or this checked nothing.
-    assert any(c.endswith("-triton") for c in checked) and any(c.endswith("/predictor") for c in checked), checked
+    assert any(c.endswith("-triton") for c in checked), checked
+    assert any(c.endswith("/predictor") for c in checked), checked
 
 
 def test_a_named_claim_keeps_engines_across_pods() -> None:
