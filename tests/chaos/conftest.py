@@ -1,4 +1,4 @@
-"""A stack per chaos module, tokens per case, and the figures of every case in the run's summary."""
+"""One stack for the chaos run, tokens per case, and the figures of every case in the run's summary."""
 
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def _epoch(stored: str) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack]:
-    """The whole stack on free ports, started once per module and shared by its cases."""
+    """The whole stack on free ports, started once and shared by every case (each its own tenant)."""
     data = tmp_path_factory.mktemp("chaos")
     stack = Stack(
         settings_on_free_ports(data, model_repository=REPO / "model_repository", ready_timeout_s=240)
