@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 ml_app = typer.Typer(help="Train, evaluate and document the reference model.", no_args_is_help=True)
 
@@ -34,13 +35,29 @@ def train_command(
 
 @ml_app.command("evaluate")
 def evaluate_command(
+    dataset: Annotated[
+        str | None, typer.Option(help="folder with the images and a metadata CSV (image, label columns)")
+    ] = None,
+    metadata: Annotated[str, typer.Option(help="metadata CSV inside --dataset")] = "metadata.csv",
+    split: Annotated[
+        str | None, typer.Option(help="split (the CSV's split column) to evaluate; default test")
+    ] = None,
+    all_images: Annotated[bool, typer.Option("--all", help="evaluate every image of the folder")] = False,
+    external: Annotated[
+        str | None, typer.Option(help="label the report as external validation on this named dataset")
+    ] = None,
     repository: Annotated[Path, typer.Option(help="model repository")] = Path("model_repository"),
     model: Annotated[str, typer.Option(help="model name")] = "derm-cnn",
-    dataset: Annotated[str | None, typer.Option(help="dataset folder (metadata.csv + images/)")] = None,
-    split: Annotated[str, typer.Option(help="split to evaluate")] = "test",
     out: Annotated[
-        Path | None, typer.Option(help="report folder; default <repository>/<model>/evaluation")
+        Path | None, typer.Option(help="report folder; default a new folder under var/evaluations")
     ] = None,
+    update_manifest: Annotated[
+        bool,
+        typer.Option(
+            "--update-manifest",
+            help="make this the served model's evaluation (evaluation/, manifest metrics, model card)",
+        ),
+    ] = False,
     loso_repository: Annotated[
         Path | None, typer.Option(help="repository holding a model trained without --loso-site")
     ] = None,
@@ -49,27 +66,57 @@ def evaluate_command(
     ] = "derm-cnn-loso-rosendahl",
     loso_site: Annotated[str, typer.Option(help="held-out site")] = "rosendahl",
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,
+    bootstrap_unit: Annotated[
+        str, typer.Option(help="resample 'lesion's (images of one lesion together) or 'image's")
+    ] = "lesion",
+    min_positives_ci: Annotated[
+        int, typer.Option(help="no CI for a group with fewer malignant cases than this")
+    ] = 10,
     cache_dir: Annotated[Path, typer.Option(help="image cache")] = Path(".cache"),
-    update_manifest: Annotated[
-        bool, typer.Option(help="write the summary into manifest.json metrics")
-    ] = True,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="decode the images without the cache")] = False,
 ) -> None:
-    """AUROC, AUPRC, sensitivity/specificity, ECE overall and per sex, age band and site."""
-    from sightline.ml.evaluate import run_evaluation
+    """AUROC, AUPRC, sensitivity/specificity, ECE overall and per sex, age band and site, with CIs."""
+    from rich.console import Console
+    from sightline_common.errors import SightlineError
 
-    run_evaluation(
-        repository,
-        model,
-        dataset=dataset,
-        split=split,
-        out=out,
-        loso_repository=loso_repository,
-        loso_model=loso_model,
-        loso_site=loso_site,
-        n_bootstrap=bootstrap,
-        cache_dir=cache_dir,
-        update_manifest=update_manifest,
-    )
+    from sightline.ml.evaluate import run_evaluation
+    from sightline.ml.progress import rich_tracker
+
+    console = Console()
+    if bootstrap_unit not in ("lesion", "image"):
+        console.print("[red]--bootstrap-unit must be 'lesion' or 'image'[/]")
+        raise typer.Exit(2)
+    if split is not None and all_images:
+        console.print("[red]give --split or --all, not both[/]")
+        raise typer.Exit(2)
+    try:
+        with rich_tracker(console) as tracker:
+            result = run_evaluation(
+                repository,
+                model,
+                dataset=dataset,
+                metadata=metadata,
+                split=split,
+                all_images=all_images,
+                external=external,
+                out=out,
+                loso_repository=loso_repository,
+                loso_model=loso_model,
+                loso_site=loso_site,
+                n_bootstrap=bootstrap,
+                by_lesion=bootstrap_unit == "lesion",
+                min_positives_ci=min_positives_ci,
+                cache_dir=None if no_cache else cache_dir,
+                update_manifest=update_manifest,
+                tracker=tracker,
+            )
+    except SightlineError as exc:
+        console.print(f"[red]evaluation failed:[/] {exc.detail}")
+        raise typer.Exit(2) from exc
+    console.print(summary_table(result))
+    console.print(f"report: {Path(result['out']) / 'REPORT.md'}")
+    if update_manifest:
+        console.print(f"updated {repository / model}: manifest.json metrics, evaluation/, MODEL_CARD.md")
 
 
 @ml_app.command("model-card")
@@ -84,6 +131,41 @@ def model_card_command(
 
     path = write_model_card(repository, model, evaluation=evaluation, out=out)
     typer.echo(f"wrote {path}")
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """Overall and per-group figures with CIs, small groups and flagged gaps marked."""
+    from sightline.ml.report import _title
+
+    table = Table(title=_title(result))
+    for column in ("group", "n", "malignant", "AUROC", "sensitivity", "specificity", "ECE", "note"):
+        table.add_column(column)
+
+    def cell(row: dict[str, Any], metric: str) -> str:
+        m = row[metric]
+        if m["value"] is None:
+            return "n/a"
+        lo, hi = m["ci95"]
+        return f"{m['value']:.3f}" + (f" ({lo:.3f}-{hi:.3f})" if lo is not None else "")
+
+    rows = [("all", result["overall"])] + [
+        (f"{a}={g}", v) for a, per in result["by_attribute"].items() for g, v in per.items()
+    ]
+    for name, row in rows:
+        note = "[yellow]no CI: too few cases[/]" if "ci_withheld" in row else ""
+        table.add_row(
+            name,
+            str(row["n"]),
+            str(row["positives"]),
+            *(cell(row, k) for k in ("auroc", "sensitivity", "specificity", "ece")),
+            note,
+        )
+    for flag in result.get("flagged_gaps", []):
+        table.caption = (table.caption or "") + (
+            f"FLAGGED {flag['attribute']} {flag['metric']} gap {flag['gap']:.3f} "
+            f"({flag['best']} vs {flag['worst']}); "
+        )
+    return table
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Pixels go through the one preprocessing implementation (:mod:`sightline_common.imaging`):
 PIL-decoded RGB, then ``resize`` to the model's spec, so training sees what serving sees.
-Decoded, resized images are cached as one uint8 array (keyed by the metadata digest and the
-spec) because decoding 9,000 JPEGs costs more than an epoch on a CPU.
+Decoded, resized images are cached as one uint8 array (keyed by the metadata digest, every
+image's size and mtime, and the spec) because decoding 9,000 JPEGs costs more than an epoch on
+a CPU. Evaluation reads any folder of images with a metadata CSV: only ``image`` and ``label``
+are required there; training also needs the HAM10000 columns and its train/val/test split.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,10 @@ _CANDIDATES = (
 )
 DEFAULT_DATASET = next((p for p in _CANDIDATES if (p / "metadata.csv").is_file()), _CANDIDATES[0])
 REQUIRED_COLUMNS = ("image", "image_id", "label", "sex", "age", "site", "lesion_id", "split")
+#: What an evaluation needs; the other columns get defaults (each image its own lesion).
+EVALUATION_COLUMNS = ("image", "label")
 SPLITS = ("train", "val", "test")
+ALL = "all"  # the split name of a folder without a split column
 AGE_BANDS = ((0, 30, "0-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 200, "75+"))
 STAT_NAMES = DRIFT_STAT_NAMES  # the reference distribution covers what drift compares
 
@@ -55,23 +60,47 @@ def age_band(age: float | None) -> str:
     return "unknown"
 
 
-def read_metadata(root: Path) -> pd.DataFrame:
-    """Read and check ``metadata.csv``: required columns, binary labels, lesion-grouped split."""
-    path = root / "metadata.csv"
+def read_metadata(
+    root: Path, *, required: Sequence[str] = REQUIRED_COLUMNS, metadata: str = "metadata.csv"
+) -> pd.DataFrame:
+    """Read and check the metadata CSV: required columns, binary labels, lesion-grouped split.
+
+    With the training columns required, split names must be train/val/test; with fewer (an
+    evaluation), split names are free and missing optional columns get defaults.
+    """
+    path = root / metadata
     if not path.is_file():
-        raise InvalidInput(f"no metadata.csv in dataset folder {root}")
-    df = pd.read_csv(path, dtype={"sex": str, "site": str, "lesion_id": str, "split": str})
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+        raise InvalidInput(f"no {metadata} in dataset folder {root}")
+    df = pd.read_csv(path, dtype={"image": str, "sex": str, "site": str, "lesion_id": str, "split": str})
+    missing = [c for c in required if c not in df.columns]
     if missing:
-        raise InvalidInput(f"metadata.csv lacks columns {missing}")
-    if not set(df["label"].unique()) <= {0, 1}:
-        raise InvalidInput("label must be 0 (benign) or 1 (malignant)")
-    if not set(df["split"].unique()) <= set(SPLITS):
-        raise InvalidInput(f"split must be one of {SPLITS}")
-    check_lesion_split(df)
+        raise InvalidInput(
+            f"{path} lacks the required column(s) {', '.join(missing)} "
+            f"(has: {', '.join(map(str, df.columns))}); required: {', '.join(required)}"
+        )
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    bad = df.index[~labels.isin([0, 1])]
+    if len(bad):
+        raise InvalidInput(
+            f"{path}: label must be 0 (benign) or 1 (malignant); {len(bad)} row(s) are not, "
+            f"first at data row {int(bad[0]) + 1} ({df['label'].iloc[bad[0]]!r})"
+        )
     df = df.copy()
+    df["label"] = labels.astype(np.int64)
+    if "split" in required and not set(df["split"].unique()) <= set(SPLITS):
+        raise InvalidInput(f"split must be one of {SPLITS}")
+    defaults = {"image_id": df["image"], "sex": "unknown", "age": np.nan, "site": "unknown", "split": ALL}
+    for column, default in defaults.items():
+        if column not in df.columns:
+            df[column] = default
+    if "lesion_id" not in df.columns:
+        df["lesion_id"] = df["image"]
+    df["lesion_id"] = df["lesion_id"].fillna(df["image"])
+    df["split"] = df["split"].fillna(ALL)
+    check_lesion_split(df)
     df["sex"] = df["sex"].fillna("unknown")
-    df["age_band"] = [age_band(a) for a in df["age"]]
+    df["site"] = df["site"].fillna("unknown")
+    df["age_band"] = [age_band(a) for a in pd.to_numeric(df["age"], errors="coerce")]
     return df.reset_index(drop=True)
 
 
@@ -108,26 +137,51 @@ def decode_rgb(path: Path) -> NDArray[np.uint8]:
         return np.asarray(im.convert("RGB"))
 
 
-def _cache_key(root: Path, spec: PreprocessSpec) -> str:
-    digest = hashlib.sha256((root / "metadata.csv").read_bytes())
+def _cache_key(root: Path, meta: pd.DataFrame, metadata: str, spec: PreprocessSpec) -> str:
+    """Metadata bytes, each image's path, size and mtime, and the spec: changed pixels miss the cache."""
+    digest = hashlib.sha256((root / metadata).read_bytes())
+    for rel in meta["image"]:
+        st = (root / rel).stat()
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     digest.update(json.dumps([spec.height, spec.width, spec.resize, spec.colour]).encode())
     return digest.hexdigest()[:16]
 
 
+def _check_images(root: Path, meta: pd.DataFrame) -> None:
+    missing = [rel for rel in meta["image"] if not (root / rel).is_file()]
+    if missing:
+        raise InvalidInput(
+            f"{len(missing)} image(s) listed in the metadata are missing under {root}, e.g. {missing[0]}"
+        )
+
+
 def load_dataset(
-    root: Path, spec: PreprocessSpec, *, cache_dir: Path | None = None, limit: int | None = None
+    root: Path,
+    spec: PreprocessSpec,
+    *,
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+    required: Sequence[str] = REQUIRED_COLUMNS,
+    metadata: str = "metadata.csv",
+    advance: Callable[[int], None] | None = None,
 ) -> DermSet:
-    """Decode and resize every image of the folder (or the first ``limit`` per split and label), cached."""
-    meta = read_metadata(root)
+    """Decode and resize every image of the folder (or the first ``limit`` per split and label), cached.
+
+    ``advance`` is called once per decoded image (a progress bar's hook).
+    """
+    meta = read_metadata(root, required=required, metadata=metadata)
     if limit is not None:
         # Balanced per split and label so that a tiny subset still has both classes.
         meta = meta.groupby(["split", "label"], group_keys=False).head(limit).reset_index(drop=True)
+    _check_images(root, meta)
     cache: Path | None = None
     if cache_dir is not None and limit is None:
-        cache = cache_dir / f"dermset-{_cache_key(root, spec)}.npz"
+        cache = cache_dir / f"dermset-{_cache_key(root, meta, metadata, spec)}.npz"
         if cache.is_file():
             with np.load(cache) as z:
                 log.info("loaded %d cached images", len(z["labels"]))
+                if advance is not None:
+                    advance(len(meta))
                 return DermSet(z["images"], z["labels"], meta, z["stats"])
     images = np.empty((len(meta), spec.height, spec.width, 3), np.uint8)
     stats = np.empty((len(meta), len(STAT_NAMES)), np.float32)
@@ -136,6 +190,8 @@ def load_dataset(
         s = image_stats(rgb).as_dict()
         stats[i] = [s[k] for k in STAT_NAMES]
         images[i] = resize(rgb, spec)
+        if advance is not None:
+            advance(1)
     labels = meta["label"].to_numpy(np.int64)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

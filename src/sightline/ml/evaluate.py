@@ -1,82 +1,84 @@
-"""Evaluate a model from the model repository, overall and per patient group and site.
+"""Evaluate a model from the model repository on any folder of images, overall and per group and site.
 
 The served artifact (the manifest version's ``model.onnx``, checked against the manifest's
 sha256) is what is run, through ONNX Runtime, on pixels prepared by the serving path's
 ``resize``/``normalise``; the manifest's temperature and threshold turn logits into decisions.
 Metrics come from scikit-learn, per group through fairlearn's ``MetricFrame``; 95% confidence
-intervals by a percentile bootstrap within each group. Writes ``evaluation.json``,
-``REPORT.md`` and plots.
+intervals by a lesion-level percentile bootstrap within each group. Writes ``evaluation.json``,
+``REPORT.md`` and plots into a new folder; the served model's manifest, evaluation folder and
+model card change only when asked (``update_manifest``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from sightline_common.manifest import load_manifest
+from sightline_common.errors import InvalidInput, NotFound
+from sightline_common.manifest import ModelManifest, load_manifest
 
 from sightline.ml import data as ds
 from sightline.ml.inference import Scored, score
-from sightline.ml.manifest_update import record_evaluation
+from sightline.ml.loso import external_validation
+from sightline.ml.manifest_update import publish
 from sightline.ml.metrics import expected_calibration_error
 from sightline.ml.plots import Series, plot_reliability, plot_roc
 from sightline.ml.prediction import sigmoid
+from sightline.ml.progress import Silent, Tracker
 from sightline.ml.report import render_report
 from sightline.ml.statistics import clean
-from sightline.ml.subgroups import ATTRIBUTES, evaluate_predictions, summary
+from sightline.ml.subgroups import ATTRIBUTES, MIN_POSITIVES_CI, evaluate_predictions
 
 log = logging.getLogger(__name__)
+EVALUATIONS_DIR = Path("var/evaluations")
 
 
-def external_validation(
-    loso_repository: Path,
-    loso_model: str,
-    site: str,
-    everything: ds.DermSet,
-    main: Scored,
-    main_threshold: float,
-    split: str,
-    out: Path,
-    n_bootstrap: int,
-) -> dict[str, Any]:
-    """A model trained without ``site``: tested on all that site's images and the other sites' split."""
-    manifest = load_manifest(loso_repository, loso_model)
-    held_out = ds.select(everything, ds.SPLITS, include_sites=[site])
-    others = ds.select(everything, [split], exclude_sites=[site])
-    s_held, s_others = score(loso_repository, manifest, held_out), score(loso_repository, manifest, others)
-    in_dist = main.meta["site"].to_numpy() == site
-    result = {
-        "held_out_site": site,
-        "model": loso_model,
-        "training_sites": manifest.training_data.get("train_by_site", {}),
-        "epochs_run": manifest.metrics.get("validation", {}).get("epochs_run"),
-        "threshold": manifest.threshold,
-        "held_out_site_all_splits": summary(s_held.labels, s_held.probs, manifest.threshold, n_bootstrap, 1),
-        f"other_sites_{split}": summary(s_others.labels, s_others.probs, manifest.threshold, n_bootstrap, 2),
-        f"reference_model_on_{site}_{split}": summary(
-            main.labels[in_dist], main.probs[in_dist], main_threshold, n_bootstrap, 3
-        ),
-    }
-    plot_roc(
-        out / f"roc_loso_{site}.png",
-        f"Leave-one-site-out: {site}",
-        [
-            (f"trained without {site}: {site} (all splits)", s_held.labels, s_held.probs),
-            (f"trained without {site}: other sites ({split})", s_others.labels, s_others.probs),
-            (f"reference model: {site} ({split})", main.labels[in_dist], main.probs[in_dist]),
-        ],
-    )
-    plot_reliability(
-        out / f"calibration_loso_{site}.png",
-        f"Calibration, trained without {site}",
-        [
-            (f"{site} (external)", s_held.labels, s_held.probs),
-            (f"other sites ({split})", s_others.labels, s_others.probs),
-        ],
-    )
-    return result
+def find_manifest(repository: Path, name: str) -> ModelManifest:
+    """The model's manifest, or an error that says where it looked and what is there."""
+    path = repository / name / "manifest.json"
+    if not path.is_file():
+        present = sorted(p.parent.name for p in repository.glob("*/manifest.json"))
+        raise NotFound(
+            f"no manifest for model {name!r}: looked for {path.resolve()}"
+            + (f"; models with a manifest there: {', '.join(present)}" if present else "")
+        )
+    return load_manifest(repository, name)
+
+
+def choose_rows(
+    everything: ds.DermSet, split: str | None, all_images: bool, source: str
+) -> tuple[ds.DermSet, str]:
+    """The images to evaluate and the name the report gives them.
+
+    ``all_images``: every row. A split: its rows, refused when empty. Neither: ``test`` when the
+    metadata has it, every row when it has no split column.
+    """
+    present = sorted(set(everything.meta["split"].astype(str)))
+    if all_images:
+        chosen, label = everything, ds.ALL
+    elif split is None and present == [ds.ALL]:
+        chosen, label = everything, ds.ALL
+    else:
+        label = split or "test"
+        chosen = ds.select(everything, [label])
+        if len(chosen) == 0:
+            raise InvalidInput(
+                f"split {label!r} has no images in {source}; splits present: {', '.join(present)} "
+                "(choose one with --split, or --all for every image)"
+            )
+    if len(chosen) == 0:
+        raise InvalidInput(f"no images to evaluate in {source}")
+    return chosen, label
+
+
+def default_out(manifest: ModelManifest, dataset: Path, label: str, external: str | None) -> Path:
+    """A new folder per run: var/evaluations/<model>-v<version>-<dataset>-<split>-<UTC time>."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    what = external or f"{dataset.resolve().name}-{label}"
+    return EVALUATIONS_DIR / f"{manifest.name}-v{manifest.version}-{what}-{stamp}"
 
 
 def _plot_evaluation(scored: Scored, temperature: float, split: str, out: Path) -> None:
@@ -112,39 +114,74 @@ def run_evaluation(
     name: str,
     *,
     dataset: str | Path | None = None,
-    split: str = "test",
+    metadata: str = "metadata.csv",
+    split: str | None = None,
+    all_images: bool = False,
+    external: str | None = None,
     out: Path | None = None,
     loso_repository: Path | None = None,
     loso_model: str = "derm-cnn-loso-rosendahl",
     loso_site: str = "rosendahl",
     n_bootstrap: int = 1000,
+    by_lesion: bool = True,
+    min_positives_ci: int = MIN_POSITIVES_CI,
     cache_dir: Path | None = Path(".cache"),
-    update_manifest: bool = True,
+    update_manifest: bool = False,
     limit_per_split: int | None = None,
+    tracker: Tracker | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``name`` on ``split``; write evaluation.json, REPORT.md and plots into ``out``."""
-    manifest = load_manifest(repository, name)
-    out = out or repository / name / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
+    """Evaluate ``name`` on a split (or every image) of a folder; write the report into ``out``.
+
+    ``out`` defaults to a new folder under var/evaluations. ``update_manifest`` instead writes
+    into the served model's evaluation folder and updates its manifest metrics and model card.
+    """
+    tracker = tracker or Silent()
+    manifest = find_manifest(repository, name)
+    served_eval = repository / name / "evaluation"
+    if update_manifest and external:
+        raise InvalidInput("--update-manifest records the model's own test results; an --external run cannot")
+    if update_manifest and out is not None and out.resolve() != served_eval.resolve():
+        raise InvalidInput(f"--update-manifest writes into {served_eval}; leave --out unset")
     root = ds.dataset_root(dataset)
-    everything = ds.load_dataset(root, manifest.preprocessing, cache_dir=cache_dir, limit=limit_per_split)
-    scored = score(repository, manifest, ds.select(everything, [split]))
+    meta = ds.read_metadata(root, required=ds.EVALUATION_COLUMNS, metadata=metadata)
+    everything = ds.load_dataset(
+        root,
+        manifest.preprocessing,
+        cache_dir=cache_dir,
+        limit=limit_per_split,
+        required=ds.EVALUATION_COLUMNS,
+        metadata=metadata,
+        advance=tracker.task("decoding images", len(meta) if limit_per_split is None else 0),
+    )
+    chosen, label = choose_rows(everything, split, all_images, str(root / metadata))
+    scored = score(repository, manifest, chosen, advance=tracker.task("inference", len(chosen)))
     groups = scored.meta[list(ATTRIBUTES)].astype(str)
     result = evaluate_predictions(
-        scored.labels, scored.probs, manifest.threshold, groups, n_bootstrap=n_bootstrap
+        scored.labels,
+        scored.probs,
+        manifest.threshold,
+        groups,
+        n_bootstrap=n_bootstrap,
+        clusters=scored.meta["lesion_id"].to_numpy() if by_lesion else None,
+        min_positives_ci=min_positives_ci,
+        tracker=tracker,
     )
     result["uncalibrated_ece"] = clean(expected_calibration_error(scored.labels, sigmoid(scored.logits)))
     result.update(
         {
             "model": name,
             "version": manifest.version,
-            "split": split,
+            "split": label,
             "temperature": manifest.temperature,
-            "dataset": str(root.name),
+            "dataset": str(root.resolve().name),
             "placeholder": manifest.placeholder,
         }
     )
-    _plot_evaluation(scored, manifest.temperature, split, out)
+    if external:
+        result["external"] = external
+    out = served_eval if update_manifest else (out or default_out(manifest, root, label, external))
+    out.mkdir(parents=True, exist_ok=True)
+    _plot_evaluation(scored, manifest.temperature, label, out)
     if loso_repository is not None:
         result["external_validation"] = external_validation(
             loso_repository,
@@ -153,13 +190,16 @@ def run_evaluation(
             everything,
             scored,
             manifest.threshold,
-            split,
+            label,
             out,
             n_bootstrap,
+            by_lesion=by_lesion,
         )
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "REPORT.md").write_text(render_report(result))
     if update_manifest:
-        record_evaluation(repository, manifest, result)
+        publish(repository, manifest, result, out)
+    else:
+        (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "REPORT.md").write_text(render_report(result))
+    result["out"] = str(out)
     log.info("evaluated %s on %d images", name, len(scored.labels))
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,19 +39,24 @@ def onnx_session(repository: Path, manifest: ModelManifest, threads: int = 2) ->
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def score(repository: Path, manifest: ModelManifest, data: ds.DermSet, batch: int = 128) -> Scored:
-    """Logits and calibrated probabilities (the manifest's temperature) of every image of ``data``."""
+def score(
+    repository: Path,
+    manifest: ModelManifest,
+    data: ds.DermSet,
+    batch: int = 128,
+    advance: Callable[[int], None] | None = None,
+) -> Scored:
+    """Logits and calibrated probabilities (the manifest's temperature) of every image of ``data``.
+
+    ``advance`` is called with the number of images after each batch (a progress bar's hook).
+    """
     session = onnx_session(repository, manifest)
     inputs = model_inputs(data.images, manifest.preprocessing)
     name_in = session.get_inputs()[0].name
-    logits = (
-        np.concatenate(
-            [
-                session.run(None, {name_in: inputs[i : i + batch]})[0][:, 0]
-                for i in range(0, len(inputs), batch)
-            ]
-        ).astype(np.float64)
-        if len(inputs)
-        else np.zeros(0)
-    )
+    parts = []
+    for i in range(0, len(inputs), batch):
+        parts.append(session.run(None, {name_in: inputs[i : i + batch]})[0][:, 0])
+        if advance is not None:
+            advance(len(parts[-1]))
+    logits = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
     return Scored(data.meta, data.labels, logits, sigmoid(logits / manifest.temperature))

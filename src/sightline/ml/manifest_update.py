@@ -37,3 +37,37 @@ def record_evaluation(repository: Path, manifest: ModelManifest, result: dict[st
     path = repository / manifest.name / "manifest.json"
     path.write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n")
     return updated
+
+
+# Plots an evaluation writes; any of these the new report does not show is stale and removed.
+PLOT_PATTERNS = ("roc_*.png", "calibration*.png")
+
+
+def publish(repository: Path, manifest: ModelManifest, result: dict[str, Any], out: Path) -> None:
+    """Make ``result`` the served model's evaluation: folder, manifest metrics and model card, in step.
+
+    A leave-one-site-out section of the previous evaluation of the same model version is kept
+    (with its plots) when this run did not recompute it; plots the new report does not show are
+    removed; the model card is regenerated from the new evaluation.
+    """
+    from sightline.ml.modelcard import write_model_card
+    from sightline.ml.report import render_report
+
+    previous_path = out / "evaluation.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
+    if (
+        "external_validation" not in result
+        and "external_validation" in previous
+        and previous.get("version") == result["version"]
+        and previous.get("split") == result["split"]
+    ):
+        result["external_validation"] = previous["external_validation"]
+    report = render_report(result)
+    previous_path.write_text(json.dumps(result, indent=2) + "\n")
+    (out / "REPORT.md").write_text(report)
+    for pattern in PLOT_PATTERNS:
+        for plot in out.glob(pattern):
+            if f"({plot.name})" not in report:
+                plot.unlink()
+    record_evaluation(repository, manifest, result)
+    write_model_card(repository, manifest.name)

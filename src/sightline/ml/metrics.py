@@ -56,10 +56,12 @@ def specificity(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return float(tn / (tn + fp)) if tn + fp else float("nan")
 
 
-def _fmt(m: dict[str, Any]) -> str:
+def _fmt(m: dict[str, Any], withheld: bool = False) -> str:
     v, ci = m["value"], m["ci95"]
     if v is None:
         return "n/a"
+    if withheld:
+        return f"{v:.3f} (no CI: too few cases)"
     return f"{v:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci[0] is not None else f"{v:.3f}"
 
 
@@ -70,7 +72,9 @@ def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|\n"
     )
     body = "".join(
-        f"| {g} | {r['n']} | {r['positives']} | " + " | ".join(_fmt(r[k]) for k in METRICS) + " |\n"
+        f"| {g} | {r['n']} | {r['positives']} | "
+        + " | ".join(_fmt(r[k], k in r.get("ci_withheld", {}).get("metrics", ())) for k in METRICS)
+        + " |\n"
         for g, r in rows.items()
     )
     return head + body

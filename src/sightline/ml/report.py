@@ -8,16 +8,40 @@ from sightline.ml.metrics import metrics_table
 from sightline.ml.subgroups import MIN_NEGATIVES, MIN_POSITIVES
 
 
+def _title(result: dict[str, Any]) -> str:
+    model = f"{result['model']} v{result['version']}"
+    split = result["split"]
+    what = "all images" if split == "all" else f"the {split} split"
+    what = f"{what} of {result.get('dataset', 'the dataset')}"
+    if result.get("external"):
+        return f"External validation of {model} on {result['external']} ({what})"
+    return f"Evaluation of {model} on {what}"
+
+
 def render_report(result: dict[str, Any]) -> str:
     """A readable markdown report of an evaluation result."""
+    unit = result.get("bootstrap_unit", "image")
     lines = [
-        f"# Evaluation of {result['model']} v{result['version']} on the {result['split']} split",
+        f"# {_title(result)}",
         "",
         f"Calibrated probability = sigmoid(logit / {result['temperature']:.3f}); operating threshold "
         f"{result['threshold']:.4f} (chosen on validation). 95% CIs: percentile bootstrap, "
-        f"{result['n_bootstrap']} resamples within each group. ECE: 15 equal-width bins "
+        f"{result['n_bootstrap']} resamples of {unit}s within each group; no CI where a group has fewer "
+        f"than {result.get('min_positives_ci', 0)} malignant (or, for specificity, benign) cases. "
+        "ECE: 15 equal-width bins "
         f"(at T = 1, after removing the class-weight prior: {result['uncalibrated_ece']}).",
         "",
+    ]
+    if result.get("ci_withheld"):
+        lines += [
+            "Groups too small for a confidence interval (**read their figures as anecdotes**): "
+            + ", ".join(
+                f"{w['attribute']}={w['group']} ({w['positives']} malignant)" for w in result["ci_withheld"]
+            )
+            + ".",
+            "",
+        ]
+    lines += [
         "## Overall",
         "",
         metrics_table({"all": result["overall"]}),

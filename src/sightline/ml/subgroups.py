@@ -11,6 +11,7 @@ from fairlearn.metrics import MetricFrame
 from numpy.typing import NDArray
 
 from sightline.ml.metrics import METRICS, auprc, auroc, expected_calibration_error, sensitivity, specificity
+from sightline.ml.progress import Advance, Silent, Tracker
 from sightline.ml.statistics import Metric, bootstrap_ci, clean
 
 ATTRIBUTES = ("sex", "age_band", "site")
@@ -20,6 +21,10 @@ GAP_TOLERANCE = {"auroc": 0.05, "auprc": 0.10, "sensitivity": 0.10, "specificity
 # A group enters the gap of a metric only with enough cases for that metric to be stable.
 MIN_POSITIVES = 50
 MIN_NEGATIVES = 50
+# Below this many malignant (or, for specificity, benign) cases a group's CI is not reported: the
+# bootstrap of one or two positives gives an interval that looks narrow and means nothing.
+MIN_POSITIVES_CI = 10
+NAN = float("nan")
 
 
 def metric_functions(threshold: float) -> dict[str, Metric]:
@@ -45,17 +50,73 @@ def _positives(y: Any, p: Any) -> float:
     return float(np.sum(y))
 
 
+def _ci_withheld(metric: str, positives: int, negatives: int, minimum: int) -> bool:
+    """No interval where the metric rests on fewer than ``minimum`` cases of a class it needs."""
+    if metric == "specificity":
+        return negatives < minimum
+    if metric == "auroc":
+        return positives < minimum or negatives < minimum
+    return positives < minimum  # sensitivity, auprc, ece (calibration of the malignant probability)
+
+
+def _with_cis(
+    y: NDArray[np.int64],
+    p: NDArray[np.float64],
+    values: dict[str, float],
+    fns: dict[str, Metric],
+    rng: np.random.Generator,
+    *,
+    n_bootstrap: int,
+    clusters: NDArray[Any] | None,
+    min_positives_ci: int,
+    advance: Advance | None,
+) -> dict[str, Any]:
+    """Counts, each metric's value and 95% CI; CIs withheld (and said so) for too few cases."""
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    withheld = [k for k in fns if _ci_withheld(k, positives, negatives, min_positives_ci)]
+    kept = {k: fn for k, fn in fns.items() if k not in withheld}
+    # The draws are made even when every CI is withheld so later groups see the same random stream.
+    ci = bootstrap_ci(y, p, kept, n_bootstrap, rng, clusters=clusters, advance=advance)
+    entry: dict[str, Any] = {
+        "n": len(y),
+        "positives": positives,
+        **{k: {"value": clean(values[k]), "ci95": [clean(v) for v in ci.get(k, [NAN, NAN])]} for k in fns},
+    }
+    if withheld:
+        entry["ci_withheld"] = {
+            "metrics": withheld,
+            "reason": f"fewer than {min_positives_ci} malignant or benign cases for these metrics",
+        }
+    return entry
+
+
 def summary(
-    y: NDArray[np.int64], p: NDArray[np.float64], threshold: float, n_bootstrap: int, seed: int
+    y: NDArray[np.int64],
+    p: NDArray[np.float64],
+    threshold: float,
+    n_bootstrap: int,
+    seed: int,
+    *,
+    clusters: NDArray[Any] | None = None,
+    min_positives_ci: int = MIN_POSITIVES_CI,
+    advance: Advance | None = None,
 ) -> dict[str, Any]:
     """Counts and every metric with its 95% bootstrap CI for one set of cases."""
     fns = metric_functions(threshold)
-    ci = bootstrap_ci(y, p, fns, n_bootstrap, np.random.default_rng(seed))
-    return {
-        "n": len(y),
-        "positives": int(y.sum()),
-        **{k: {"value": clean(fn(y, p)), "ci95": [clean(v) for v in ci[k]]} for k, fn in fns.items()},
-    }
+    values = {k: fn(y, p) for k, fn in fns.items()}
+    rng = np.random.default_rng(seed)
+    return _with_cis(
+        y,
+        p,
+        values,
+        fns,
+        rng,
+        n_bootstrap=n_bootstrap,
+        clusters=clusters,
+        min_positives_ci=min_positives_ci,
+        advance=advance,
+    )
 
 
 def evaluate_predictions(
@@ -66,21 +127,28 @@ def evaluate_predictions(
     *,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    clusters: NDArray[Any] | None = None,
+    min_positives_ci: int = MIN_POSITIVES_CI,
+    tracker: Tracker | None = None,
 ) -> dict[str, Any]:
-    """Overall and per-group metrics with 95% bootstrap CIs, and the largest gaps per attribute."""
+    """Overall and per-group metrics with 95% bootstrap CIs, and the largest gaps per attribute.
+
+    ``clusters`` (lesion ids, one per case) make the bootstrap resample lesions, not images.
+    """
     y = np.asarray(y, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
+    cl = None if clusters is None else np.asarray(clusters)
     fns = metric_functions(threshold)
     rng = np.random.default_rng(seed)
-    overall_ci = bootstrap_ci(y, prob, fns, n_bootstrap, rng)
-    overall = {
-        "n": len(y),
-        "positives": int(y.sum()),
-        **{
-            k: {"value": clean(fn(y, prob)), "ci95": [clean(v) for v in overall_ci[k]]}
-            for k, fn in fns.items()
-        },
+    n_groups = sum(groups[a].astype(str).nunique() for a in groups.columns)
+    advance = (tracker or Silent()).task("bootstrap (95% CIs)", n_bootstrap * (1 + n_groups))
+    options: dict[str, Any] = {
+        "n_bootstrap": n_bootstrap,
+        "min_positives_ci": min_positives_ci,
+        "advance": advance,
     }
+    values = {k: fn(y, prob) for k, fn in fns.items()}
+    overall = _with_cis(y, prob, values, fns, rng, clusters=cl, **options)
     by_attribute: dict[str, Any] = {}
     gaps: dict[str, Any] = {}
     for attribute in groups.columns:
@@ -90,16 +158,18 @@ def evaluate_predictions(
             y_pred=prob,
             sensitive_features=groups[attribute].astype(str).to_numpy(),
         )
-        table = frame.by_group
         per_group: dict[str, Any] = {}
-        for group, row in table.iterrows():
+        for group, row in frame.by_group.iterrows():
             mask = groups[attribute].astype(str).to_numpy() == str(group)
-            ci = bootstrap_ci(y[mask], prob[mask], fns, n_bootstrap, rng)
-            per_group[str(group)] = {
-                "n": int(row["n"]),
-                "positives": int(row["positives"]),
-                **{k: {"value": clean(row[k]), "ci95": [clean(v) for v in ci[k]]} for k in fns},
-            }
+            per_group[str(group)] = _with_cis(
+                y[mask],
+                prob[mask],
+                {k: row[k] for k in fns},
+                fns,
+                rng,
+                clusters=None if cl is None else cl[mask],
+                **options,
+            )
         by_attribute[attribute] = per_group
         gaps[attribute] = _gaps(per_group)
     flagged = [
@@ -115,7 +185,15 @@ def evaluate_predictions(
         "by_attribute": by_attribute,
         "gaps": gaps,
         "flagged_gaps": flagged,
+        "ci_withheld": [
+            {"attribute": a, "group": g, "positives": v["positives"], "metrics": v["ci_withheld"]["metrics"]}
+            for a, per in [("all", {"all": overall}), *by_attribute.items()]
+            for g, v in per.items()
+            if "ci_withheld" in v
+        ],
         "n_bootstrap": n_bootstrap,
+        "bootstrap_unit": "image" if cl is None else "lesion",
+        "min_positives_ci": min_positives_ci,
         "gap_rules": {
             "tolerance": GAP_TOLERANCE,
             "min_positives": MIN_POSITIVES,

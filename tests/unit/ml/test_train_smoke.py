@@ -33,7 +33,12 @@ def test_smoke_training_lowers_the_loss(tiny_dataset: Path, tmp_path: Path) -> N
     assert not manifest.placeholder and manifest.preprocessing.height == 48
     assert manifest.reference_distribution["score"]["n"] == 16
     report = run_evaluation(
-        tmp_path / "repo", "derm-cnn", dataset=tiny_dataset, n_bootstrap=20, cache_dir=None
+        tmp_path / "repo",
+        "derm-cnn",
+        dataset=tiny_dataset,
+        n_bootstrap=20,
+        cache_dir=None,
+        update_manifest=True,
     )
     assert report["overall"]["n"] == 16
     assert (tmp_path / "repo" / "derm-cnn" / "evaluation" / "REPORT.md").is_file()
