@@ -32,12 +32,18 @@ class StudyOut(_Body):
 class ReviewIn(_Body):
     verdict: Literal["agree", "disagree", "uncertain"]
     comment: str = Field(default="", max_length=4000)
+    corrected_label: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the label the clinician would give instead: one of the model's labels",
+    )
 
 
 class ReviewOut(_Body):
     id: str
     study_id: str
     verdict: str
+    corrected_label: str | None = None
     reviewer: str
     created_at: datetime
     result_status: str

@@ -52,7 +52,13 @@ def result_body(
         "created_at": result.created_at.isoformat(),
         "finalised_at": result.finalised_at.isoformat() if result.finalised_at else None,
         "reviews": [
-            {"id": r.id, "verdict": r.verdict, "reviewer": r.reviewer, "created_at": r.created_at.isoformat()}
+            {
+                "id": r.id,
+                "verdict": r.verdict,
+                "corrected_label": r.corrected_label,
+                "reviewer": r.reviewer,
+                "created_at": r.created_at.isoformat(),
+            }
             for r in reviews
         ],
         "statement": ASSISTIVE_STATEMENT,

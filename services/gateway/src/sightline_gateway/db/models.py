@@ -151,6 +151,7 @@ class Review(Base):
     reviewer: Mapped[str] = mapped_column(String(200))
     verdict: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str] = mapped_column(Text, default="")
+    corrected_label: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -22,6 +22,8 @@ class WorklistQuery:
     state: State | None = None
     referred: bool | None = None
     model_version: int | None = None
+    received_after: datetime | None = None
+    received_before: datetime | None = None
     page: int = 1
     size: int = 25
 
@@ -78,6 +80,10 @@ async def worklist(sessions: async_sessionmaker[AsyncSession], tenant: str, q: W
         filters.append(Result.refer.is_(q.referred))
     if q.model_version is not None:
         filters.append(Result.model_version == q.model_version)
+    if q.received_after is not None:
+        filters.append(Study.created_at >= q.received_after)
+    if q.received_before is not None:
+        filters.append(Study.created_at < q.received_before)
     where = and_(*filters) if filters else None
     listed = base.where(where) if where is not None else base
     order = case((Result.refer.is_(True), 0), (Result.refer.is_(False), 1), else_=2)

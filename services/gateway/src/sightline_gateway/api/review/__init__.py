@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from sightline_gateway.api.review import login, pages
+from sightline_gateway.api.review.errors import install_html_errors
 from sightline_gateway.api.review.session import PACKAGE, ReviewPageError, render, secured
 
 STATIC = PACKAGE / "static" / "review"
@@ -45,3 +46,4 @@ def install_review(app: FastAPI, oidc_transport: dict[str, object] | None = None
     app.state.review_oidc_transport = oidc_transport or {}
     app.include_router(router)
     app.add_exception_handler(ReviewPageError, _page_error)
+    install_html_errors(app)

@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -18,7 +19,7 @@ import pydicom
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from sightline_common.errors import NotFound, SightlineError
+from sightline_common.errors import NotFound, SightlineError, UnprocessableInput
 
 from sightline_gateway.api.deps import GW, Gateway, StudyId
 from sightline_gateway.api.review.session import Clinician, ReviewPageError, check_csrf, render, secured
@@ -34,12 +35,19 @@ from sightline_gateway.core.review import (
     unlike_training,
 )
 from sightline_gateway.core.review_images import heatmap_png, model_view_png
-from sightline_gateway.db.models import Study
+from sightline_gateway.db.models import Study, utcnow
 from sightline_gateway.db.worklist import STATES, State, WorklistQuery, worklist
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 DECISIONS = ("referred", "not-referred")
+#: The worklist's age filter: name -> (label, age, newer than it (else older)).
+AGES: dict[str, tuple[str, timedelta, bool]] = {
+    "1d": ("received in the last 24 hours", timedelta(days=1), True),
+    "7d": ("received in the last 7 days", timedelta(days=7), True),
+    "over-1d": ("received over 24 hours ago", timedelta(days=1), False),
+    "over-7d": ("received over 7 days ago", timedelta(days=7), False),
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -59,6 +67,7 @@ async def worklist_page(
     state: Annotated[str, Query(max_length=16)] = "",
     decision: Annotated[str, Query(max_length=16)] = "",
     version: Annotated[str, Query(max_length=6)] = "",
+    age: Annotated[str, Query(max_length=8)] = "",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
     """The tenant's studies, referred and oldest first, with counts per state (empty filter: any)."""
@@ -66,20 +75,23 @@ async def worklist_page(
     valid_version = version == "" or version.isdigit()
     if state not in ("", *STATES) or decision not in ("", *DECISIONS) or not valid_version:
         raise ReviewPageError(400, "Unknown filter value.")
+    if age not in ("", *AGES):
+        raise ReviewPageError(400, "Unknown filter value.")
+    cutoff = utcnow() - AGES[age][1] if age else None
+    newer = bool(age) and AGES[age][2]
     query = WorklistQuery(
         state=cast(State, state) if state else None,
         referred=None if not decision else decision == "referred",
         model_version=int(version) if version else None,
+        received_after=cutoff if newer else None,
+        received_before=cutoff if not newer else None,
         page=page,
     )
     listing = await worklist(gw.sessions, who.tenant, query)
     await gw.record(who, "review.worklist.read", "study", None)
-    filters = {"state": state, "decision": decision, "version": int(version) if version else ""}
-    return render(
-        request,
-        "worklist.html",
-        {"title": "Worklist", "who": who, "csrf": session.csrf, "list": listing, "filters": filters},
-    )
+    filters = {"state": state, "decision": decision, "version": int(version) if version else "", "age": age}
+    context = {"title": "Worklist", "who": who, "csrf": session.csrf, "list": listing, "filters": filters}
+    return render(request, "worklist.html", context | {"ages": {k: v[0] for k, v in AGES.items()}})
 
 
 async def _study(gw: Gateway, me: Clinician, study_id: str, action: str) -> Study:
@@ -167,12 +179,17 @@ async def verdict(
     csrf: Annotated[str, Form()] = "",
     verdict: Annotated[str, Form()] = "",
     comment: Annotated[str, Form()] = "",
+    corrected_label: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Record the verdict through the API's review path, then show the study again."""
     who, session = me
     check_csrf(session, csrf)
     try:
-        review = ReviewIn(verdict=verdict, comment=comment.strip())  # type: ignore[arg-type]
+        review = ReviewIn(
+            verdict=verdict,  # type: ignore[arg-type]
+            comment=comment.strip(),
+            corrected_label=corrected_label or None,
+        )
     except ValidationError as exc:
         message = "Choose agree, disagree or uncertain (a comment of up to 4000 characters)."
         raise ReviewPageError(400, message) from exc
@@ -180,6 +197,8 @@ async def verdict(
         await record_review(gw, who, study_id, review)
     except NotFound as exc:
         raise ReviewPageError(404, "No such study, or it has no result to review yet.") from exc
+    except UnprocessableInput as exc:
+        raise ReviewPageError(422, "Choose a corrected label from the list, or none.") from exc
     url = request.url_for("review_study", study_id=study_id)
     return secured(RedirectResponse(str(url), status_code=303))
 

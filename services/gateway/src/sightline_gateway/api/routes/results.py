@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sightline_common.errors import NotFound
+from sightline_common.errors import NotFound, UnprocessableInput
 from sightline_common.storage import S3Store
 from sqlalchemy import select, update
 
@@ -143,6 +143,9 @@ async def record_review(gw: Gateway, who: Principal, study_id: str, review: Revi
         result = await session.scalar(select(Result).where(Result.study_id == study.id))
         if result is None:
             raise NotFound("no result to review yet")
+        manifest = gw.manifest(result.model_name)
+        if review.corrected_label is not None and manifest and review.corrected_label not in manifest.labels:
+            raise UnprocessableInput(f"corrected_label must be one of: {', '.join(manifest.labels)}")
         row = Review(
             id=str(uuid.uuid4()),
             study_id=study.id,
@@ -150,6 +153,7 @@ async def record_review(gw: Gateway, who: Principal, study_id: str, review: Revi
             reviewer=who.subject,
             verdict=review.verdict,
             comment=review.comment,
+            corrected_label=review.corrected_label,
             created_at=now,
         )
         session.add(row)
@@ -164,6 +168,7 @@ async def record_review(gw: Gateway, who: Principal, study_id: str, review: Revi
         id=row.id,
         study_id=study.id,
         verdict=row.verdict,
+        corrected_label=row.corrected_label,
         reviewer=row.reviewer,
         created_at=now,
         result_status="final",
