@@ -34,6 +34,12 @@ async def static(name: str) -> Response:
     return response
 
 
+@router.api_route("/{rest:path}", methods=["GET", "POST"], name="review_not_found")
+async def not_found(rest: str) -> Response:
+    """Anything else under /review: the workstation's 404 page, not the API's problem body."""
+    raise ReviewPageError(404, "Page not found.")
+
+
 async def _page_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ReviewPageError)
     if exc.location is not None:

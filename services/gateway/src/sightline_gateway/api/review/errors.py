@@ -1,7 +1,7 @@
 """HTML error pages under ``/review``: a browser is never shown a JSON problem body there.
 
 The API's problem-details handlers stay in charge everywhere else; under ``/review`` a domain
-error, a validation error or a routing error becomes the workstation's error page, with the same
+error or a validation error becomes the workstation's error page, with the same
 status code (and ``Retry-After`` on a 429) and a fixed message that echoes nothing of the request.
 """
 
@@ -16,7 +16,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sightline_common.errors import SightlineError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sightline_gateway.api.review.session import render
 
@@ -24,7 +23,6 @@ PREFIX = "/review"
 MESSAGES = {
     403: "You are not allowed to do that.",
     404: "Page not found.",
-    405: "Page not found.",
     422: "The request could not be processed: check the address or the form, then retry.",
     429: "Too many requests: wait a few seconds, then retry.",
 }
@@ -32,11 +30,7 @@ Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
 def _status(exc: Exception) -> int:
-    if isinstance(exc, SightlineError):
-        return int(exc.status)
-    if isinstance(exc, StarletteHTTPException):
-        return exc.status_code
-    return 422  # RequestValidationError
+    return int(exc.status) if isinstance(exc, SightlineError) else 422  # else RequestValidationError
 
 
 def _html_under_review(previous: Handler) -> Handler:
@@ -56,7 +50,7 @@ def _html_under_review(previous: Handler) -> Handler:
 
 def install_html_errors(app: FastAPI) -> None:
     """Wrap the app's problem-details handlers so that ``/review`` answers with HTML pages."""
-    for kind in (SightlineError, RequestValidationError, StarletteHTTPException):
+    for kind in (SightlineError, RequestValidationError):
         previous = app.exception_handlers.get(kind)
         if previous is not None:
             app.add_exception_handler(kind, _html_under_review(previous))
