@@ -59,12 +59,16 @@ def evaluate_command(
         ),
     ] = False,
     loso_repository: Annotated[
-        Path | None, typer.Option(help="repository holding a model trained without --loso-site")
+        list[Path] | None,
+        typer.Option(help="repository holding <model>-loso-<site> models (repeatable)"),
     ] = None,
-    loso_model: Annotated[
-        str, typer.Option(help="name of the leave-one-site-out model")
-    ] = "derm-cnn-loso-rosendahl",
-    loso_site: Annotated[str, typer.Option(help="held-out site")] = "rosendahl",
+    loso_site: Annotated[
+        list[str] | None,
+        typer.Option(help="held-out site (repeatable); default every site with --loso-min-positives"),
+    ] = None,
+    loso_min_positives: Annotated[
+        int, typer.Option(help="malignant images a site needs for leave-one-site-out")
+    ] = 50,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,
     bootstrap_unit: Annotated[
         str, typer.Option(help="resample 'lesion's (images of one lesion together) or 'image's")
@@ -100,9 +104,9 @@ def evaluate_command(
                 all_images=all_images,
                 external=external,
                 out=out,
-                loso_repository=loso_repository,
-                loso_model=loso_model,
-                loso_site=loso_site,
+                loso_repositories=loso_repository or [],
+                loso_sites=loso_site or None,
+                loso_min_positives=loso_min_positives,
                 n_bootstrap=bootstrap,
                 by_lesion=bootstrap_unit == "lesion",
                 min_positives_ci=min_positives_ci,

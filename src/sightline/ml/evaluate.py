@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from sightline_common.manifest import ModelManifest, load_manifest
 
 from sightline.ml import data as ds
 from sightline.ml.inference import Scored, score
-from sightline.ml.loso import external_validation
+from sightline.ml.loso import leave_one_site_out
+from sightline.ml.loso_results import LOSO_MIN_POSITIVES
 from sightline.ml.manifest_update import publish
 from sightline.ml.metrics import expected_calibration_error
 from sightline.ml.plots import Series, plot_reliability, plot_roc
@@ -119,9 +121,9 @@ def run_evaluation(
     all_images: bool = False,
     external: str | None = None,
     out: Path | None = None,
-    loso_repository: Path | None = None,
-    loso_model: str = "derm-cnn-loso-rosendahl",
-    loso_site: str = "rosendahl",
+    loso_repositories: Sequence[Path] = (),
+    loso_sites: Sequence[str] | None = None,
+    loso_min_positives: int = LOSO_MIN_POSITIVES,
     n_bootstrap: int = 1000,
     by_lesion: bool = True,
     min_positives_ci: int = MIN_POSITIVES_CI,
@@ -132,6 +134,9 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate ``name`` on a split (or every image) of a folder; write the report into ``out``.
 
+    Leave-one-site-out (not for an external set) covers every site with at least
+    ``loso_min_positives`` malignant images, each by ``<name>-loso-<site>`` found in one of
+    ``loso_repositories``; sites without one are listed as missing.
     ``out`` defaults to a new folder under var/evaluations. ``update_manifest`` instead writes
     into the served model's evaluation folder and updates its manifest metrics and model card.
     """
@@ -182,11 +187,10 @@ def run_evaluation(
     out = served_eval if update_manifest else (out or default_out(manifest, root, label, external))
     out.mkdir(parents=True, exist_ok=True)
     _plot_evaluation(scored, manifest.temperature, label, out)
-    if loso_repository is not None:
-        result["external_validation"] = external_validation(
-            loso_repository,
-            loso_model,
-            loso_site,
+    if not external:
+        result["leave_one_site_out"] = leave_one_site_out(
+            list(loso_repositories),
+            name,
             everything,
             scored,
             manifest.threshold,
@@ -194,6 +198,9 @@ def run_evaluation(
             out,
             n_bootstrap,
             by_lesion=by_lesion,
+            min_positives=loso_min_positives,
+            sites=None if loso_sites is None else list(loso_sites),
+            tracker=tracker,
         )
     if update_manifest:
         publish(repository, manifest, result, out)

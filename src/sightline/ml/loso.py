@@ -1,4 +1,9 @@
-"""Leave-one-site-out: a model trained without a site, tested on that site as external data."""
+"""Leave-one-site-out: models trained without a site, tested on that site as external data.
+
+Every site with enough malignant cases gets one (``<model>-loso-<site>``, trained by the same
+recipe with ``exclude_sites: [<site>]``); the worst held-out site is the headline of the report,
+because a recipe that loses its sensitivity at an unseen site must not do so silently.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,67 @@ from sightline_common.manifest import load_manifest
 
 from sightline.ml import data as ds
 from sightline.ml.inference import Scored, score
+from sightline.ml.loso_results import LOSO_MIN_POSITIVES, loso_sites
 from sightline.ml.plots import plot_reliability, plot_roc
+from sightline.ml.progress import Silent, Tracker
 from sightline.ml.subgroups import summary
+
+
+def loso_model_name(model: str, site: str) -> str:
+    return f"{model}-loso-{site}"
+
+
+def leave_one_site_out(
+    repositories: list[Path],
+    model: str,
+    everything: ds.DermSet,
+    main: Scored,
+    main_threshold: float,
+    split: str,
+    out: Path,
+    n_bootstrap: int,
+    *,
+    by_lesion: bool = True,
+    min_positives: int = LOSO_MIN_POSITIVES,
+    sites: list[str] | None = None,
+    tracker: Tracker | None = None,
+) -> dict[str, Any]:
+    """Each eligible site's held-out model tested on it; sites without a model are listed as missing."""
+    eligible = sites or loso_sites(everything.meta, min_positives)
+    results, missing = [], []
+    for site in eligible:
+        name = loso_model_name(model, site)
+        repository = next((r for r in repositories if (r / name / "manifest.json").is_file()), None)
+        if repository is None:
+            missing.append({"site": site, "model": name})
+            continue
+        results.append(
+            external_validation(
+                repository,
+                name,
+                site,
+                everything,
+                main,
+                main_threshold,
+                split,
+                out,
+                n_bootstrap,
+                by_lesion=by_lesion,
+                tracker=tracker,
+            )
+        )
+    held = {
+        r["held_out_site"]: r["held_out_site_all_splits"]["auroc"]["value"]
+        for r in results
+        if r["held_out_site_all_splits"]["auroc"]["value"] is not None
+    }
+    return {
+        "min_positives": min_positives,
+        "sites": eligible,
+        "results": results,
+        "missing": missing,
+        "worst_site": min(held, key=lambda s: held[s]) if held else None,
+    }
 
 
 def external_validation(
@@ -25,12 +89,15 @@ def external_validation(
     n_bootstrap: int,
     *,
     by_lesion: bool = True,
+    tracker: Tracker | None = None,
 ) -> dict[str, Any]:
     """A model trained without ``site``: tested on all that site's images and the other sites' split."""
     manifest = load_manifest(loso_repository, loso_model)
     held_out = ds.select(everything, sorted(set(everything.meta["split"])), include_sites=[site])
     others = ds.select(everything, [split], exclude_sites=[site])
-    s_held, s_others = score(loso_repository, manifest, held_out), score(loso_repository, manifest, others)
+    advance = (tracker or Silent()).task(f"leave {site} out: inference", len(held_out) + len(others))
+    s_held = score(loso_repository, manifest, held_out, advance=advance)
+    s_others = score(loso_repository, manifest, others, advance=advance)
     in_dist = main.meta["site"].to_numpy() == site
 
     def lesions(scored: Scored) -> Any:

@@ -31,8 +31,9 @@ def record_evaluation(repository: Path, manifest: ModelManifest, result: dict[st
         a: {m: g.get("gap") for m, g in per.items()} for a, per in result["gaps"].items()
     }
     metrics["flagged_gaps"] = result["flagged_gaps"]
-    if "external_validation" in result:
-        metrics["external_validation"] = result["external_validation"]
+    metrics.pop("external_validation", None)  # the single-site form before leave_one_site_out
+    if "leave_one_site_out" in result:
+        metrics["leave_one_site_out"] = result["leave_one_site_out"]
     updated = manifest.model_copy(update={"metrics": metrics})
     path = repository / manifest.name / "manifest.json"
     path.write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n")
@@ -50,18 +51,21 @@ def publish(repository: Path, manifest: ModelManifest, result: dict[str, Any], o
     (with its plots) when this run did not recompute it; plots the new report does not show are
     removed; the model card is regenerated from the new evaluation.
     """
+    from sightline.ml.loso_results import LOSO_MIN_POSITIVES, loso_entries
     from sightline.ml.modelcard import write_model_card
     from sightline.ml.report import render_report
 
     previous_path = out / "evaluation.json"
     previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
-    if (
-        "external_validation" not in result
-        and "external_validation" in previous
-        and previous.get("version") == result["version"]
-        and previous.get("split") == result["split"]
-    ):
-        result["external_validation"] = previous["external_validation"]
+    carried = loso_entries(previous) if previous.get("version") == result["version"] else []
+    section = result.get("leave_one_site_out")
+    if carried and (section is None or not section["results"]):
+        kept = {e["held_out_site"] for e in carried}
+        section = dict(section or {"min_positives": LOSO_MIN_POSITIVES, "sites": sorted(kept), "missing": []})
+        section["results"] = carried
+        section["missing"] = [m for m in section["missing"] if m["site"] not in kept]
+        section["carried_over"] = "from the previous evaluation of this version (not recomputed)"
+        result["leave_one_site_out"] = section
     report = render_report(result)
     previous_path.write_text(json.dumps(result, indent=2) + "\n")
     (out / "REPORT.md").write_text(report)

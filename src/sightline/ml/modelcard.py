@@ -8,6 +8,7 @@ from typing import Any
 
 from sightline_common.manifest import ModelManifest, load_manifest
 
+from sightline.ml.loso_results import loso_entries
 from sightline.ml.metrics import metrics_table
 
 LICENCE = (
@@ -72,8 +73,7 @@ def _findings(evaluation: dict[str, Any]) -> list[str]:
             "by site), "
             "the shortcut the dataset README warns about."
         )
-    ext = evaluation.get("external_validation")
-    if ext:
+    for ext in loso_entries(evaluation):
         site = ext["held_out_site"]
         held = ext["held_out_site_all_splits"]["auroc"]["value"]
         others = next(v for k, v in ext.items() if k.startswith("other_sites_"))["auroc"]["value"]
@@ -108,12 +108,14 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
                     f"{g['tolerance']} |{flag}"
                 )
     tolerances = ", ".join(f"{k} {v}" for k, v in evaluation["gap_rules"]["tolerance"].items())
-    ext = evaluation.get("external_validation")
     ext_text = "Not run."
-    if ext:
+    entries = loso_entries(evaluation)
+    if entries:
+        ext_text = ""
+    for ext in entries:
         site = ext["held_out_site"]
         rows = {k: v for k, v in ext.items() if isinstance(v, dict) and "auroc" in v}
-        ext_text = (
+        ext_text += (
             f"Leave-one-site-out: the recipe trained without `{site}` "
             f"({ext.get('epochs_run', '?')} epochs run; the served model "
             f"{manifest.metrics.get('validation', {}).get('epochs_run', '?')}) and tested on all {site} "
@@ -121,6 +123,9 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
             + metrics_table(rows)
             + f"\n![ROC](evaluation/roc_loso_{site}.png)\n"
         )
+    missing = evaluation.get("leave_one_site_out", {}).get("missing", [])
+    if missing:
+        ext_text += "\nNot yet run (no held-out model): " + ", ".join(m["site"] for m in missing) + ".\n"
     placeholder_warning = "\n> **PLACEHOLDER MODEL: random weights.**\n" if manifest.placeholder else ""
     sections = [
         f"# Model card: {manifest.name} v{manifest.version}",
@@ -176,9 +181,15 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         "expected calibration error (15 equal-width bins) of the calibrated probability, from "
         "scikit-learn and, "
         "per group, fairlearn's MetricFrame. 95% confidence intervals by percentile bootstrap "
-        f"({evaluation['n_bootstrap']} resamples of {evaluation.get('bootstrap_unit', 'image')}s within "
-        f"each group; no interval for a group with fewer than {evaluation.get('min_positives_ci', 0)} "
-        "malignant cases). A between-group gap is flagged when it "
+        f"({evaluation['n_bootstrap']} resamples"
+        + (f" of {evaluation['bootstrap_unit']}s" if "bootstrap_unit" in evaluation else "")
+        + " within each group"
+        + (
+            f"; no interval for a group with fewer than {evaluation['min_positives_ci']} malignant cases"
+            if "min_positives_ci" in evaluation
+            else ""
+        )
+        + "). A between-group gap is flagged when it "
         f"exceeds {tolerances} and only groups with at least "
         f"{evaluation['gap_rules']['min_positives']} malignant and "
         f"{evaluation['gap_rules']['min_negatives']} "

@@ -120,12 +120,15 @@ def test_update_manifest_keeps_the_served_evaluation_consistent(repo: Path, fold
     code, output = _evaluate("--repository", str(repo), "--dataset", str(folder), "--update-manifest")
     assert code == 0, output
     result = json.loads((evaluation / "evaluation.json").read_text())
-    assert result["external_validation"] == loso
+    section = result["leave_one_site_out"]
+    assert section["results"] == [loso] and "carried_over" in section
+    assert [m["site"] for m in section["missing"]] == []  # the tiny folder has no site with 50 positives
     assert (evaluation / "roc_loso_rosendahl.png").is_file()
     assert not (evaluation / "roc_localization.png").exists()  # stale: not in the new report
     assert "leave rosendahl out" in (evaluation / "REPORT.md").read_text()
     manifest = json.loads((repo / "derm-cnn" / "manifest.json").read_text())
     assert manifest["metrics"]["test"] == result["overall"]
+    assert manifest["metrics"]["leave_one_site_out"] == section
     card = (repo / "derm-cnn" / "MODEL_CARD.md").read_text()
     assert f"AUROC {result['overall']['auroc']['value']:.3f}" in card
 
@@ -149,3 +152,33 @@ def test_image_cache_misses_when_an_image_changes(folder: Path, tmp_path: Path) 
     assert second.images.shape[1:3] == (SIZE, SIZE)
     np.testing.assert_array_equal(second.images[0], resize(ds.decode_rgb(folder / rel), spec))
     assert not np.array_equal(first.images[0], second.images[0])
+
+
+def test_leave_one_site_out_for_every_eligible_site_is_the_headline(
+    repo: Path, folder: Path, tmp_path: Path
+) -> None:
+    loso_repo = tmp_path / "loso"
+    write_tiny_model(loso_repo, name="derm-cnn-loso-rosendahl")
+    meta = pd.read_csv(folder / "metadata.csv")
+    result = run_evaluation(
+        repo,
+        "derm-cnn",
+        dataset=folder,
+        out=tmp_path / "out",
+        n_bootstrap=10,
+        cache_dir=None,
+        loso_repositories=[tmp_path / "elsewhere", loso_repo],
+        loso_min_positives=5,
+    )
+    section = result["leave_one_site_out"]
+    assert sorted(section["sites"]) == ["rosendahl", "vidir_modern"]
+    (entry,) = section["results"]
+    assert entry["held_out_site"] == "rosendahl"
+    assert entry["held_out_site_all_splits"]["n"] == (meta["site"] == "rosendahl").sum()  # every split
+    assert section["missing"] == [{"site": "vidir_modern", "model": "derm-cnn-loso-vidir_modern"}]
+    assert section["worst_site"] == "rosendahl"
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert report.index("## Headline: leave-one-site-out") < report.index("## Overall")
+    assert "Worst held-out site: **rosendahl**" in report
+    assert "no held-out model found:** vidir_modern" in report
+    assert (tmp_path / "out" / "roc_loso_rosendahl.png").is_file()
