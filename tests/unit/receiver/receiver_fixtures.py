@@ -24,18 +24,20 @@ MODALITY_AE = "DERMSCOPE1"
 
 
 def receiver_settings(
-    tmp: Path, gateway_url: str = "http://gateway.invalid", **overrides: Any
+    tmp: Path, gateway_url: str = "http://gateway.invalid", credential: str | None = None, **overrides: Any
 ) -> ReceiverSettings:
-    credential = tmp / "gateway-credential"
-    if not credential.exists():
-        credential.write_text("slk_0123456789abcdef_" + "k" * 40)
+    """Settings on free ports; ``credential``: what the receiver shows the gateway (default: an API key)."""
+    credential_file = tmp / "gateway-credential"
+    credential_file.write_text(credential or "slk_0123456789abcdef_" + "k" * 40)
     http_port, dicom_port = free_ports(2)
     values: dict[str, Any] = {
         "environment": "test",
         "port": http_port,
         "dicom_port": dicom_port,
         "gateway_url": gateway_url,
-        "tenants": [{"tenant": TENANT, "calling_ae_titles": [MODALITY_AE], "credential_file": credential}],
+        "tenants": [
+            {"tenant": TENANT, "calling_ae_titles": [MODALITY_AE], "credential_file": credential_file}
+        ],
         "study_idle_timeout_s": 0.5,
         "delivery_retry_budget_s": 0.0,
     }

@@ -1,0 +1,86 @@
+"""A gateway on loopback (fakes for preprocess and explain, the real deid app) for the receiver to feed."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sightline_common.storage import LocalDirStore
+from sightline_gateway.app import Dependencies, create_app
+from sightline_gateway.clients.services import HttpDeid
+
+from tests.conftest import free_ports, skip_or_fail_in_ci
+from tests.unit.gateway.gateway_fixtures import FakeExplain, FakePreprocess, deid_app, settings, token
+
+
+def dicom_tool(name: str) -> str:
+    """The path of a DCMTK tool; skip (fail under CI=true) when Debian's dcmtk is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        skip_or_fail_in_ci(f"{name} not installed (make tools: scripts/get-dicom-tools.sh installs dcmtk)")
+    return path
+
+
+@dataclass
+class LiveGateway:
+    url: str
+    preprocess: FakePreprocess
+    explain: FakeExplain
+    data_dir: Path
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        headers = token(roles=("clinician",))
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+
+    def wait_completed(self, study_path: str, timeout_s: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            study = self.get(study_path).json()
+            if study["status"] in ("completed", "failed"):
+                return dict(study)
+            time.sleep(0.2)
+        raise AssertionError(f"study {study_path} did not finish in {timeout_s}s")
+
+
+@pytest.fixture
+def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
+    """The gateway app on a free loopback port, served by uvicorn in a thread."""
+    (port,) = free_ports(1)
+    s = settings(tmp_path / "gateway", port=port)
+    store = LocalDirStore(s.storage_dir)
+    pre, exp = FakePreprocess(), FakeExplain(store)
+    deid = httpx.AsyncClient(transport=httpx.ASGITransport(app=deid_app()), base_url="http://deid")
+
+    async def ok() -> bool:
+        return True
+
+    app = create_app(
+        s,
+        Dependencies(
+            deid=HttpDeid(deid, "http://deid", 10),
+            preprocess=pre,
+            explain=exp,
+            store=store,
+            ready_checks={"fake": ok},
+        ),
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield LiveGateway(f"http://127.0.0.1:{port}", pre, exp, tmp_path / "gateway")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
