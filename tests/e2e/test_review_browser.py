@@ -4,13 +4,19 @@ A gateway (fake preprocess/explain, real de-identification) listens on loopback;
 submitted through the API; a clinician signs in with the development login, opens the worklist
 and the study, moves the heatmap opacity slider, records a verdict with the keyboard, and sees
 the study leave the preliminary filter while the FHIR status becomes final. An auditor is
-refused and another tenant gets "not found". The screenshots in docs/ are written by this test.
+refused and another tenant gets "not found". axe-core (vendored by scripts/get-axe-core.sh) runs on
+every page: no serious or critical violation. The main controls fit at 1280x800 and at tablet width
+without horizontal scrolling.
+
+The screenshots in docs/ come from this test: ``UPDATE_SCREENSHOTS=1 pytest
+tests/e2e/test_review_browser.py`` rewrites them; otherwise it checks that they are still there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +38,10 @@ from tests.unit.gateway.gateway_fixtures import PHI, REPO, FakeExplain, phi_dico
 pytestmark = [pytest.mark.e2e]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 DOCS = REPO / "docs"
+AXE = REPO / ".cache" / "axe-core" / "axe.min.js"
+SCREENSHOTS = ("review-worklist.png", "review-study.png")
+#: The committed screenshots: the browser's 1280-wide viewport, a page's worth of height.
+SCREENSHOT_WIDTH, SCREENSHOT_HEIGHTS, SCREENSHOT_MIN_BYTES = 1280, range(600, 801), 20_000
 
 
 class HeatmapExplain(FakeExplain):
@@ -113,6 +123,46 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
+@pytest.fixture(scope="module")
+def axe() -> str:
+    if not AXE.is_file():
+        skip_or_fail_in_ci("axe-core is not vendored (make tools runs scripts/get-axe-core.sh)")
+    return AXE.read_text()
+
+
+def accessible(driver: Any, axe: str) -> None:
+    """axe-core on the page shown: no serious or critical violation."""
+    driver.execute_script(f"{axe}\n;window.axe = axe;")
+    violations = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "window.axe.run(document, {resultTypes: ['violations']}).then("
+        "  r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        "    nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))),"
+        "  e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));"
+    )
+    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{driver.title}: {bad}"
+
+
+def screenshot(driver: Any, name: str) -> None:
+    """Rewrite a committed screenshot only when asked to (UPDATE_SCREENSHOTS=1)."""
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        driver.save_screenshot(str(DOCS / name))
+
+
+def fits(driver: Any, selectors: tuple[str, ...]) -> None:
+    """No horizontal scrolling, and every control shown inside the viewport's width."""
+    inner = driver.execute_script("return window.innerWidth")
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= inner, "scrolls sideways"
+    for selector in selectors:
+        element = driver.find_element(By.CSS_SELECTOR, selector)
+        assert element.is_displayed(), selector
+        box = driver.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return [r.left, r.right]", element
+        )
+        assert 0 <= box[0] and box[1] <= inner, f"{selector} spans {box} of {inner}px"
+
+
 def submit(base: str, photograph: bool = False) -> str:
     """A study through the public API: synthetic DICOM with planted PHI, or a committed sample."""
     if photograph:
@@ -160,20 +210,25 @@ def no_phi(driver: Any) -> None:
     assert PHI not in driver.title and PHI not in driver.current_url and PHI not in driver.page_source
 
 
-def test_clinician_reviews_a_study_in_chromium(server: str, browser: Any) -> None:
+def test_clinician_reviews_a_study_in_chromium(server: str, browser: Any, axe: str) -> None:
 
     submit(server)
     study_id = submit(server, photograph=True)
+    browser.delete_all_cookies()
+    browser.get(f"{server}/review/login")
+    accessible(browser, axe)
     sign_in(browser, server, "hospital-a", ("clinician",), "dr-browser")
     assert browser.title == "Worklist · Sightline review"
     no_phi(browser)
-    DOCS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(DOCS / "review-worklist.png"))
+    accessible(browser, axe)
+    screenshot(browser, "review-worklist.png")
     click_and_load(browser, browser.find_element(By.CSS_SELECTOR, f'tr[data-study="{study_id}"] a.open'))
     assert browser.title == "Study · Sightline review" and study_id in browser.current_url
     no_phi(browser)
+    accessible(browser, axe)
     overlay = browser.find_element(By.ID, "overlay")
-    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay) == 512
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(loaded, overlay) == 512)
     slider = browser.find_element(By.ID, "opacity")
     slider.send_keys(*([Keys.ARROW_RIGHT] * 20))
     assert slider.get_attribute("value") == "70"
@@ -182,13 +237,14 @@ def test_clinician_reviews_a_study_in_chromium(server: str, browser: Any) -> Non
     assert not overlay.is_displayed()
     browser.find_element(By.ID, "toggle").click()
     browser.execute_script("window.scrollTo(0, 0)")
-    browser.save_screenshot(str(DOCS / "review-study.png"))
+    screenshot(browser, "review-study.png")
     assert browser.find_element(By.ID, "result-status").text == "preliminary"
     browser.find_element(By.TAG_NAME, "body").send_keys("d")  # keyboard shortcut: disagree
     assert browser.find_element(By.CSS_SELECTOR, 'input[value="disagree"]').is_selected()
     browser.find_element(By.ID, "comment").send_keys("looks benign")
     click_and_load(browser, browser.find_element(By.ID, "record"))
     assert browser.find_element(By.ID, "result-status").text == "final"
+    accessible(browser, axe)
     browser.get(f"{server}/review/?state=preliminary")
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-study="{study_id}"]')
     browser.get(f"{server}/review/?state=reviewed")
@@ -210,3 +266,38 @@ def test_auditor_is_refused_and_another_tenant_sees_nothing(server: str, browser
     browser.get(f"{server}/review/studies/{study_id}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "No such study in your worklist."
     no_phi(browser)
+
+
+@pytest.mark.parametrize(("width", "height"), [(820, 1180), (1280, 800)])
+def test_main_controls_fit_without_horizontal_scrolling(
+    server: str, browser: Any, axe: str, width: int, height: int
+) -> None:
+
+    study_id = submit(server, photograph=True)
+    sign_in(browser, server, "hospital-a", ("clinician",), "dr-layout")
+    browser.set_window_size(width, height)
+    try:
+        browser.get(f"{server}/review/")
+        worklist = ("#f-state", "#f-decision", "#f-version", "#f-age", "#filters button[type=submit]")
+        fits(browser, (*worklist, f'tr[data-study="{study_id}"] a.open'))
+        browser.get(f"{server}/review/studies/{study_id}")
+        fits(browser, ("#base", "#opacity", "#toggle", "#zoom-in", "#zoom-reset", "#back"))
+        fits(browser, ('input[value="agree"]', 'input[value="disagree"]', "#corrected-label", "#record"))
+        browser.get(f"{server}/review/no-such-page")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Page not found."
+        accessible(browser, axe)
+    finally:
+        browser.set_window_size(1280, 800)
+
+
+@pytest.mark.parametrize("name", SCREENSHOTS)
+def test_committed_screenshots_are_there(name: str) -> None:
+    """The README shows them: they must not vanish (UPDATE_SCREENSHOTS=1 regenerates them)."""
+    from PIL import Image
+
+    path = DOCS / name
+    assert path.is_file(), f"docs/{name} is missing: UPDATE_SCREENSHOTS=1 pytest {Path(__file__).name}"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width == SCREENSHOT_WIDTH
+        assert image.height in SCREENSHOT_HEIGHTS, image.size
+    assert path.stat().st_size >= SCREENSHOT_MIN_BYTES, "a blank page?"
