@@ -284,6 +284,19 @@ model = dashboard(
                 )
             ],
         ),
+        panel(
+            "Reviewer agreement with the model, per version (1 day)",
+            [
+                (
+                    f'sum by (model, version) (rate(sightline_review_verdicts_total{{{MV}, verdict="agree"}}[1d])) / sum by (model, version) (rate(sightline_review_verdicts_total{{{MV}}}[1d]))',
+                    "agree {{model}} v{{version}}",
+                ),
+                (f"sightline:review_disagreement:ratio_rate1d{{{MV}}}", "disagree {{model}} v{{version}}"),
+            ],
+            unit="percentunit",
+            desc="Share of clinicians' verdicts on the model's results (the rest: uncertain). Disagreement above 30% "
+            "with at least 20 verdicts a day fires SightlineReviewerDisagreementHigh.",
+        ),
     ],
     [
         query_var("model", "label_values(sightline_model_decisions_total, model)", "Model"),

@@ -160,6 +160,7 @@ def test_dashboards_and_rules_use_exported_metrics(exported: set[str]) -> None:
         "sightline_drift_psi",
         "sightline_model_score_bucket",
         "sightline_model_decisions_total",
+        "sightline_review_verdicts_total",
         "sightline_stage_duration_seconds_bucket",
         "nv_inference_count",
     } <= all_used
