@@ -78,11 +78,12 @@ class Forwarder:
             return False
         metrics.STUDIES.labels("delivered").inc()
         log.info(
-            "study %s of tenant %s (%d instances, %d bytes) handed to the gateway (%s)",
+            "study %s of tenant %s (%d instances, %d bytes, %d refused by the gateway) handed over (%s)",
             ref(study.study_uid),
             study.tenant,
             len(study.instances),
             study.size,
+            accepted.failed,
             accepted.location,
         )
         return True

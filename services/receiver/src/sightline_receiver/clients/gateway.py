@@ -37,10 +37,11 @@ class _Transient(Exception):
 
 @dataclass(frozen=True)
 class Accepted:
-    """What the gateway answered: its study URL (no patient data)."""
+    """What the gateway answered: its study URL and how many instances failed (STOW-RS 202)."""
 
     location: str | None
     status_code: int
+    failed: int = 0
 
 
 def auth_headers(credential_file: Path) -> dict[str, str]:
@@ -119,7 +120,17 @@ class GatewayIntake:
             raise _Transient(f"HTTP {response.status_code}")
         if response.status_code >= 400:
             raise DeliveryFailed(f"gateway refused the study: HTTP {response.status_code} {_code(response)}")
-        return Accepted(response.headers.get("location"), response.status_code)
+        return Accepted(response.headers.get("location"), response.status_code, _failed(response))
+
+
+def _failed(response: httpx.Response) -> int:
+    """How many instances the STOW-RS response lists in its FailedSOPSequence (0008,1198)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return 0
+    failed = body.get("00081198", {}).get("Value", []) if isinstance(body, dict) else []
+    return len(failed) if isinstance(failed, list) else 0
 
 
 def _code(response: httpx.Response) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sightline_common.errors import UnsupportedMediaType
+from sightline_common.errors import InvalidInput, UnprocessableInput, UnsupportedMediaType
 
 from sightline_gateway.api.deps import GW, Caller
 from sightline_gateway.api.problems import UPLOAD_ERRORS
 from sightline_gateway.api.uploads import read_instances
-from sightline_gateway.core import ingest
+from sightline_gateway.core import ingest, stow
 from sightline_gateway.core.auth import Role
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
@@ -17,7 +19,7 @@ router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
 @router.post(
     "/studies",
-    status_code=202,
+    status_code=200,
     response_model=None,
     openapi_extra={
         "requestBody": {
@@ -26,7 +28,11 @@ router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
         }
     },
     responses={
-        202: {"description": "STOW-RS: stored and queued; RetrieveURL names the study"},
+        200: {
+            "description": "STOW-RS: all stored and queued; ReferencedSOPSequence, RetrieveURL (the study)"
+        },
+        202: {"description": "some stored; FailedSOPSequence says which failed and why (FailureReason)"},
+        409: {"description": "none stored; FailedSOPSequence with each FailureReason"},
         **UPLOAD_ERRORS,
     },
 )
@@ -34,24 +40,39 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
     """STOW-RS subset (PS3.18 10.5): multipart/related of application/dicom instances, one study.
 
     The instances take the same path as ``POST /v1/studies`` (de-identification first, never
-    stored identified); the response is DICOM JSON with the RetrieveURL (0008,1190).
+    stored identified); the response is the PS3.18 10.5.3 DICOM JSON: RetrieveURL (0008,1190),
+    ReferencedSOPSequence (0008,1199) and FailedSOPSequence (0008,1198) with FailureReason.
     """
     who.require(Role.SUBMITTER)
     if ingest.classify(request.headers.get("content-type")) != "multipart-related":
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
     instances = await read_instances(request, gw.settings)
-    # The study's creation is audited (with the caller's roles) in the transaction that stores it.
-    accepted = await gw.pipeline.accept(
-        tenant=who.tenant,
-        submitted_by=who.subject,
-        instances=instances,
-        idempotency_key=None,
-        explain=True,
-        roles=sorted(who.roles),
-    )
+    manifest = gw.manifest(gw.settings.model_name)
+    accepted_classes = manifest.preprocessing.accepted_sop_classes if manifest is not None else None
+    parts = await asyncio.to_thread(stow.inspect, instances, accepted_classes)
     del instances
-    location = f"/v1/studies/{accepted.study.id}"
-    body = {"00081190": {"vr": "UR", "Value": [f"{str(request.base_url).rstrip('/')}{location}"]}}
+    storable = [p.data for p in parts if p.failure is None]
+    location: str | None = None
+    if storable:
+        try:
+            # The study's creation is audited (with the caller's roles) in the transaction that stores it.
+            accepted = await gw.pipeline.accept(
+                tenant=who.tenant,
+                submitted_by=who.subject,
+                instances=storable,
+                idempotency_key=None,
+                explain=True,
+                roles=sorted(who.roles),
+            )
+            location = f"/v1/studies/{accepted.study.id}"
+        except (InvalidInput, UnprocessableInput):
+            parts = stow.all_failed(parts)  # de-identification refused the study: fails closed, whole
+    del storable
+    retrieve_url = f"{str(request.base_url).rstrip('/')}{location}" if location else None
+    status, body = stow.response(parts, retrieve_url)
     return JSONResponse(
-        body, status_code=202, headers={"Location": location}, media_type="application/dicom+json"
+        body,
+        status_code=status,
+        headers={"Location": location} if location else None,
+        media_type="application/dicom+json",
     )

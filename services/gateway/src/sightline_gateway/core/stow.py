@@ -1,0 +1,98 @@
+"""STOW-RS responses (PS3.18 10.5.3): which instances were stored, which failed, and why.
+
+The response names the instances by the UIDs the caller sent (its own identifiers, returned to it
+alone, never stored or logged); the study is stored de-identified under new UIDs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+#: FailureReason (0008,1197) values (PS3.18 Table 10.5.3-2 / PS3.4 Annex B).
+PROCESSING_FAILURE = 0x0110
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+CANNOT_UNDERSTAND = 0xC000
+
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS_UID = "00081150"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One instance of a STOW-RS request: its UIDs (empty when unreadable) and why it fails, if it does."""
+
+    data: bytes
+    sop_class: str
+    sop_instance: str
+    failure: int | None = None
+
+
+def inspect(instances: Sequence[bytes], accepted_sop_classes: Collection[str] | None) -> list[Part]:
+    """Each instance's UIDs; the ones that cannot be read or whose SOP class no model takes fail here."""
+    parts = []
+    for data in instances:
+        try:
+            ds = dcmread(
+                io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"]
+            )
+            sop_class, sop_instance = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError):
+            parts.append(Part(data, "", "", CANNOT_UNDERSTAND))
+            continue
+        if not sop_class or not sop_instance:
+            parts.append(Part(data, sop_class, sop_instance, CANNOT_UNDERSTAND))
+        elif accepted_sop_classes is not None and sop_class not in accepted_sop_classes:
+            parts.append(Part(data, sop_class, sop_instance, SOP_CLASS_NOT_SUPPORTED))
+        else:
+            parts.append(Part(data, sop_class, sop_instance))
+    return parts
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def response(parts: Sequence[Part], retrieve_url: str | None) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, DICOM JSON body): 200 all stored, 202 some failed, 409 none stored."""
+    stored = [p for p in parts if p.failure is None]
+    failed = [p for p in parts if p.failure is not None]
+    body: dict[str, Any] = {}
+    if retrieve_url is not None and stored:
+        body[RETRIEVE_URL] = {"vr": "UR", "Value": [retrieve_url]}
+    if failed:
+        body[FAILED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [
+                {
+                    REFERENCED_SOP_CLASS_UID: _ui(p.sop_class),
+                    REFERENCED_SOP_INSTANCE_UID: _ui(p.sop_instance),
+                    FAILURE_REASON: {"vr": "US", "Value": [p.failure]},
+                }
+                for p in failed
+            ],
+        }
+    if stored:
+        body[REFERENCED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [
+                {REFERENCED_SOP_CLASS_UID: _ui(p.sop_class), REFERENCED_SOP_INSTANCE_UID: _ui(p.sop_instance)}
+                for p in stored
+            ],
+        }
+    status = 200 if not failed else 202 if stored else 409
+    return status, body
+
+
+def all_failed(parts: Sequence[Part], reason: int = PROCESSING_FAILURE) -> list[Part]:
+    """The parts as failed with ``reason`` (the study as a whole was refused: fail closed)."""
+    return [Part(p.data, p.sop_class, p.sop_instance, p.failure or reason) for p in parts]
