@@ -131,8 +131,13 @@ def fhir_bundle(*, study_id: str, result: Any, base_url: str) -> dict[str, Any]:
     return Bundle.model_validate(bundle).model_dump(mode="json", exclude_none=True)
 
 
-def structured_report(*, result: Any, source: bytes) -> bytes:
-    """A Comprehensive 3D SR (TID 1500 measurement report) referencing the de-identified image."""
+def structured_report(
+    *, result: Any, source: bytes, series_uid: str | None = None, sop_instance_uid: str | None = None
+) -> bytes:
+    """A Comprehensive 3D SR (TID 1500 measurement report) referencing the de-identified image.
+
+    ``series_uid``/``sop_instance_uid``: stable UIDs (DICOMweb names the same object each time).
+    """
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
@@ -179,9 +184,9 @@ def structured_report(*, result: Any, source: bytes) -> bytes:
     sr = hd.sr.Comprehensive3DSR(
         evidence=[image],
         content=report,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_uid or generate_uid(),
         series_number=900,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=sop_instance_uid or generate_uid(),
         instance_number=1,
         manufacturer="Sightline",
         is_complete=True,

@@ -76,3 +76,9 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
         headers={"Location": location} if location else None,
         media_type="application/dicom+json",
     )
+
+
+# QIDO-RS and WADO-RS of Sightline's results live beside STOW-RS under the same prefix.
+from sightline_gateway.api.routes import dicomweb_results  # noqa: E402
+
+router.include_router(dicomweb_results.router)

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sightline_gateway.api.deps import GW, Caller, Gateway, StudyId
 from sightline_gateway.api.problems import ERRORS
 from sightline_gateway.api.schemas import ReviewIn, ReviewOut
+from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
 from sightline_gateway.core.reports import fhir_bundle, result_body, structured_report
 from sightline_gateway.core.review import REVIEW_VERDICTS
@@ -117,7 +118,15 @@ async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
         raise NotFound("the de-identified image was deleted under the retention policy")
     top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
     source = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
-    data = await asyncio.to_thread(structured_report, result=result, source=source)
+    # The same series/instance UIDs as DICOMweb's WADO-RS (stable per study, not random per call).
+    obj = dicomweb.result_object(study.id, study.deid_study_uid or "")
+    data = await asyncio.to_thread(
+        structured_report,
+        result=result,
+        source=source,
+        series_uid=obj.series_uid,
+        sop_instance_uid=obj.sop_instance_uid,
+    )
     await gw.record(who, "result.read.sr", "result", study.id)
     return Response(data, media_type="application/dicom")
 
