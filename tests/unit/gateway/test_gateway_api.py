@@ -144,7 +144,7 @@ def test_fhir_bundle_and_sr(h) -> None:
     fhir = h.client.get(f"/v1/studies/{study_id}/result.fhir", headers=token())
     assert fhir.headers["content-type"] == "application/fhir+json"
     kinds = [e["resource"]["resourceType"] for e in fhir.json()["entry"]]
-    assert kinds == ["DiagnosticReport", "Observation", "Device"]
+    assert kinds == ["DiagnosticReport", "Observation", "Device", "ImagingStudy"]
     assert fhir.json()["entry"][0]["resource"]["status"] == "preliminary"
     sr = pydicom.dcmread(
         io.BytesIO(h.client.get(f"/v1/studies/{study_id}/result.dcm", headers=token()).content)

@@ -72,3 +72,23 @@ def test_another_tenant_finds_nothing_and_cannot_retrieve(h: Harness) -> None:
     assert h.client.get(f"/dicomweb/studies/{study_uid}", headers=stranger).status_code == 404
     assert h.client.get(f"/dicomweb/studies/{study_uid}/metadata", headers=stranger).status_code == 404
     assert h.client.get("/dicomweb/studies", params={"StudyInstanceUID": study_uid}, headers=token()).json()
+
+
+def test_the_fhir_imaging_study_names_what_dicomweb_serves(h: Harness) -> None:
+    r = stow(h, phi_dicom(seed=10))
+    completed(h, r.headers["Location"])
+    bundle = h.client.get(f"{r.headers['Location']}/result.fhir", headers=token()).json()
+    resources = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+    study = resources["ImagingStudy"]
+    ref = {"reference": f"ImagingStudy/{study['id']}"}
+    assert resources["DiagnosticReport"]["imagingStudy"] == [ref]
+    assert resources["Observation"]["derivedFrom"] == [ref]
+    (match,) = h.client.get("/dicomweb/studies", headers=token()).json()
+    study_uid = match[STUDY]["Value"][0]
+    assert study["identifier"][0]["value"] == f"urn:oid:{study_uid}"
+    series = study["series"][0]
+    (instance,) = h.client.get(
+        f"/dicomweb/studies/{study_uid}/series/{series['uid']}/instances", headers=token()
+    ).json()
+    assert series["instance"][0]["uid"] == instance[INSTANCE]["Value"][0]
+    assert PHI not in str(bundle)

@@ -11,6 +11,7 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
+from pydicom.uid import Comprehensive3DSRStorage
 from sightline_common.manifest import ModelManifest
 
 ASSISTIVE_STATEMENT = (
@@ -68,8 +69,45 @@ def result_body(
     return body
 
 
-def fhir_bundle(*, study_id: str, result: Any, base_url: str) -> dict[str, Any]:
-    """A FHIR R4 (R4B models) collection Bundle: DiagnosticReport, Observation and Device, validated."""
+def imaging_study(study_id: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> dict[str, Any]:
+    """A FHIR ImagingStudy of the result SR, under the de-identified StudyInstanceUID (DICOMweb's names)."""
+    return {
+        "resourceType": "ImagingStudy",
+        "id": f"study-{study_id}",
+        "status": "available",
+        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{study_uid}"}],
+        "subject": {"display": "de-identified subject"},
+        "numberOfSeries": 1,
+        "numberOfInstances": 1,
+        "series": [
+            {
+                "uid": series_uid,
+                "number": 900,
+                "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "SR"},
+                "numberOfInstances": 1,
+                "instance": [
+                    {
+                        "uid": sop_instance_uid,
+                        "sopClass": {
+                            "system": "urn:ietf:rfc:3986",
+                            "code": f"urn:oid:{Comprehensive3DSRStorage}",
+                        },
+                        "number": 1,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def fhir_bundle(
+    *, study_id: str, result: Any, base_url: str, study: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A FHIR R4 (R4B models) collection Bundle: DiagnosticReport, Observation and Device, validated.
+
+    ``study``: an :func:`imaging_study` the report and observation then reference (when the
+    de-identified study is still known).
+    """
     from fhir.resources.R4B.bundle import Bundle
 
     status = "final" if result.status == "final" else "preliminary"
@@ -118,7 +156,7 @@ def fhir_bundle(*, study_id: str, result: Any, base_url: str) -> dict[str, Any]:
         "result": [{"reference": f"Observation/{obs_id}"}],
         "conclusion": (REFER if result.refer else NO_REFER) + ". " + note,
     }
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": datetime.now(UTC).isoformat(),
@@ -128,6 +166,11 @@ def fhir_bundle(*, study_id: str, result: Any, base_url: str) -> dict[str, Any]:
             {"fullUrl": f"{base_url}/fhir/Device/{device_id}", "resource": device},
         ],
     }
+    if study is not None:
+        reference = {"reference": f"ImagingStudy/{study['id']}"}
+        report["imagingStudy"] = [reference]
+        observation["derivedFrom"] = [reference]
+        bundle["entry"].append({"fullUrl": f"{base_url}/fhir/ImagingStudy/{study['id']}", "resource": study})
     return Bundle.model_validate(bundle).model_dump(mode="json", exclude_none=True)
 
 

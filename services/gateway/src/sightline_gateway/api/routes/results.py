@@ -18,7 +18,7 @@ from sightline_gateway.api.problems import ERRORS
 from sightline_gateway.api.schemas import ReviewIn, ReviewOut
 from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
-from sightline_gateway.core.reports import fhir_bundle, result_body, structured_report
+from sightline_gateway.core.reports import fhir_bundle, imaging_study, result_body, structured_report
 from sightline_gateway.core.review import REVIEW_VERDICTS
 from sightline_gateway.db.models import Result, Review, Study, utcnow
 
@@ -98,7 +98,13 @@ async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Call
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.fhir")
     result, _ = await load_result(gw, study)
-    bundle = fhir_bundle(study_id=study.id, result=result, base_url=str(request.base_url).rstrip("/"))
+    imaging = None
+    if study.deid_study_uid:
+        obj = dicomweb.result_object(study.id, study.deid_study_uid)
+        imaging = imaging_study(study.id, obj.study_uid, obj.series_uid, obj.sop_instance_uid)
+    bundle = fhir_bundle(
+        study_id=study.id, result=result, base_url=str(request.base_url).rstrip("/"), study=imaging
+    )
     await gw.record(who, "result.read.fhir", "result", study.id)
     return JSONResponse(bundle, media_type="application/fhir+json")
 
