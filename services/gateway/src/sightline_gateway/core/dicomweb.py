@@ -85,3 +85,11 @@ def multipart_related(instances: Iterable[bytes]) -> tuple[bytes, str]:
         + f"--{boundary}--\r\n".encode()
     )
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def heatmap_uids(study_id: str) -> tuple[str, str]:
+    """Stable (series, instance) UIDs of the study's heatmap Segmentation."""
+    return (
+        str(generate_uid(entropy_srcs=[study_id, "sightline-heatmap-series"])),
+        str(generate_uid(entropy_srcs=[study_id, "sightline-heatmap-seg"])),
+    )

@@ -1,4 +1,4 @@
-"""A study's result (JSON, FHIR R4, DICOM SR) and clinicians' reviews of it."""
+"""A study's result (JSON, FHIR R4, DICOM SR, heatmap SEG) and clinicians' reviews of it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sightline_gateway.api.problems import ERRORS
 from sightline_gateway.api.schemas import ReviewIn, ReviewOut
 from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
+from sightline_gateway.core.heatmap_dicom import heatmap_segmentation
 from sightline_gateway.core.reports import fhir_bundle, imaging_study, result_body, structured_report
 from sightline_gateway.core.review import REVIEW_VERDICTS
 from sightline_gateway.db.models import Result, Review, Study, utcnow
@@ -134,6 +135,36 @@ async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
         sop_instance_uid=obj.sop_instance_uid,
     )
     await gw.record(who, "result.read.sr", "result", study.id)
+    return Response(data, media_type="application/dicom")
+
+
+@router.get(
+    "/studies/{study_id}/heatmap.dcm",
+    tags=["results"],
+    response_class=Response,
+    responses={200: {"content": {"application/dicom": {}}}, **ERRORS},
+)
+async def get_heatmap_seg(study_id: StudyId, gw: GW, who: Caller) -> Response:
+    """The Grad-CAM heatmap as a DICOM Segmentation (FRACTIONAL) of the de-identified image, AI-marked."""
+    who.require(Role.SUBMITTER, Role.CLINICIAN)
+    study = await gw.own_study(who, study_id, "result.read.heatmap")
+    result, _ = await load_result(gw, study)
+    explanation = result.explanation or {}
+    if study.purged_at is not None or not study.instance_keys or explanation.get("status") != "available":
+        raise NotFound("no heatmap for this study (not explained, or deleted under the retention policy)")
+    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
+    source = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+    heatmap = await asyncio.to_thread(gw.store.get, explanation["heatmap_key"])
+    series_uid, instance_uid = dicomweb.heatmap_uids(study.id)
+    data = await asyncio.to_thread(
+        heatmap_segmentation,
+        result=result,
+        source=source,
+        heatmap_npy=heatmap,
+        series_uid=series_uid,
+        sop_instance_uid=instance_uid,
+    )
+    await gw.record(who, "result.read.heatmap", "result", study.id)
     return Response(data, media_type="application/dicom")
 
 
