@@ -16,12 +16,16 @@ from sqlalchemy import delete, text
 
 from tests.unit.gateway.gateway_fixtures import harness, token
 
-AUDITOR = token(roles=("auditor",))
+
+def auditor() -> dict[str, str]:
+    """Minted per use: a token made at import expires before a long run reaches the test."""
+    return token(roles=("auditor",))
+
 
 
 def _events(h, n: int) -> None:
     for _ in range(n):
-        assert h.client.get("/v1/audit", headers=AUDITOR).status_code == 200  # each read is audited
+        assert h.client.get("/v1/audit", headers=auditor()).status_code == 200  # each read is audited
 
 
 def _delete_newest(h, keep: int) -> None:
@@ -48,12 +52,12 @@ def test_deleting_the_newest_events_is_reported_against_the_anchor(
         assert f"seq={anchor.seq} head={anchor.hash}" in caplog.text  # the log line is a second copy
         assert json.loads(h.store.get(HEAD_KEY))["seq"] == anchor.seq
 
-        before = h.client.get("/v1/audit/verify", headers=AUDITOR).json()
+        before = h.client.get("/v1/audit/verify", headers=auditor()).json()
         assert before["ok"] is True, before
 
         # Delete the anchored event and everything after it: the rest still links.
         _delete_newest(h, keep=anchor.seq - 2)
-        after = h.client.get("/v1/audit/verify", headers=AUDITOR).json()
+        after = h.client.get("/v1/audit/verify", headers=auditor()).json()
         assert after["ok"] is False
         assert [p["problem"] for p in after["problems"]] == ["truncated"]
         assert f"..{anchor.seq} " in after["problems"][0]["detail"]

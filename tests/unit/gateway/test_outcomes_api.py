@@ -17,7 +17,11 @@ from prometheus_client import REGISTRY
 
 from tests.unit.gateway.gateway_fixtures import Harness, harness, token
 
-REPORTER = token(roles=("outcome-reporter",), subject="pathology-interface")
+
+def reporter() -> dict[str, str]:
+    """Minted per use: a token made at import expires before a long run reaches the test."""
+    return token(roles=("outcome-reporter",), subject="pathology-interface")
+
 MELANOMA = {
     "code_system": "snomed",
     "code": "372244006",
@@ -39,8 +43,8 @@ def study(h: Harness) -> str:
     return str(r.headers["Location"].rsplit("/", 1)[1])
 
 
-def post(h: Harness, study_id: str, body: dict[str, Any], headers: dict[str, str] = REPORTER) -> Any:
-    return h.client.post(f"/v1/studies/{study_id}/outcome", json=body, headers=headers)
+def post(h: Harness, study_id: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return h.client.post(f"/v1/studies/{study_id}/outcome", json=body, headers=headers or reporter())
 
 
 def test_outcome_is_linked_to_model_version_and_subgroup(h: Harness) -> None:
@@ -132,7 +136,7 @@ def test_fhir_observation_and_diagnostic_report(h: Harness, resource: dict[str, 
     r = h.client.post(
         f"/v1/studies/{sid}/outcome.fhir",
         json=resource,
-        headers={**REPORTER, "Content-Type": "application/fhir+json"},
+        headers={**reporter(), "Content-Type": "application/fhir+json"},
     )
     assert r.status_code == 201, r.text
     assert r.json()["label"] == label and r.json()["source"] == "fhir"
@@ -149,7 +153,7 @@ def test_fhir_observation_and_diagnostic_report(h: Harness, resource: dict[str, 
 )
 def test_bad_fhir_is_refused_with_reasons(h: Harness, resource: dict[str, Any], field: str) -> None:
     sid = study(h)
-    r = h.client.post(f"/v1/studies/{sid}/outcome.fhir", json=resource, headers=REPORTER)
+    r = h.client.post(f"/v1/studies/{sid}/outcome.fhir", json=resource, headers=reporter())
     assert 400 <= r.status_code < 500 and field in r.text, r.text
 
 
@@ -180,8 +184,8 @@ def test_no_outcome_code_date_or_text_in_logs_or_traces(h: Harness, caplog: pyte
     secret = {**MELANOMA, "code": "254701007", "diagnosed_on": "2026-10-17", "site": "zqxsite"}
     assert post(h, sid, secret).status_code == 201
     fhir = {**_observation(code="400096001"), "effectiveDateTime": "2026-10-18"}
-    assert h.client.post(f"/v1/studies/{sid}/outcome.fhir", json=fhir, headers=REPORTER).status_code == 201
-    h.client.get(f"/v1/studies/{sid}/outcomes", headers=REPORTER)
+    assert h.client.post(f"/v1/studies/{sid}/outcome.fhir", json=fhir, headers=reporter()).status_code == 201
+    h.client.get(f"/v1/studies/{sid}/outcomes", headers=reporter())
     assert spans.get_finished_spans(), "the requests were traced"
     logged = caplog.text + "".join(str(s.to_json()) for s in spans.get_finished_spans())
     for value in (
