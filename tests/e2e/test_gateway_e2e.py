@@ -76,6 +76,7 @@ def test_phi_goes_in_and_comes_out_nowhere(stack: tuple[str, str, Path]) -> None
             "DiagnosticReport",
             "Observation",
             "Device",
+            "ImagingStudy",
         ]
 
         sr = client.get(f"/v1/studies/{study_id}/result.dcm")
