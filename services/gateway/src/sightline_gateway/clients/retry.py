@@ -67,13 +67,27 @@ class RetryPolicy:
 
 
 class stop_at_deadline(stop_base):  # tenacity's naming
-    """Stop when the next attempt would start after ``deadline`` (``time.monotonic()``)."""
+    """Stop once ``deadline`` (``time.monotonic()``) has passed."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return time.monotonic() + (retry_state.upcoming_sleep or 0.0) >= self.deadline
+        return time.monotonic() >= self.deadline
+
+
+class wait_until_deadline(wait_base):  # tenacity's naming
+    """``inner``'s delay, shortened so that the last attempt still starts by ``deadline``.
+
+    Without it, a jittered delay drawn past the deadline ends the retries early, and the caller
+    gets its error before the budget it was promised is used.
+    """
+
+    def __init__(self, inner: wait_base, deadline: float) -> None:
+        self.inner, self.deadline = inner, deadline
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return max(0.0, min(self.inner(retry_state), self.deadline - time.monotonic()))
 
 
 async def call_with_retry(
@@ -102,9 +116,12 @@ async def call_with_retry(
     def before_sleep(state: RetryCallState) -> None:
         log.warning("stage %s unavailable, retry %d", stage, state.attempt_number)
 
+    wait: wait_base = wait_random_exponential(multiplier=backoff_s, max=max_backoff_s or float("inf"))
+    if deadline is not None:
+        wait = wait_until_deadline(wait, deadline)
     async for attempt in AsyncRetrying(
         stop=stop,
-        wait=wait_random_exponential(multiplier=backoff_s, max=max_backoff_s or float("inf")),
+        wait=wait,
         retry=retry_if_exception_type(DependencyUnavailable),
         before_sleep=before_sleep,
         reraise=True,
