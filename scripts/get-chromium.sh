@@ -5,7 +5,7 @@
 set -euo pipefail
 
 if /usr/bin/chromium --version >/dev/null 2>&1 && /usr/bin/chromedriver --version >/dev/null 2>&1; then
-  echo "chromium already installed: $(/usr/bin/chromium --version 2>&1 | head -n1)"
+  echo "chromium already installed: $(/usr/bin/chromium --version 2>&1 | sed -n 1p)"
   exit 0
 fi
 
@@ -18,5 +18,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver
-/usr/bin/chromium --version 2>&1 | head -n1
-/usr/bin/chromedriver --version 2>&1 | head -n1
+/usr/bin/chromium --version 2>&1 | sed -n 1p
+/usr/bin/chromedriver --version 2>&1 | sed -n 1p

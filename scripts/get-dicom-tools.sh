@@ -23,4 +23,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 # Orthanc's package starts a system service where one can; the tests run their own instance.
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-storescu --version | head -1
+storescu --version 2>&1 | sed -n 1p

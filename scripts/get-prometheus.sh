@@ -7,7 +7,7 @@
 set -euo pipefail
 
 if command -v promtool >/dev/null 2>&1 && promtool --version >/dev/null 2>&1; then
-  echo "promtool already installed: $(promtool --version 2>&1 | head -n1)"
+  echo "promtool already installed: $(promtool --version 2>&1 | sed -n 1p)"
   exit 0
 fi
 
@@ -26,4 +26,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 $sudo apt-get install -y -qq --no-install-recommends prometheus
-promtool --version 2>&1 | head -n1
+promtool --version 2>&1 | sed -n 1p
