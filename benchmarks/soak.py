@@ -3,10 +3,11 @@
 First measures the maximum studies/s of the mix (closed loop, ``--calibrate-s``), then offers
 80% of it (open loop) for ``--minutes``: studies cycle through sync/async x with/without
 explanation, each with its own Idempotency-Key, through the hospital client of tests/chaos. Per
-minute it prints errors, p50/p99 latency and the job backlog; at start and end the RSS and open
-files of each component's processes and the database's size. Figures only; it never fails on
-timing. Goals (README): 0 errors, p99 of the last 5 minutes within 1.2x of the first 5, RSS
-growth <= 5% after warm-up.
+minute it prints errors, p50/p99 latency, the job backlog and the gateway's RSS; at the end each
+component's RSS at start, after warm-up (``--warmup-minutes``) and at the end, its growth after
+warm-up and its slope over the second half (a leak keeps climbing; a high-water mark does not),
+open files and the database's size. Figures only; it never fails on timing. Goals (README):
+0 errors, p99 of the last 5 minutes within 1.2x of the first 5, RSS growth <= 5% after warm-up.
 
     .venv/bin/python -m benchmarks.soak                      # 30 minutes, own stack on free ports
     .venv/bin/python -m benchmarks.soak --minutes 2 --calibrate-s 15 --json soak.json
@@ -41,6 +42,8 @@ class Minute:
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     backlog: int | None = None
+    #: RSS (KiB) per component when the minute closed.
+    rss_kib: dict[str, int] = field(default_factory=dict)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,11 +54,11 @@ def percentile(values: list[float], q: float) -> float:
 class Soak:
     """Drives the load against one stack and samples its processes and database."""
 
-    def __init__(self, data_dir: Path, url: str, tenant: str = "soak") -> None:
+    def __init__(self, data_dir: Path, url: str, tenant: str = "soak", stack_id: str | None = None) -> None:
         from tests.chaos.client import HospitalClient
         from tests.unit.gateway.gateway_fixtures import phi_dicom
 
-        self.data_dir, self.tenant = data_dir, tenant
+        self.data_dir, self.tenant, self.stack_id = data_dir, tenant, stack_id
         secret = json.loads((data_dir / "secrets.json").read_text())["jwt_secret"]
         # One client (and rate-limit bucket) per concurrent caller, as a hospital's several systems.
         self.clients = [HospitalClient(url, self._token(secret, f"soak-{i}")) for i in range(16)]
@@ -133,16 +136,23 @@ class Soak:
                 task.add_done_callback(tasks.discard)
             next_at += 1 / rate
             while printed < index:
-                per_minute[printed].backlog = self.backlog()
+                self.close_minute(per_minute[printed])
                 print_minute(printed, per_minute[printed])
                 printed += 1
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         if tasks:
             await asyncio.wait(tasks, timeout=300)
         for index in range(printed, int(minutes * 60 // 60) + (1 if minutes * 60 % 60 else 0)):
-            per_minute[index].backlog = self.backlog()
+            self.close_minute(per_minute[index])
             print_minute(index, per_minute[index])
         return [per_minute[i] for i in sorted(per_minute)]
+
+    def close_minute(self, minute: Minute) -> None:
+        """What is sampled once a minute: the job backlog and each component's RSS."""
+        minute.backlog = self.backlog()
+        if self.stack_id is not None:
+            sample = processes(self.stack_id, self.data_dir / "stack.json")
+            minute.rss_kib = {name: row["rss_kib"] for name, row in sample.items()}
 
     def backlog(self) -> int:
         """Jobs queued or running now."""
@@ -162,7 +172,9 @@ def print_minute(index: int, m: Minute) -> None:
         f"minute {index + 1:3d}: submitted {m.submitted:5d}  ok {m.completed:5d}"
         f"  errors {sum(m.errors.values()):3d}  p50 {percentile(m.latencies, 0.5) * 1000:8.0f} ms"
         f"  p99 {percentile(m.latencies, 0.99) * 1000:8.0f} ms"
-        f"  backlog {m.backlog}" + (f"  {dict(m.errors)}" if m.errors else ""),
+        f"  backlog {m.backlog}"
+        + (f"  gateway {m.rss_kib['gateway'] / 1024:.0f} MB" if "gateway" in m.rss_kib else "")
+        + (f"  {dict(m.errors)}" if m.errors else ""),
         flush=True,
     )
 
@@ -195,21 +207,58 @@ def db_bytes(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in data_dir.glob("sightline.db*"))
 
 
+def slope_mb_per_10min(series: list[int]) -> float:
+    """Least-squares slope of per-minute RSS samples (KiB), in MB per 10 minutes."""
+    n = len(series)
+    if n < 2:
+        return float("nan")
+    mean_x, mean_y = (n - 1) / 2, sum(series) / n
+    num = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(series))
+    den = sum((x - mean_x) ** 2 for x in range(n))
+    return num / den * 10 / 1024
+
+
+def rss_figures(start: dict[str, Any], end: dict[str, Any], minutes: list[Minute], warmup: int) -> dict:
+    """Per component: RSS at start, after warm-up and at the end (MB), growth after warm-up (%),
+    and the slope over the second half of the run (MB per 10 min)."""
+    figures = {}
+    for name in sorted(set(start["processes"]) | set(end["processes"])):
+        series = [m.rss_kib[name] for m in minutes if name in m.rss_kib]
+        first = start["processes"].get(name, {}).get("rss_kib", 0)
+        last = end["processes"].get(name, {}).get("rss_kib", 0)
+        # Warm-up ends with the minute ``warmup`` (clamped for short runs: then its first sample).
+        base = series[min(warmup, len(series)) - 1] if series and warmup > 0 else first
+        figures[name] = {
+            "start_mb": first / 1024,
+            "after_warmup_mb": base / 1024,
+            "end_mb": last / 1024,
+            "growth_after_warmup_pct": (last / base - 1) * 100 if base else float("nan"),
+            "slope_second_half_mb_per_10min": slope_mb_per_10min(series[len(series) // 2 :]),
+            "open_files_start": start["processes"].get(name, {}).get("open_files", 0),
+            "open_files_end": end["processes"].get(name, {}).get("open_files", 0),
+        }
+    return figures
+
+
 def report(
-    start: dict[str, Any], end: dict[str, Any], minutes: list[Minute], rate: float, max_rate: float
+    start: dict[str, Any],
+    end: dict[str, Any],
+    minutes: list[Minute],
+    rate: float,
+    max_rate: float,
+    warmup: int = 5,
 ) -> dict:
     print(f"\nmax {max_rate:.2f} studies/s (calibration); offered {rate:.2f} studies/s")
+    rss = rss_figures(start, end, minutes, warmup)
     print(
-        f"{'component':14s} {'RSS start':>10s} {'RSS end':>10s} {'growth':>7s}"
-        f" {'files start':>11s} {'files end':>9s}"
+        f"{'component':14s} {'RSS start':>10s} {f'min {warmup}':>10s} {'RSS end':>10s} {'growth':>7s}"
+        f" {'slope/10min':>11s} {'files start':>11s} {'files end':>9s}"
     )
-    for name in sorted(set(start["processes"]) | set(end["processes"])):
-        a = start["processes"].get(name, {"rss_kib": 0, "open_files": 0})
-        b = end["processes"].get(name, {"rss_kib": 0, "open_files": 0})
-        growth = (b["rss_kib"] / a["rss_kib"] - 1) * 100 if a["rss_kib"] else float("nan")
+    for name, f in rss.items():
         print(
-            f"{name:14s} {a['rss_kib'] / 1024:8.0f}MB {b['rss_kib'] / 1024:8.0f}MB {growth:6.1f}% "
-            f"{a['open_files']:11d} {b['open_files']:9d}"
+            f"{name:14s} {f['start_mb']:8.0f}MB {f['after_warmup_mb']:8.0f}MB {f['end_mb']:8.0f}MB"
+            f" {f['growth_after_warmup_pct']:6.1f}% {f['slope_second_half_mb_per_10min']:8.1f}MB"
+            f" {f['open_files_start']:11d} {f['open_files_end']:9d}"
         )
     print(f"database {start['db_bytes'] / 1e6:.1f} MB -> {end['db_bytes'] / 1e6:.1f} MB")
     errors = sum(sum(m.errors.values()) for m in minutes)
@@ -223,6 +272,8 @@ def report(
         "max_per_s": max_rate,
         "offered_per_s": rate,
         "errors": errors,
+        "warmup_minutes": warmup,
+        "rss": rss,
         "minutes": [
             {
                 "submitted": m.submitted,
@@ -231,6 +282,7 @@ def report(
                 "p50_ms": percentile(m.latencies, 0.5) * 1000,
                 "p99_ms": percentile(m.latencies, 0.99) * 1000,
                 "backlog": m.backlog,
+                "rss_kib": m.rss_kib,
             }
             for m in minutes
         ],
@@ -244,7 +296,7 @@ def snapshot(stack_id: str, data_dir: Path) -> dict[str, Any]:
 
 
 async def soak(data_dir: Path, url: str, stack_id: str, args: argparse.Namespace) -> dict:
-    load = Soak(data_dir, url)
+    load = Soak(data_dir, url, stack_id=stack_id)
     try:
         for _ in MIX:  # warm-up: the first explanation loads the model into Ray Serve's replica
             await load.one(None)
@@ -256,7 +308,7 @@ async def soak(data_dir: Path, url: str, stack_id: str, args: argparse.Namespace
         end = snapshot(stack_id, data_dir)
     finally:
         await load.aclose()
-    return report(start, end, minutes, rate, max_rate)
+    return report(start, end, minutes, rate, max_rate, args.warmup_minutes)
 
 
 def main() -> None:
@@ -266,6 +318,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument(
         "--calibrate-s", type=float, default=60.0, help="closed-loop run measuring the maximum"
+    )
+    parser.add_argument(
+        "--warmup-minutes", type=int, default=5, help="RSS growth is measured from the end of this minute"
     )
     parser.add_argument("--load", type=float, default=0.8, help="fraction of the measured maximum offered")
     parser.add_argument("--data-dir", type=Path, help="a running stack's data directory (default: start one)")

@@ -50,12 +50,18 @@ def test_soak_harness_prints_every_figure(tmp_path: Path) -> None:
     assert len(minutes) == 2, minutes
     assert sum(m["completed"] for m in minutes) > 0, "the soak completed no study"
     assert all(m["backlog"] is not None for m in minutes)
+    # RSS is sampled every minute, so a leak can be told from a high-water mark after warm-up.
+    assert all(COMPONENTS <= m["rss_kib"].keys() for m in minutes), minutes
+    assert all(m["rss_kib"][c] > 0 for m in minutes for c in COMPONENTS)
+    for c in COMPONENTS:
+        rss = figures["rss"][c]
+        assert rss["after_warmup_mb"] > 0 and rss["growth_after_warmup_pct"] == rss["growth_after_warmup_pct"]
     for moment in ("start", "end"):
         processes = figures[moment]["processes"]
         assert COMPONENTS <= processes.keys(), processes
         assert all(processes[c]["rss_kib"] > 0 and processes[c]["open_files"] > 0 for c in COMPONENTS)
         assert figures[moment]["db_bytes"] > 0
-    for line in ("minute   1:", "p99", "RSS start", "database", "errors"):
+    for line in ("minute   1:", "p99", "RSS start", "slope/10min", "gateway", "database", "errors"):
         assert line in run.stdout, line
     stack_id = next(line.split()[-1] for line in run.stdout.splitlines() if line.startswith("stack id "))
     assert tagged_processes(stack_id) == [], "the soak's stack left processes behind"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks.soak import Soak
+import pytest
+
+from benchmarks.soak import Minute, Soak, rss_figures
 
 
 def test_calibrate_counts_the_studies_of_every_loop() -> None:
@@ -26,3 +28,22 @@ def test_calibrate_counts_the_studies_of_every_loop() -> None:
     assert completed >= 8 * 10
     # Every completed study is counted: the rate is at least what the loops did in the window.
     assert rate >= 0.8 * completed / 0.5, (rate, completed)
+
+
+def _minutes(series: list[int]) -> list[Minute]:
+    return [Minute(rss_kib={"gateway": kib}) for kib in series]
+
+
+def test_rss_growth_is_measured_after_warm_up_and_a_leak_shows_as_a_slope() -> None:
+    # A high-water mark reached in the loaded first minutes, then flat: no growth after warm-up.
+    plateau = [150_000, 200_000, 230_000, 240_000, 240_000] + [240_000] * 10
+    # A leak: 1 MB more every minute, for ever.
+    leak = [240_000 + 1024 * i for i in range(15)]
+    for series, growth, slope in ((plateau, 0.0, 0.0), (leak, 4.2, 10.0)):
+        start = {"processes": {"gateway": {"rss_kib": series[0], "open_files": 9}}}
+        end = {"processes": {"gateway": {"rss_kib": series[-1], "open_files": 9}}}
+        figures = rss_figures(start, end, _minutes(series), warmup=5)["gateway"]
+        assert figures["growth_after_warmup_pct"] == pytest.approx(growth, abs=0.1), series
+        assert figures["slope_second_half_mb_per_10min"] == pytest.approx(slope, abs=0.01), series
+    # Growth measured from the start would call the plateau a 60% leak.
+    assert plateau[-1] / plateau[0] - 1 == pytest.approx(0.6)
