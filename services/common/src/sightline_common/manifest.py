@@ -31,6 +31,16 @@ class PreprocessSpec(BaseModel):
     std: list[float]
     accepted_modalities: list[str]
     accepted_sop_classes: list[str]
+    # Routing criteria beyond modality and SOP class; the defaults accept any value, so a
+    # manifest written before they existed keeps its meaning.
+    accepted_body_parts: list[str] | None = Field(
+        default=None, description="BodyPartExamined values accepted; None accepts any"
+    )
+    accepted_photometric_interpretations: list[str] | None = Field(
+        default=None, description="PhotometricInterpretation values accepted; None accepts any"
+    )
+    min_rows: int = Field(default=0, ge=0, description="smallest Rows accepted")
+    min_columns: int = Field(default=0, ge=0, description="smallest Columns accepted")
 
 
 class ModelManifest(BaseModel):
