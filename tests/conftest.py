@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +31,19 @@ def skip_or_fail_in_ci(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing artifact or tool fails, not skips)", pytrace=False)
     pytest.skip(reason)
+
+
+#: After the last test, how long the interpreter may take to exit before its threads' stacks are
+#: printed and it exits 1: a thread or executor a test left running must not hang CI silently.
+EXIT_GRACE_S = float(os.environ.get("SIGHTLINE_TEST_EXIT_GRACE_S", "600"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    main = threading.main_thread()
+    lingering = [t.name for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    if lingering:
+        print(f"\nnon-daemon threads alive after the session: {', '.join(lingering)}", file=sys.stderr)
+    faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)
 
 
 def free_ports(n: int) -> list[int]:
