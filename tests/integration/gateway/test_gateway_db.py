@@ -65,7 +65,6 @@ def pipeline(engine: object, tmp_path: Path, **kw: object) -> Pipeline:
         preprocess=kw.pop("preprocess", FakePreprocess()),
         explain=FakeExplain(store),  # type: ignore[arg-type]
         model_repository=MODEL_REPOSITORY,
-        model_name="derm-cnn",
         backoff_s=0.01,
         poll_s=0.02,
         **kw,  # type: ignore[arg-type]

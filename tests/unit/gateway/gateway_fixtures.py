@@ -98,9 +98,11 @@ class FakePreprocess:
         self.refuse = False
         self.delay_s = 0.0
         self.seen: list[bytes] = []
+        self.models: list[str] = []
 
-    async def infer(self, dicom: bytes) -> Inference:
+    async def infer(self, dicom: bytes, model: str) -> Inference:
         self.calls += 1
+        self.models.append(model)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.seen.append(dicom)
@@ -120,9 +122,11 @@ class FakeExplain:
         self.store = store
         self.calls = 0
         self.unavailable = False
+        self.requests: list[ExplainRequest] = []
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         self.calls += 1
+        self.requests.append(request)
         if self.unavailable:
             raise DependencyUnavailable("explain unavailable (503)")
         overlay, heatmap = request.output_prefix + "overlay.png", request.output_prefix + "heatmap.npy"

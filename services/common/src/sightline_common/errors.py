@@ -70,6 +70,12 @@ class UnprocessableInput(SightlineError):
     code = "unprocessable"
 
 
+class NoModelAccepts(UnprocessableInput):
+    """No model enabled for the tenant accepts the study: refused before anything is stored."""
+
+    code = "no-model-accepts"
+
+
 class PayloadTooLarge(SightlineError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     code = "payload-too-large"

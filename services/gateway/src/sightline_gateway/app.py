@@ -155,9 +155,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         if isinstance(store, S3Store):
             await asyncio.to_thread(store.ensure_bucket)
         if preprocess is None:
-            owned_grpc = GrpcPreprocess(
-                settings.preprocess_grpc, settings.model_name, settings.preprocess_timeout_s
-            )
+            owned_grpc = GrpcPreprocess(settings.preprocess_grpc, settings.preprocess_timeout_s)
         pipeline = Pipeline(
             sessions=sessions,
             store=store,
@@ -166,7 +164,8 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             preprocess=preprocess or owned_grpc,  # type: ignore[arg-type]
             explain=deps.explain or HttpExplain(http, settings.explain_url, settings.explain_timeout_s),
             model_repository=settings.model_repository,
-            model_name=settings.model_name,
+            models=settings.models,
+            models_enabled=settings.models_enabled,
             retry_budget_s=settings.job_retry_budget_s,
             backoff_s=settings.job_backoff_s,
             backoff_max_s=settings.job_backoff_max_s,
@@ -198,7 +197,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             asyncio.create_task(
                 run_outcome_metrics(
                     sessions,
-                    lambda: app.state.gateway.manifest(settings.model_name),
+                    lambda: pipeline.router.served_manifests().values(),
                     stop,
                     window=timedelta(days=settings.outcome_window_days),
                     expect_after=timedelta(days=settings.outcome_expected_days),

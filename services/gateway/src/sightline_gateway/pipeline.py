@@ -8,7 +8,7 @@ so that the app, the routes and the tests share one object.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.intake import Accepted, Intake
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.retention import Retention
+from sightline_gateway.core.routing import Router
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.core.worker import Worker, run_backlog_metrics
 from sightline_gateway.core.workflow import Workflow
@@ -46,7 +47,8 @@ class Pipeline:
         preprocess: Preprocess,
         explain: Explain,
         model_repository: Path,
-        model_name: str,
+        models: Sequence[str] = ("derm-cnn",),
+        models_enabled: Mapping[str, Sequence[str]] | None = None,
         retry_budget_s: float = 900.0,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
@@ -61,6 +63,7 @@ class Pipeline:
         self.circuits = circuits or Circuits({}, cooldown_s=backoff_s)
         self.wake, watchers = Wakeup(), Watchers()
         self.manifests = ManifestCache(model_repository)
+        self.router = Router(self.manifests, models, models_enabled)
         self.queue = JobQueue(sessions, audit, lease_s=lease_s)
         self.intake = Intake(
             sessions=sessions,
@@ -68,6 +71,7 @@ class Pipeline:
             audit=audit,
             queue=self.queue,
             deid=deid,
+            router=self.router,
             wake=self.wake,
             watchers=watchers,
             backoff_s=backoff_s,
@@ -79,7 +83,7 @@ class Pipeline:
             preprocess=preprocess,
             explain=explain,
             manifests=self.manifests,
-            model_name=model_name,
+            default_model=models[0],
             policy=policy,
             drift=drift,
         )
@@ -113,7 +117,7 @@ class Pipeline:
         self.workflow.explain = explain
 
     def manifest(self) -> ModelManifest:
-        """The served model's manifest."""
+        """The first served model's manifest (studies stored before routing ran on it)."""
         return self.workflow.manifest()
 
     # ---- intake -------------------------------------------------------------------------
@@ -132,6 +136,7 @@ class Pipeline:
         roles: Sequence[str] = (),
         watch: bool = False,
         fingerprint: str | None = None,
+        models: Sequence[str] | None = None,
     ) -> Accepted:
         """See :meth:`Intake.accept`."""
         return await self.intake.accept(
@@ -143,6 +148,7 @@ class Pipeline:
             roles=roles,
             watch=watch,
             fingerprint=fingerprint,
+            models=models,
         )
 
     async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:

@@ -32,7 +32,17 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     preprocess_http: str = Field(description="base URL of the preprocess service's HTTP (health)")
     explain_url: str = Field(description="base URL of the explanation service")
     model_repository: Path = Field(default=Path("model_repository"), description="manifests and model cards")
-    model_name: str = "derm-cnn"
+    models: list[str] = Field(
+        default_factory=lambda: ["derm-cnn"],
+        min_length=1,
+        description="models served (directory names under model_repository/), in routing priority: "
+        "a study several accept goes to the first of them",
+    )
+    models_enabled: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='tenant -> the served models enabled for it ("*": every tenant without its own '
+        "entry); a tenant in neither has every served model",
+    )
 
     # object storage (ObjectStorageSettings): a local directory is the embedded default
     storage_dir: Path | None = Path("var/objects")
@@ -121,6 +131,16 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
         default=42.0, gt=0, description="a referred result without an outcome after this long is backlog"
     )
     outcome_metrics_interval_s: float = Field(default=60.0, gt=0, description="gauge refresh period")
+
+    @model_validator(mode="after")
+    def _models(self) -> GatewaySettings:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError("models lists a model twice")
+        for tenant, names in self.models_enabled.items():
+            unknown = sorted(set(names) - set(self.models))
+            if unknown:
+                raise ValueError(f"models_enabled[{tenant!r}] names models not served: {unknown}")
+        return self
 
     @model_validator(mode="after")
     def _secrets(self) -> GatewaySettings:

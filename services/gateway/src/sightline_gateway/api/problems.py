@@ -19,6 +19,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 UPLOAD_ERRORS = {
     **ERRORS,
+    422: {
+        "description": "well-formed but unprocessable; code no-model-accepts: no model enabled for "
+        "the tenant accepts the study (refused before de-identification, nothing kept)",
+        **PROBLEM,
+    },
     413: {"description": "upload too large", **PROBLEM},
     415: {"description": "unsupported content type", **PROBLEM},
 }

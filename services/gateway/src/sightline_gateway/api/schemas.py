@@ -27,6 +27,10 @@ class StudyOut(_Body):
     result_url: str | None = None
     trace_id: str | None = None
     images_purged: bool = False
+    models: list[str] = Field(
+        default_factory=list,
+        description="the models routing sent the study to (empty: stored before routing existed)",
+    )
 
 
 class ReviewIn(_Body):

@@ -89,7 +89,7 @@ class Inference:
 
 
 class Preprocess(Protocol):
-    async def infer(self, dicom: bytes) -> Inference: ...
+    async def infer(self, dicom: bytes, model: str) -> Inference: ...
 
 
 def _param(params: Any, name: str) -> str:
@@ -103,19 +103,22 @@ def _param(params: Any, name: str) -> str:
 
 
 class GrpcPreprocess:
-    """Open Inference Protocol v2 over gRPC with ``tritonclient.grpc.aio`` (traceparent in metadata)."""
+    """Open Inference Protocol v2 over gRPC with ``tritonclient.grpc.aio`` (traceparent in metadata).
 
-    def __init__(self, url: str, model_name: str, timeout_s: float) -> None:
+    Each call names the model the study was routed to; preprocess builds that model's input.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
         from tritonclient.grpc import aio as grpcclient
 
         self._mod = grpcclient
         self.client = grpcclient.InferenceServerClient(url)
-        self.model_name, self.timeout_s = model_name, timeout_s
+        self.timeout_s = timeout_s
 
     async def close(self) -> None:
         await self.client.close()
 
-    async def infer(self, dicom: bytes) -> Inference:
+    async def infer(self, dicom: bytes, model: str) -> Inference:
         from tritonclient.utils import InferenceServerException
 
         g = self._mod
@@ -124,7 +127,7 @@ class GrpcPreprocess:
         outputs = [g.InferRequestedOutput(n) for n in ("probability", "logit", "image_stats")]
         try:
             result = await self.client.infer(
-                self.model_name,
+                model,
                 [tensor],
                 outputs=outputs,
                 headers=inject_headers(),

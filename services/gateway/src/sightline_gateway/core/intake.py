@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sightline_gateway.clients.retry import call_with_retry
 from sightline_gateway.clients.services import Deid
 from sightline_gateway.core.objects import delete_objects, instance_key
+from sightline_gateway.core.routing import SERVED_PER_STUDY, Router, read_header
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.jobs import JobQueue
@@ -66,6 +67,7 @@ class Intake:
         audit: AuditLog,
         queue: JobQueue,
         deid: Deid,
+        router: Router,
         wake: Wakeup,
         watchers: Watchers,
         backoff_s: float,
@@ -73,7 +75,7 @@ class Intake:
     ) -> None:
         self.sessions, self.store, self.audit, self.queue = sessions, store, audit, queue
         self.deid, self.wake, self.watchers, self.backoff_s = deid, wake, watchers, backoff_s
-        self.deid_budget_s = deid_budget_s
+        self.deid_budget_s, self.router = deid_budget_s, router
 
     async def find_idempotent(self, tenant: str, key: str | None) -> Study | None:
         if not key:
@@ -96,18 +98,30 @@ class Intake:
         roles: Sequence[str] = (),
         watch: bool = False,
         fingerprint: str | None = None,
+        models: Sequence[str] | None = None,
     ) -> Accepted:
-        """De-identify every instance, store the results, and queue one durable job.
+        """Route the study, de-identify every instance, store the results, and queue one durable job.
 
         The study, its job and the ``study.create`` audit event (actor ``submitted_by`` with
         ``roles``) commit together; an idempotent replay is audited by the caller. ``watch``: the
         caller will :meth:`wait` for the new study (registered before any worker can finish it).
         ``fingerprint``: of the request (content and options); a key reused with another
-        fingerprint is refused (IETF Idempotency-Key draft: 422).
+        fingerprint is refused (IETF Idempotency-Key draft: 422). ``models``: the models the
+        caller already routed the instances to; ``None`` routes them here, from their headers as
+        received, and a study no enabled model accepts is refused (:class:`NoModelAccepts`)
+        before de-identification: nothing of it is sent, stored or queued.
         """
         existing = await self.find_idempotent(tenant, idempotency_key)
         if existing is not None:
             return Accepted(same_request(existing, fingerprint), False)
+        if models is None:
+            headers = await asyncio.to_thread(lambda: [read_header(i) for i in instances])
+            route = self.router.route(tenant, headers)
+            if not route.accepted:
+                raise route.error()
+            models = route.models[:SERVED_PER_STUDY]
+        if not models:
+            raise ValueError("a study needs at least one model")
         study_id = str(uuid.uuid4())
         timings: dict[str, float] = {}
         keys: list[str] = []
@@ -154,6 +168,7 @@ class Intake:
             idempotency_key_hash=idempotency_hash(tenant, idempotency_key) if idempotency_key else None,
             request_fingerprint=fingerprint,
             instance_keys=keys,
+            models=list(models),
             deid_study_uid=deid_uid,
             deid_summary=_merge_summaries(summaries),
             stage_timings={k: round(v, 2) for k, v in timings.items()},

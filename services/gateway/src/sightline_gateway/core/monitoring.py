@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Gauge
@@ -97,7 +97,7 @@ def publish(cases: Sequence[Case], now: datetime, expect_after: timedelta, min_b
 
 async def run_outcome_metrics(
     sessions: async_sessionmaker[AsyncSession],
-    manifest: Callable[[], ModelManifest | None],
+    manifests: Callable[[], Iterable[ModelManifest]],
     stop: asyncio.Event,
     *,
     window: timedelta,
@@ -106,8 +106,7 @@ async def run_outcome_metrics(
 ) -> None:
     """Recompute the gauges from the database every ``interval_s`` (every replica agrees: same rows)."""
     while not stop.is_set():
-        current = manifest()
-        if current is not None:
+        for current in manifests():
             publish_claims(current)
         now = utcnow()
         try:

@@ -1,18 +1,23 @@
 """STOW-RS responses (PS3.18 10.5.3): which instances were stored, which failed, and why.
 
 The response names the instances by the UIDs the caller sent (its own identifiers, returned to it
-alone, never stored or logged); the study is stored de-identified under new UIDs.
+alone, never stored or logged); the study is stored de-identified under new UIDs. Each instance
+is routed from its header as received: one that no model enabled for the tenant accepts fails
+with 0x0122 and is never de-identified or stored.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from sightline_common.errors import InvalidInput
+
+from sightline_gateway.core.routing import SERVED_PER_STUDY, Header, Route, read_header
 
 #: FailureReason (0008,1197) values (PS3.18 Table 10.5.3-2 / PS3.4 Annex B).
 PROCESSING_FAILURE = 0x0110
@@ -35,10 +40,11 @@ class Part:
     sop_class: str
     sop_instance: str
     failure: int | None = None
+    header: Header | None = None
 
 
-def inspect(instances: Sequence[bytes], accepted_sop_classes: Collection[str] | None) -> list[Part]:
-    """Each instance's UIDs; the ones that cannot be read or whose SOP class no model takes fail here."""
+def inspect(instances: Sequence[bytes]) -> list[Part]:
+    """Each instance's UIDs and routing header; the ones that cannot be read fail here."""
     parts = []
     for data in instances:
         try:
@@ -46,16 +52,34 @@ def inspect(instances: Sequence[bytes], accepted_sop_classes: Collection[str] | 
                 io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"]
             )
             sop_class, sop_instance = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
-        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError):
+            header = read_header(data)
+        except (InvalidDicomError, InvalidInput, EOFError, ValueError, KeyError, OSError):
             parts.append(Part(data, "", "", CANNOT_UNDERSTAND))
             continue
         if not sop_class or not sop_instance:
             parts.append(Part(data, sop_class, sop_instance, CANNOT_UNDERSTAND))
-        elif accepted_sop_classes is not None and sop_class not in accepted_sop_classes:
-            parts.append(Part(data, sop_class, sop_instance, SOP_CLASS_NOT_SUPPORTED))
         else:
-            parts.append(Part(data, sop_class, sop_instance))
+            parts.append(Part(data, sop_class, sop_instance, header=header))
     return parts
+
+
+def assign(
+    parts: Sequence[Part], served: Sequence[str], route: Callable[[Sequence[Header]], Route]
+) -> tuple[list[Part], tuple[str, ...]]:
+    """The parts with routing failures marked, and the models the study's stored parts go to.
+
+    Each readable part is routed on its own (``route``: the tenant's routing). The study goes to
+    the model that accepts the most parts (the first in ``served`` order on a tie); the parts it
+    does not accept fail with 0x0122, as do those no model accepts.
+    """
+    accepted_by = [set(route([p.header]).models) if p.header and p.failure is None else set() for p in parts]
+    chosen = max(served, key=lambda m: sum(m in a for a in accepted_by), default=None)
+    marked = [
+        p if p.failure is not None or chosen in a else replace(p, failure=SOP_CLASS_NOT_SUPPORTED)
+        for p, a in zip(parts, accepted_by, strict=True)
+    ]
+    headers = [p.header for p in marked if p.failure is None and p.header is not None]
+    return marked, route(headers).models[:SERVED_PER_STUDY] if headers else ()
 
 
 def _ui(value: str) -> dict[str, Any]:
@@ -95,4 +119,4 @@ def response(parts: Sequence[Part], retrieve_url: str | None) -> tuple[int, dict
 
 def all_failed(parts: Sequence[Part], reason: int = PROCESSING_FAILURE) -> list[Part]:
     """The parts as failed with ``reason`` (the study as a whole was refused: fail closed)."""
-    return [Part(p.data, p.sop_class, p.sop_instance, p.failure or reason) for p in parts]
+    return [replace(p, failure=p.failure or reason) for p in parts]

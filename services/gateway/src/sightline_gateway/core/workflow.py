@@ -44,6 +44,12 @@ def explain_request(study: Study, manifest: ModelManifest, top: dict[str, Any]) 
     )
 
 
+def study_model(study: Study | None) -> str | None:
+    """The model a study was routed to at intake; ``None`` for a study stored before routing."""
+    models = (study.models if study is not None else None) or []
+    return str(models[0]) if models else None
+
+
 class Workflow:
     """Runs a claimed job's remaining stages and stores the result."""
 
@@ -55,31 +61,32 @@ class Workflow:
         preprocess: Preprocess,
         explain: Explain,
         manifests: ManifestCache,
-        model_name: str,
+        default_model: str,
         policy: RetryPolicy,
         drift: DriftMonitor | None = None,
     ) -> None:
         self.store, self.queue, self.preprocess, self.explain = store, queue, preprocess, explain
-        self.manifests, self.model_name = manifests, model_name
+        self.manifests, self.default_model = manifests, default_model
         self.policy = policy
         self.drift = drift
         self._drift_registered: set[tuple[str, int]] = set()
 
-    def manifest(self) -> ModelManifest:
-        return self.manifests.get(self.model_name)
+    def manifest(self, study: Study | None = None) -> ModelManifest:
+        """The manifest of the model ``study`` was routed to (the default model's without one)."""
+        return self.manifests.get(study_model(study) or self.default_model)
 
     async def run(self, job: Job, study: Study) -> None:
         """Run the stages; errors reach the worker, which retries or fails the job."""
         state = dict(job.state or {})
         timings = dict(study.stage_timings or {})
-        manifest = self.manifest()
+        manifest = self.manifest(study)
         if "inferences" not in state:
             start = time.perf_counter()
             inferences = []
             for key in study.instance_keys:
                 data = await asyncio.to_thread(self.store.get, key)
                 with tracer.start_as_current_span("gateway.preprocess"):
-                    inf: Inference = await self.preprocess.infer(data)
+                    inf: Inference = await self.preprocess.infer(data, manifest.name)
                 inferences.append({"key": key, **inf.__dict__})
             timings["preprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
             STAGE_DURATION.labels("gateway", "preprocess").observe(time.perf_counter() - start)

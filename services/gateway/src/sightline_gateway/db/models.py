@@ -89,6 +89,8 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     explain: Mapped[bool] = mapped_column(Boolean, default=True)
     instance_keys: Mapped[list[Any]] = mapped_column(default=list)
+    #: The models routing sent the study to (None: stored before routing, the default model).
+    models: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     deid_study_uid: Mapped[str | None] = mapped_column(String(64), default=None)
     deid_summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stage_timings: Mapped[dict[str, Any]] = mapped_column(default=dict)

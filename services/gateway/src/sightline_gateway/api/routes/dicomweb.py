@@ -47,10 +47,13 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
     if ingest.classify(request.headers.get("content-type")) != "multipart-related":
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
     instances = await read_instances(request, gw.settings)
-    manifest = gw.manifest(gw.settings.model_name)
-    accepted_classes = manifest.preprocessing.accepted_sop_classes if manifest is not None else None
-    parts = await asyncio.to_thread(stow.inspect, instances, accepted_classes)
+    router = gw.pipeline.router
+    parts = await asyncio.to_thread(stow.inspect, instances)
     del instances
+    # Routed from the headers as received: an instance no enabled model accepts is never stored.
+    parts, models = await asyncio.to_thread(
+        stow.assign, parts, router.served, lambda headers: router.route(who.tenant, headers)
+    )
     storable = [p.data for p in parts if p.failure is None]
     location: str | None = None
     if storable:
@@ -63,6 +66,7 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
                 idempotency_key=None,
                 explain=True,
                 roles=sorted(who.roles),
+                models=models,
             )
             location = f"/v1/studies/{accepted.study.id}"
         except (InvalidInput, UnprocessableInput):

@@ -69,6 +69,7 @@ def study_out(study: Study) -> StudyOut:
         result_url=f"/v1/studies/{study.id}/result" if study.status == "completed" else None,
         trace_id=study.trace_id,
         images_purged=study.purged_at is not None,
+        models=[str(m) for m in study.models or []],
     )
 
 

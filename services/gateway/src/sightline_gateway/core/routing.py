@@ -1,0 +1,165 @@
+"""Which models a study goes to, decided from its DICOM header alone, before anything is stored.
+
+Each model's manifest declares what it accepts (``PreprocessSpec``: modalities, SOP classes,
+body parts, photometric interpretations, minimum size); each tenant has models enabled. A
+study goes to the enabled models that accept every one of its instances, in the order the
+models are served. Refusals name the rule that refused, never a value read from the study.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from sightline_common.errors import InvalidInput, NoModelAccepts, NotFound
+from sightline_common.manifest import ModelManifest, PreprocessSpec
+
+from sightline_gateway.core.manifests import ManifestCache
+
+log = logging.getLogger(__name__)
+
+#: The routing rules, in the order they are checked; a refusal names the first one that fails.
+MODALITY = "modality"
+SOP_CLASS = "sop-class"
+BODY_PART = "body-part"
+PHOTOMETRIC = "photometric-interpretation"
+MIN_SIZE = "minimum-size"
+NOT_ENABLED = "not-enabled-for-tenant"
+
+#: How many of the accepting models a study is run on: the first (in served order). One result
+#: per study today; running every accepting model needs one result per model.
+SERVED_PER_STUDY = 1
+
+#: The ``models_enabled`` key that applies to every tenant without its own entry.
+DEFAULT_TENANT = "*"
+
+_TAGS = ["SOPClassUID", "Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows", "Columns"]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The attributes of one instance that routing reads (held in memory only, never logged)."""
+
+    sop_class: str
+    modality: str
+    body_part: str = ""
+    photometric: str = ""
+    rows: int = 0
+    columns: int = 0
+
+
+def read_header(data: bytes) -> Header:
+    """The routing attributes of a DICOM instance as received (no pixel data is read)."""
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_TAGS)
+        header = Header(
+            sop_class=str(ds.get("SOPClassUID", "") or ""),
+            modality=str(ds.get("Modality", "") or "").strip().upper(),
+            body_part=str(ds.get("BodyPartExamined", "") or "").strip().upper(),
+            photometric=str(ds.get("PhotometricInterpretation", "") or "").strip().upper(),
+            rows=int(ds.get("Rows", 0) or 0),
+            columns=int(ds.get("Columns", 0) or 0),
+        )
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError, AttributeError):
+        raise InvalidInput("the DICOM header cannot be read") from None
+    if not header.sop_class:
+        raise InvalidInput("the DICOM header has no SOPClassUID")
+    return header
+
+
+def refusing_rule(spec: PreprocessSpec, header: Header) -> str | None:
+    """The first rule of ``spec`` that ``header`` fails, ``None`` when the model accepts it."""
+    if header.modality.upper() not in {m.upper() for m in spec.accepted_modalities}:
+        return MODALITY
+    if header.sop_class not in spec.accepted_sop_classes:
+        return SOP_CLASS
+    if spec.accepted_body_parts is not None and header.body_part.upper() not in {
+        b.upper() for b in spec.accepted_body_parts
+    }:
+        return BODY_PART
+    if spec.accepted_photometric_interpretations is not None and header.photometric.upper() not in {
+        p.upper() for p in spec.accepted_photometric_interpretations
+    }:
+        return PHOTOMETRIC
+    if header.rows < spec.min_rows or header.columns < spec.min_columns:
+        return MIN_SIZE
+    return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The models that accept a study (served order), or why none does (model -> rule)."""
+
+    models: tuple[str, ...]
+    refusals: Mapping[str, str]
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.models)
+
+    def reason(self) -> str:
+        """Why no model takes the study: each model and the rule that refused (no study values)."""
+        if not self.refusals:
+            return "no model is served"
+        return "no enabled model accepts this study: " + ", ".join(
+            f"{name} ({rule})" for name, rule in self.refusals.items()
+        )
+
+    def error(self) -> NoModelAccepts:
+        return NoModelAccepts(self.reason(), refused_by=dict(self.refusals))
+
+
+def route(headers: Sequence[Header], manifests: Mapping[str, ModelManifest], enabled: Sequence[str]) -> Route:
+    """The models among ``manifests`` (served, in order) enabled for the tenant that accept every instance.
+
+    ``enabled``: the tenant's enabled model names. A model refuses a study when it refuses any of
+    its instances; the refusal names the first rule that failed for the first instance refused.
+    """
+    models: list[str] = []
+    refusals: dict[str, str] = {}
+    for name, manifest in manifests.items():
+        if name not in enabled:
+            refusals[name] = NOT_ENABLED
+            continue
+        rule = next(
+            (r for r in (refusing_rule(manifest.preprocessing, h) for h in headers) if r is not None), None
+        )
+        if rule is None:
+            models.append(name)
+        else:
+            refusals[name] = rule
+    return Route(tuple(models), refusals)
+
+
+class Router:
+    """Routing with this gateway's served models, their manifests and each tenant's enabled models."""
+
+    def __init__(
+        self,
+        manifests: ManifestCache,
+        served: Sequence[str],
+        enabled: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.manifests, self.served, self.enabled = manifests, list(served), dict(enabled or {})
+
+    def enabled_for(self, tenant: str) -> list[str]:
+        """The tenant's models: its own entry, else the ``*`` entry, else every served model."""
+        names = self.enabled.get(tenant, self.enabled.get(DEFAULT_TENANT, self.served))
+        return [n for n in self.served if n in names]
+
+    def served_manifests(self) -> dict[str, ModelManifest]:
+        """Served models with a readable manifest, in served order (one without cannot be routed to)."""
+        found = {}
+        for name in self.served:
+            try:
+                found[name] = self.manifests.get(name)
+            except (NotFound, OSError, ValueError):
+                log.warning("model %s has no readable manifest: no study is routed to it", name)
+        return found
+
+    def route(self, tenant: str, headers: Sequence[Header]) -> Route:
+        return route(headers, self.served_manifests(), self.enabled_for(tenant))
