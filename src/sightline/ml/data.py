@@ -28,12 +28,20 @@ from sightline_common.manifest import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-# The copy beside a checkout (../shared/datasets/ham10000), else the shared machine copy.
-_CANDIDATES = (
-    Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "ham10000",
-    Path("/work/shared/datasets/ham10000"),
+# Datasets beside a checkout (../shared/datasets/<name>), else the shared machine copies.
+_DATASET_DIRS = (
+    Path(__file__).resolve().parents[3].parent / "shared" / "datasets",
+    Path("/work/shared/datasets"),
 )
-DEFAULT_DATASET = next((p for p in _CANDIDATES if (p / "metadata.csv").is_file()), _CANDIDATES[0])
+
+
+def shared_dataset(name: str) -> Path:
+    """A shared dataset by folder name: beside the checkout if there, else the machine copy."""
+    candidates = [d / name for d in _DATASET_DIRS]
+    return next((p for p in candidates if (p / "metadata.csv").is_file()), candidates[0])
+
+
+DEFAULT_DATASET = shared_dataset("ham10000")
 REQUIRED_COLUMNS = ("image", "image_id", "label", "sex", "age", "site", "lesion_id", "split")
 #: What an evaluation needs; the other columns get defaults (each image its own lesion).
 EVALUATION_COLUMNS = ("image", "label")
@@ -44,9 +52,14 @@ STAT_NAMES = DRIFT_STAT_NAMES  # the reference distribution covers what drift co
 
 
 def dataset_root(path: str | Path | None = None) -> Path:
-    """The dataset folder: the argument, else ``SIGHTLINE_DATASET``, else ../shared beside the checkout."""
+    """The dataset folder: the argument (a path, or the name of a shared dataset), else
+    ``SIGHTLINE_DATASET``, else ../shared beside the checkout."""
     if path is not None:
-        return Path(path)
+        given = Path(path)
+        if given.is_dir() or given.is_absolute() or len(given.parts) > 1:
+            return given
+        shared = shared_dataset(str(path))
+        return shared if shared.is_dir() else given
     return Path(os.environ.get("SIGHTLINE_DATASET", str(DEFAULT_DATASET)))
 
 
@@ -60,18 +73,34 @@ def age_band(age: float | None) -> str:
     return "unknown"
 
 
+def training_columns(group_column: str, subgroup_columns: Sequence[str]) -> tuple[str, ...]:
+    """The columns a training run needs: image, label, split, the grouping key and the subgroups'
+    source columns (``age_band`` comes from ``age``)."""
+    extra = [group_column] + [{"age_band": "age"}.get(c, c) for c in subgroup_columns]
+    return ("image", "image_id", "label", "split", *dict.fromkeys(extra))
+
+
 def read_metadata(
-    root: Path, *, required: Sequence[str] = REQUIRED_COLUMNS, metadata: str = "metadata.csv"
+    root: Path,
+    *,
+    required: Sequence[str] = REQUIRED_COLUMNS,
+    metadata: str = "metadata.csv",
+    group_column: str = "lesion_id",
 ) -> pd.DataFrame:
-    """Read and check the metadata CSV: required columns, binary labels, lesion-grouped split.
+    """Read and check the metadata CSV: required columns, binary labels, grouped split.
 
     With the training columns required, split names must be train/val/test; with fewer (an
     evaluation), split names are free and missing optional columns get defaults.
+    ``group_column`` (a lesion, a patient) becomes ``lesion_id``, the grouping key that splits
+    are checked against and bootstraps resample; without it each image is its own group.
     """
     path = root / metadata
     if not path.is_file():
         raise InvalidInput(f"no {metadata} in dataset folder {root}")
-    df = pd.read_csv(path, dtype={"image": str, "sex": str, "site": str, "lesion_id": str, "split": str})
+    df = pd.read_csv(
+        path,
+        dtype={"image": str, "sex": str, "site": str, "lesion_id": str, "split": str, group_column: str},
+    )
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InvalidInput(
@@ -93,6 +122,8 @@ def read_metadata(
     for column, default in defaults.items():
         if column not in df.columns:
             df[column] = default
+    if group_column != "lesion_id" and group_column in df.columns:
+        df["lesion_id"] = df[group_column]
     if "lesion_id" not in df.columns:
         df["lesion_id"] = df["image"]
     df["lesion_id"] = df["lesion_id"].fillna(df["image"])
@@ -109,7 +140,7 @@ def check_lesion_split(df: pd.DataFrame) -> None:
     per_lesion = df.groupby("lesion_id")["split"].nunique()
     leaking = per_lesion[per_lesion > 1]
     if len(leaking):
-        raise InvalidInput(f"{len(leaking)} lesions appear in more than one split")
+        raise InvalidInput(f"{len(leaking)} lesions (or patients) appear in more than one split")
 
 
 @dataclass
@@ -164,12 +195,13 @@ def load_dataset(
     required: Sequence[str] = REQUIRED_COLUMNS,
     metadata: str = "metadata.csv",
     advance: Callable[[int], None] | None = None,
+    group_column: str = "lesion_id",
 ) -> DermSet:
     """Decode and resize every image of the folder (or the first ``limit`` per split and label), cached.
 
     ``advance`` is called once per decoded image (a progress bar's hook).
     """
-    meta = read_metadata(root, required=required, metadata=metadata)
+    meta = read_metadata(root, required=required, metadata=metadata, group_column=group_column)
     if limit is not None:
         # Balanced per split and label so that a tiny subset still has both classes.
         meta = meta.groupby(["split", "label"], group_keys=False).head(limit).reset_index(drop=True)

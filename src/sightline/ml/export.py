@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sightline_common.manifest import ModelManifest, sha256_file
+from sightline_common.imaging import channels
+from sightline_common.manifest import ModelManifest, PreprocessSpec, sha256_file
 from torch import nn
 
 INPUT_NAME = "image"
@@ -31,7 +32,7 @@ PRODUCTION_CONFIG = """\
 name: "{name}"
 backend: "onnxruntime"
 max_batch_size: {max_batch}
-input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ 3, {h}, {w} ] }} ]
+input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ {c}, {h}, {w} ] }} ]
 output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
 instance_group [ {{ kind: KIND_GPU, count: 1 }} ]
 dynamic_batching {{
@@ -64,7 +65,7 @@ LOCAL_CONFIG = """\
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch}
-input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ 3, {h}, {w} ] }} ]
+input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ {c}, {h}, {w} ] }} ]
 output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
 # Two single-threaded instances and no batching delay: measured on a 2-core host (see
 # benchmarks/bench_inference.py), a held request cost more than batching gained, and two ONNX
@@ -78,10 +79,10 @@ version_policy: {{ latest: {{ num_versions: 1 }} }}
 """
 
 
-def export_onnx(model: nn.Module, path: Path, height: int, width: int) -> None:
+def export_onnx(model: nn.Module, path: Path, height: int, width: int, channels: int = 3) -> None:
     """TorchScript-based ONNX export with a dynamic batch dimension."""
     model = model.eval()
-    example = torch.zeros(1, 3, height, width)
+    example = torch.zeros(1, channels, height, width)
     torch.onnx.export(
         model,
         (example,),
@@ -99,8 +100,8 @@ def export_model(
 ) -> ModelManifest:
     """Write every artifact of one model version and its manifest; return the manifest."""
     name = manifest_fields["name"]
-    spec = manifest_fields["preprocessing"]
-    h, w = int(spec["height"]), int(spec["width"])
+    spec = PreprocessSpec.model_validate(manifest_fields["preprocessing"])
+    h, w, c = spec.height, spec.width, channels(spec)
     root = repository / name
     vdir = root / str(version)
     if root.exists():
@@ -109,8 +110,8 @@ def export_model(
     vdir.mkdir()
     model = model.eval().cpu()
     torch.save(model.state_dict(), vdir / "model.pt")
-    export_onnx(model, vdir / "model.onnx", h, w)
-    write_serving_files(root, name, version, h, w)
+    export_onnx(model, vdir / "model.onnx", h, w, c)
+    write_serving_files(root, name, version, h, w, c)
     manifest = ModelManifest.model_validate(
         {**manifest_fields, "version": version, "artifacts": artifact_digests(root)}
     )
@@ -118,10 +119,19 @@ def export_model(
     return manifest
 
 
-def write_serving_files(root: Path, name: str, version: int, height: int, width: int) -> None:
+def write_serving_files(
+    root: Path, name: str, version: int, height: int, width: int, channels: int = 3
+) -> None:
     """Triton configurations (production and local) and the python-backend model file."""
-    fmt = {"name": name, "max_batch": MAX_BATCH, "input": INPUT_NAME, "output": OUTPUT_NAME, "h": height,
-           "w": width}
+    fmt = {
+        "name": name,
+        "max_batch": MAX_BATCH,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "h": height,
+        "w": width,
+        "c": channels,
+    }
     (root / "configs").mkdir(exist_ok=True)
     (root / "config.pbtxt").write_text(PRODUCTION_CONFIG.format(**fmt))
     (root / "configs" / "local.pbtxt").write_text(LOCAL_CONFIG.format(**fmt))
@@ -147,7 +157,7 @@ def refresh_serving_files(repository: Path, name: str) -> ModelManifest:
     root = repository / name
     manifest = ModelManifest.model_validate(json.loads((root / "manifest.json").read_text()))
     spec = manifest.preprocessing
-    write_serving_files(root, name, manifest.version, spec.height, spec.width)
+    write_serving_files(root, name, manifest.version, spec.height, spec.width, channels(spec))
     manifest = manifest.model_copy(update={"artifacts": artifact_digests(root)})
     (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
     return manifest

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from sightline_common.imaging import normalise
+from sightline_common.imaging import channels, normalise
 from sightline_common.manifest import PreprocessSpec
 
 
@@ -18,7 +18,7 @@ def model_inputs(images: NDArray[np.uint8], spec: PreprocessSpec) -> NDArray[np.
     return (
         np.stack([normalise(im, spec) for im in images])
         if len(images)
-        else np.zeros((0, 3, spec.height, spec.width), np.float32)
+        else np.zeros((0, channels(spec), spec.height, spec.width), np.float32)
     )
 
 

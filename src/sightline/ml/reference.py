@@ -21,7 +21,11 @@ def _quantiles(values: NDArray[np.float64]) -> dict[str, Any]:
     }
 
 
-def reference_distribution(stats: NDArray[np.float32], val_probs: NDArray[np.float64]) -> dict[str, Any]:
+def reference_distribution(
+    stats: NDArray[np.float32],
+    val_probs: NDArray[np.float64],
+    score_of: str = "calibrated probability of malignancy",
+) -> dict[str, Any]:
     """Training image statistics and validation scores, for drift monitoring."""
     return {
         "image_stats": {
@@ -30,7 +34,7 @@ def reference_distribution(stats: NDArray[np.float32], val_probs: NDArray[np.flo
             **{name: _quantiles(stats[:, i].astype(np.float64)) for i, name in enumerate(STAT_NAMES)},
         },
         "score": {
-            "source": "calibrated probability of malignancy on the validation split",
+            "source": f"{score_of} on the validation split",
             "n": len(val_probs),
             **_quantiles(val_probs),
         },

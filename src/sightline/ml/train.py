@@ -1,6 +1,6 @@
-"""Train the reference model from a config file, calibrate it on validation, export it.
+"""Train a reference model from a config file, calibrate it on validation, export it.
 
-One run: seeded training with dermoscopy augmentation and a class-weighted loss, the best
+One run: seeded training with the config's augmentation and a class-weighted loss, the best
 epoch by validation AUROC kept; the class-weight prior shift removed from the head's bias;
 temperature scaling and an operating threshold (target sensitivity) chosen on validation;
 the reference distribution for drift monitoring; export into a model repository.
@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom.uid
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from pydicom.uid import SecondaryCaptureImageStorage, VLPhotographicImageStorage
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sightline_common.imaging import LUMA, channels
 from sightline_common.manifest import ModelManifest, PreprocessSpec
 from sightline_explain.core.nets import build_model
 from sklearn.metrics import roc_auc_score
@@ -36,7 +37,7 @@ from sightline.ml.metrics import expected_calibration_error
 from sightline.ml.modelcard import INTENDED_USE, LICENCE, LIMITATIONS
 from sightline.ml.prediction import choose_threshold, model_inputs, sigmoid
 from sightline.ml.reference import reference_distribution
-from sightline.ml.train_config import AugmentConfig, TrainConfig
+from sightline.ml.train_config import AugmentConfig, TaskConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -48,25 +49,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def channel_stats(images: NDArray[np.uint8]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images in [0, 1] (the normalisation of the spec)."""
+def channel_stats(images: NDArray[np.uint8], colour: str = "RGB") -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1] (the normalisation of the spec);
+    one channel, the luma, for a MONOCHROME model."""
     x = images.reshape(-1, 3).astype(np.float64) / 255.0
+    if colour == "MONOCHROME":
+        x = (x @ np.asarray(LUMA))[:, None]
     return [round(float(v), 4) for v in x.mean(0)], [round(float(v), 4) for v in x.std(0)]
+
+
+def sop_class_uids(keywords: list[str]) -> list[str]:
+    """pydicom.uid keywords (``DigitalXRayImageStorageForPresentation``) to their UIDs."""
+    uids = []
+    for keyword in keywords:
+        uid = getattr(pydicom.uid, keyword, None)
+        if not isinstance(uid, str):
+            raise ValueError(f"{keyword!r} is not a SOP class keyword of pydicom.uid")
+        uids.append(str(uid))
+    return uids
 
 
 def augment_batch(
     batch: torch.Tensor, spec: PreprocessSpec, cfg: AugmentConfig, gen: torch.Generator
 ) -> torch.Tensor:
-    """uint8 N x H x W x 3 to a normalised float N x 3 x H x W batch with random augmentation.
+    """uint8 N x H x W x 3 to a normalised float N x C x H x W batch with random augmentation.
 
-    Flips, 90-degree turns and a random resized crop are one affine resampling per image;
-    colour jitter scales brightness, contrast and saturation by small factors.
+    Flips, 90-degree turns, small rotations and a random resized crop are one affine resampling
+    per image; colour jitter scales brightness, contrast and saturation by small factors. A
+    MONOCHROME spec gets the luma channel (as ``normalise`` does) and no saturation jitter.
     """
     n = batch.shape[0]
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     k = torch.randint(0, 4 if cfg.rot90 else 1, (n,), generator=gen)
     cos = torch.tensor([1.0, 0.0, -1.0, 0.0])[k]
     sin = torch.tensor([0.0, 1.0, 0.0, -1.0])[k]
+    if cfg.rotate_degrees:
+        a = math.radians(cfg.rotate_degrees) * (2 * torch.rand(n, generator=gen) - 1)
+        cos, sin = cos * torch.cos(a) - sin * torch.sin(a), sin * torch.cos(a) + cos * torch.sin(a)
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flips else torch.ones(n)
     area = cfg.crop_scale_min + (1 - cfg.crop_scale_min) * torch.rand(n, generator=gen)
     log_ratio = (torch.rand(n, generator=gen) - 0.5) * 2 * math.log(4 / 3)
@@ -92,13 +111,15 @@ def augment_batch(
         )
 
     x = x * factor(cfg.brightness)
-    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    luma = torch.tensor(LUMA).view(1, 3, 1, 1)
+    grey = (x * luma).sum(1, keepdim=True)
     x = grey.mean((2, 3), keepdim=True) + (x - grey.mean((2, 3), keepdim=True)) * factor(cfg.contrast)
-    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    x = grey + (x - grey) * factor(cfg.saturation)
+    grey = (x * luma).sum(1, keepdim=True)
+    x = grey if spec.colour == "MONOCHROME" else grey + (x - grey) * factor(cfg.saturation)
     x = x.clamp_(0, 1)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    c = channels(spec)
+    mean = torch.tensor(spec.mean).view(1, c, 1, 1)
+    std = torch.tensor(spec.std).view(1, c, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -143,9 +164,18 @@ def resolve_pos_weight(setting: float | str, labels: NDArray[np.int64]) -> float
     return float(setting)
 
 
-def _counts(meta: Any, column: str) -> dict[str, dict[str, int]]:
+def _counts(meta: Any, column: str, labels: list[str]) -> dict[str, dict[str, int]]:
     table = meta.groupby([column, "label"]).size().unstack(fill_value=0)
-    return {str(k): {"benign": int(r.get(0, 0)), "malignant": int(r.get(1, 0))} for k, r in table.iterrows()}
+    return {str(k): {labels[0]: int(r.get(0, 0)), labels[1]: int(r.get(1, 0))} for k, r in table.iterrows()}
+
+
+def _card_texts(task: TaskConfig) -> dict[str, Any]:
+    """Intended use, limitations and licence: the config's, else the dermoscopy model's."""
+    return {
+        "intended_use": task.intended_use or INTENDED_USE,
+        "limitations": task.limitations or LIMITATIONS,
+        "licence": task.licence or LICENCE,
+    }
 
 
 @dataclass
@@ -168,28 +198,40 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         height=cfg.input_size,
         width=cfg.input_size,
         resize=cfg.resize,
+        colour=cfg.colour,
         mean=[0, 0, 0],
         std=[1, 1, 1],
         accepted_modalities=[],
         accepted_sop_classes=[],
     )
     t0 = time.monotonic()
-    everything = ds.load_dataset(root, size_spec, cache_dir=Path(cfg.cache_dir), limit=cfg.limit_per_split)
+    everything = ds.load_dataset(
+        root,
+        size_spec,
+        cache_dir=Path(cfg.cache_dir),
+        limit=cfg.limit_per_split,
+        required=ds.training_columns(cfg.group_column, cfg.subgroup_columns),
+        group_column=cfg.group_column,
+    )
     train_set = ds.select(everything, cfg.train_splits, exclude_sites=cfg.exclude_sites)
     val_set = ds.select(everything, [cfg.val_split], exclude_sites=cfg.exclude_sites)
     console.print(
         f"data: {len(train_set)} train, {len(val_set)} val images ({time.monotonic() - t0:.0f} s to load)"
     )
-    mean, std = channel_stats(train_set.images)
+    mean, std = channel_stats(train_set.images, cfg.colour)
     spec = PreprocessSpec(
         height=cfg.input_size,
         width=cfg.input_size,
         resize=cfg.resize,
-        colour="RGB",
+        colour=cfg.colour,
         mean=mean,
         std=std,
-        accepted_modalities=["XC", "OT"],
-        accepted_sop_classes=[VLPhotographicImageStorage, SecondaryCaptureImageStorage],
+        accepted_modalities=cfg.task.accepted_modalities,
+        accepted_sop_classes=sop_class_uids(cfg.task.accepted_sop_classes),
+        accepted_body_parts=cfg.task.accepted_body_parts,
+        accepted_photometric_interpretations=cfg.task.accepted_photometric_interpretations,
+        min_rows=cfg.task.min_rows,
+        min_columns=cfg.task.min_columns,
     )
 
     model = build_model(cfg.architecture).to(device)
@@ -280,14 +322,19 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
                 f"epoch {epoch}: train loss {total / seen:.4f}  val loss {val_loss:.4f}  "
                 f"val AUROC {val_auc:.4f}{'  *best' if improved else ''}  ({elapsed:.0f} s)"
             )
+            budgets = []
             if cfg.max_minutes is not None:
                 # CPU time per thread, not wall time: on a shared machine other load stretches the
                 # wall clock without giving this run more compute.
                 used = min(elapsed, (time.process_time() - cpu_started) / cfg.threads)
-                fits = int(cfg.max_minutes * 60 / (used / epoch))
+                budgets.append((cfg.max_minutes, int(cfg.max_minutes * 60 / (used / epoch))))
+            if cfg.max_wall_minutes is not None:
+                # A hard wall-clock bound: the epochs left must fit in the time left at this pace.
+                budgets.append((cfg.max_wall_minutes, int(cfg.max_wall_minutes * 60 / (elapsed / epoch))))
+            for minutes, fits in budgets:
                 if fits < plan["epochs"]:
                     plan["epochs"] = max(epoch, fits)
-                    console.print(f"time budget {cfg.max_minutes} min: planning {plan['epochs']} epochs")
+                    console.print(f"time budget {minutes} min: planning {plan['epochs']} epochs")
             if epoch >= plan["epochs"]:
                 break
 
@@ -316,46 +363,49 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         f"best epoch {best_epoch}: val AUROC {val_metrics['auroc']}, T={temperature:.3f}, "
         f"threshold {threshold:.4f} (sens {sens:.3f}, spec {spec_at:.3f}), val ECE {val_metrics['ece']}"
     )
+    about = cfg.task
+    positives = int(val_set.labels.sum())
     fields: dict[str, Any] = {
         "name": cfg.name,
         "placeholder": False,
         "architecture": cfg.architecture,
         "preprocessing": spec.model_dump(),
-        "labels": ["benign", "malignant"],
-        "positive_label": "malignant",
+        "labels": about.labels,
+        "positive_label": about.positive_label,
         "threshold": round(threshold, 6),
         "threshold_rationale": (
             "Highest threshold on the calibrated probability reaching sensitivity >= "
             f"{cfg.target_sensitivity:.2f} "
-            f"for malignancy on the validation split ({int(val_set.labels.sum())} malignant of "
+            f"for {about.positive_label} on the validation split ({positives} {about.positive_label} of "
             f"{len(val_set)}): "
-            f"validation sensitivity {sens:.3f}, specificity {spec_at:.3f}. A missed melanoma costs "
-            "more than "
-            "a referral, and every result is reviewed by a clinician."
+            f"validation sensitivity {sens:.3f}, specificity {spec_at:.3f}. {about.threshold_reason}"
         ),
         "temperature": round(temperature, 6),
         "training_data": {
-            "dataset": "HAM10000 (Tschandl et al., Sci Data 5:180161, 2018), doi:10.7910/DVN/DBW86T",
-            "licence": "CC BY-NC-SA 4.0",
-            "task": "malignant (mel, bcc, akiec) vs benign (nv, bkl, df, vasc)",
-            "split": "fixed lesion-grouped split of metadata.csv (no lesion in two splits)",
+            "dataset": about.dataset,
+            "licence": about.dataset_licence,
+            "task": about.description,
+            "split": about.split,
+            "group_column": cfg.group_column,
             "train_splits": cfg.train_splits,
             "val_split": cfg.val_split,
             "excluded_sites": cfg.exclude_sites,
             "n_train": len(train_set),
             "n_val": len(val_set),
-            "train_by_site": _counts(train_set.meta, "site"),
-            "train_by_sex": _counts(train_set.meta, "sex"),
-            "train_by_age_band": _counts(train_set.meta, "age_band"),
+            **{
+                f"train_by_{column}": _counts(train_set.meta, column, about.labels)
+                for column in cfg.subgroup_columns
+            },
+            "train_counts": _counts(train_set.meta.assign(all="all"), "all", about.labels)["all"],
             "pos_weight": round(pos_weight, 4),
             "config": cfg.model_dump(mode="json"),
             "history": history,
         },
         "metrics": {"validation": val_metrics},
-        "reference_distribution": reference_distribution(train_set.stats, val_probs),
-        "intended_use": INTENDED_USE,
-        "limitations": LIMITATIONS,
-        "licence": LICENCE,
+        "reference_distribution": reference_distribution(
+            train_set.stats, val_probs, score_of=f"calibrated probability of {about.positive_label}"
+        ),
+        **_card_texts(about),
     }
     torch.save(model.state_dict(), run_dir / "best.pt")
     (run_dir / "manifest_fields.json").write_text(json.dumps(fields, indent=2) + "\n")

@@ -139,10 +139,15 @@ def _voi_unit(values: NDArray[np.float64], ds: Dataset) -> NDArray[np.float64] |
 
     seq = ds.get("VOILUTSequence")
     if seq:
-        lut = np.asarray(seq[0].LUTData, dtype=np.float64)
-        lo, hi = float(lut.min()), float(lut.max())
-        # The LUT is indexed by integers (the modality LUT's output); pydicom warns on floats.
-        out = apply_voi_lut(np.round(values).astype(np.int64), ds, index=0, prefer_lut=True)
+        try:
+            entries, first = int(seq[0].LUTDescriptor[0]) or 65536, int(seq[0].LUTDescriptor[1])
+            # The LUT's output range, read through pydicom (LUTData may be US values or OW bytes).
+            table = apply_voi_lut(np.arange(first, first + entries), ds, index=0, prefer_lut=True)
+            # The LUT is indexed by integers (the modality LUT's output); pydicom warns on floats.
+            out = apply_voi_lut(np.round(values).astype(np.int64), ds, index=0, prefer_lut=True)
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"the VOI LUT is unusable ({type(exc).__name__})") from exc
+        lo, hi = float(table.min()), float(table.max())
         out = out.astype(np.float64)
         return np.zeros_like(out) if hi <= lo else np.clip((out - lo) / (hi - lo), 0.0, 1.0)
     if "WindowCenter" not in ds or "WindowWidth" not in ds:
@@ -249,9 +254,24 @@ def resize(rgb: NDArray[np.uint8], spec: PreprocessSpec) -> NDArray[np.uint8]:
     return np.asarray(image.crop((left, top, left + spec.width, top + spec.height)))
 
 
+#: ITU-R BT.601 luma: a grey image replicated into three channels maps back to its own values.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def channels(spec: PreprocessSpec) -> int:
+    """The number of input channels the model's spec asks for (3 for RGB, 1 for MONOCHROME)."""
+    return 3 if spec.colour == "RGB" else 1
+
+
 def normalise(rgb: NDArray[np.uint8], spec: PreprocessSpec) -> NDArray[np.float32]:
-    """H x W x 3 uint8 to a 3 x H x W float32 tensor with the manifest's mean and std."""
+    """H x W x 3 uint8 to a C x H x W float32 tensor with the manifest's mean and std.
+
+    RGB models get the three channels; MONOCHROME models one channel, the luma of the image
+    (for a grey DICOM image, which :func:`to_rgb_uint8` replicates, exactly its grey values).
+    """
     x = rgb.astype(np.float32) / 255.0
+    if spec.colour == "MONOCHROME":
+        x = (x @ np.asarray(LUMA, np.float32))[:, :, None]
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 

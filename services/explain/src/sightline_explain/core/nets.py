@@ -37,16 +37,20 @@ class ResidualBlock(nn.Module):
 
 
 class LesionNet(nn.Module):
-    """A small residual CNN for dermoscopy, trainable from scratch on a CPU.
+    """A small residual CNN, trainable from scratch on a CPU (dermoscopy RGB, or one channel for X-rays).
 
     ``features`` ends in the last convolutional block (the Grad-CAM target layer,
     ``target_layer``); the head is global average pooling and one logit (malignant).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 192), dropout: float = 0.2) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (32, 64, 128, 192), dropout: float = 0.2, in_channels: int = 3
+    ) -> None:
         super().__init__()
         stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
         )
         blocks = [ResidualBlock(a, b, 2) for a, b in itertools.pairwise(widths)]
         self.features = nn.Sequential(stem, *blocks)
