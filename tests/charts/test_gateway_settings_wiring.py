@@ -4,6 +4,8 @@ start-up migrations left to the hook Job whenever the chart renders one."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import CHART, RELEASE, render
@@ -53,3 +55,38 @@ def test_the_gateway_migrates_at_start_only_without_the_hook_job() -> None:
     in_chart_db = render(CPU)  # the in-chart PostgreSQL: no hook Job, the gateway migrates
     assert not [d for d in in_chart_db if d["kind"] == "Job"]
     assert _gateway_env(in_chart_db)["SIGHTLINE_GATEWAY_MIGRATE_ON_START"]["value"] == "true"
+
+
+def test_routing_defaults_to_the_triton_model_for_every_tenant_and_takes_per_tenant_models() -> None:
+    """The env the chart renders is what the gateway's settings parse (JSON list and object)."""
+    from sightline_gateway.settings import GatewaySettings
+
+    env = _gateway_env(render(DEFAULT))
+    assert env["SIGHTLINE_GATEWAY_MODELS"]["value"] == '["derm-cnn"]'
+    assert env["SIGHTLINE_GATEWAY_MODELS_ENABLED"]["value"] == "{}"
+    assert env["SIGHTLINE_GATEWAY_MODEL_REPOSITORY"]["value"] == "/models"
+    env = _gateway_env(
+        render(
+            DEFAULT,
+            "routing.models={derm-cnn,cxr-pneumonia}",
+            "routing.modelsEnabled.derm-clinic={derm-cnn}",
+        )
+    )
+    values = {
+        "models": env["SIGHTLINE_GATEWAY_MODELS"]["value"],
+        "models_enabled": env["SIGHTLINE_GATEWAY_MODELS_ENABLED"]["value"],
+    }
+    parsed = GatewaySettings.model_validate(
+        {
+            "database_url": "sqlite+aiosqlite:///x.db",
+            "deid_url": "http://deid",
+            "preprocess_grpc": "p:1",
+            "preprocess_http": "http://p",
+            "explain_url": "http://e",
+            "jwt_secret": "chart-wiring-test-" + "x" * 24,
+            "environment": "test",
+            **{k: json.loads(v) for k, v in values.items()},
+        }
+    )
+    assert parsed.models == ["derm-cnn", "cxr-pneumonia"]
+    assert parsed.models_enabled == {"derm-clinic": ["derm-cnn"]}
