@@ -28,16 +28,24 @@ def _settings(data_dir: Path | None, **overrides: object) -> StackSettings:
 
 
 def _model_line(settings: StackSettings) -> str:
-    path = settings.model_repository / settings.model_name / "manifest.json"
-    if not path.exists():
-        return f"model {settings.model_name}: no manifest"
-    manifest = json.loads(path.read_text())
-    tag = (
-        " [bold red]PLACEHOLDER (random weights, outputs mean nothing)[/]"
-        if manifest.get("placeholder")
-        else ""
-    )
-    return f"model {manifest['name']} v{manifest['version']}{tag}"
+    """One line per served model: name, version, and a warning for a placeholder."""
+    from sightline_common.errors import NotFound
+    from sightline_common.model_repository import served_models
+
+    try:
+        names = served_models(settings.model_repository, settings.models)
+    except NotFound as exc:
+        return f"models: {exc.detail}"
+    lines = []
+    for name in names:
+        manifest = json.loads((settings.model_repository / name / "manifest.json").read_text())
+        tag = (
+            " [bold red]PLACEHOLDER (random weights, outputs mean nothing)[/]"
+            if manifest.get("placeholder")
+            else ""
+        )
+        lines.append(f"model {manifest['name']} v{manifest['version']}{tag}")
+    return "\n".join(lines)
 
 
 def _status_table(rows: list[dict[str, object]]) -> Table:

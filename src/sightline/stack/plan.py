@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
+from sightline_common.model_repository import served_models
 from sightline_common.settings import ServiceSettings, TelemetrySettings
 from sightline_deid.settings import DeidSettings
 from sightline_explain.settings import ExplainSettings
@@ -62,7 +63,12 @@ def receiver_credential(data_dir: Path, keys: DevSecrets, ttl_s: int = 30 * 24 *
     from sightline_gateway.core.auth import mint_dev_token
 
     token = mint_dev_token(
-        keys.jwt_secret, "sightline-dev", "sightline", DEV_TENANT, ["submitter"], ttl_s,
+        keys.jwt_secret,
+        "sightline-dev",
+        "sightline",
+        DEV_TENANT,
+        ["submitter"],
+        ttl_s,
         subject="dicom-receiver",
     )
     path = data_dir / "receiver-credential"
@@ -88,6 +94,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
     repo = settings.model_repository.resolve()
     host = settings.host
     telemetry = telemetry_settings(settings)
+    models = served_models(repo, settings.models)
     return {
         "preprocess": build_settings(
             PreprocessSettings,
@@ -98,7 +105,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             grpc_port=settings.preprocess_grpc_port,
             triton_grpc=f"{host}:{settings.triton_grpc_port}",
             model_repository=repo,
-            model_name=settings.model_name,
+            models=models,
         ),
         "deid": build_settings(
             DeidSettings,
@@ -116,7 +123,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             host=host,
             port=settings.explain_port,
             model_repository=repo,
-            model_name=settings.model_name,
+            models=models,
             storage_dir=data / "objects",
             ray_object_store_mb=settings.explain_object_store_mb,
         ),
@@ -197,7 +204,7 @@ def otlp_sink_component(settings: StackSettings) -> Component:
 
 
 def triton_component(settings: StackSettings, shm_prefix: str) -> Component:
-    """The real tritonserver (CPU, python backend) serving the model repository."""
+    """The real tritonserver (CPU, python backend) serving every model of the model repository."""
     host = settings.host
     install = prepare_backends(settings.data_dir.resolve() / "triton-backends")
     return Component(
@@ -212,7 +219,8 @@ def triton_component(settings: StackSettings, shm_prefix: str) -> Component:
             shm_prefix=shm_prefix,
             otlp_http_url=triton_otlp_url(settings),
         ),
-        f"http://{host}:{settings.triton_http_port}/v2/models/{settings.model_name}/ready",
+        # Strict readiness: ready once every model of the repository is loaded.
+        f"http://{host}:{settings.triton_http_port}/v2/health/ready",
         {
             "http": f"http://{host}:{settings.triton_http_port}",
             "grpc": f"{host}:{settings.triton_grpc_port}",

@@ -17,7 +17,9 @@ class StackSettings(BaseSettings):
 
     data_dir: Path = Path("var/stack")
     model_repository: Path = Path("model_repository")
-    model_name: str = "derm-cnn"
+    #: The models served (Triton, preprocess, explain, gateway); empty: every model with a manifest
+    #: in the repository.
+    models: list[str] = Field(default_factory=list)
     host: str = "127.0.0.1"
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001

@@ -22,10 +22,11 @@ from sightline_common import metrics as common_metrics
 from sightline_common.contracts import ExplainRequest, ExplainResponse
 from sightline_common.errors import UnsupportedMediaType
 from sightline_common.http import media_type, read_body
+from sightline_common.model_repository import served_models
 from sightline_common.web import service_app
 
 from sightline_explain import metrics as explain_metrics
-from sightline_explain.core.engine import ExplanationEngine, PreparedImage, generated_prefix
+from sightline_explain.core.engine import EngineSet, PreparedImage, generated_prefix
 from sightline_explain.settings import ExplainSettings
 
 log = logging.getLogger(__name__)
@@ -33,24 +34,24 @@ SERVICE = "explain"
 
 
 class _Replica:
-    """The engine of the replica in this process (Serve runs each replica in its own actor).
+    """The engines of the replica in this process (Serve runs each replica in its own actor).
 
     Module-level on purpose: Serve pickles the ingress app separately from the deployment
     class, so a closure shared by both would be copied; a module attribute is not.
     """
 
-    engine: ExplanationEngine | None = None
+    engines: EngineSet | None = None
 
 
 def create_app(settings: ExplainSettings) -> FastAPI:
-    """The FastAPI ingress; ready once this replica has loaded the model and storage answers."""
+    """The FastAPI ingress; ready once this replica has loaded the models and storage answers."""
 
     async def model_loaded() -> bool:
-        return _Replica.engine is not None
+        return _Replica.engines is not None
 
     async def storage() -> bool:
-        engine = _Replica.engine
-        return engine is not None and await asyncio.to_thread(engine.store.ready)
+        engines = _Replica.engines
+        return engines is not None and await asyncio.to_thread(engines.store.ready)
 
     return service_app(
         SERVICE,
@@ -83,18 +84,17 @@ def build_deployment(settings: ExplainSettings) -> Application:
             setup_tracing(SERVICE, settings.telemetry)
             torch.set_num_threads(settings.torch_threads)
             self.settings = settings
-            self.engine = ExplanationEngine.load(
-                settings.model_repository, settings.model_name, settings.object_store(), settings.method
+            names = served_models(settings.model_repository, settings.models)
+            self.engines = EngineSet.load(
+                settings.model_repository, names, settings.object_store(), settings.method
             )
-            if settings.num_gpus_per_replica > 0 and torch.cuda.is_available():
-                self.engine.model.to("cuda")
-            _Replica.engine = self.engine
-            log.info(
-                "explain loaded %s v%d (%s)",
-                self.engine.manifest.name,
-                self.engine.manifest.version,
-                self.engine.method,
-            )
+            for engine in self.engines.engines.values():
+                if settings.num_gpus_per_replica > 0 and torch.cuda.is_available():
+                    engine.model.to("cuda")
+                log.info(
+                    "explain loaded %s v%d (%s)", engine.manifest.name, engine.manifest.version, engine.method
+                )
+            _Replica.engines = self.engines
 
         @app.post("/v1/explain", response_model=ExplainResponse)
         async def explain(
@@ -112,37 +112,32 @@ def build_deployment(settings: ExplainSettings) -> Application:
                     req = ExplainRequest.model_validate_json(body)
                 except ValidationError as exc:
                     raise RequestValidationError(exc.errors(include_input=False)) from None
-                self.engine.check_model(req.model_name, req.model_version)
-                dicom = await asyncio.to_thread(self.engine.load_object, req.object_key)
+                engine = self.engines.get(req.model_name, req.model_version)
+                dicom = await asyncio.to_thread(engine.load_object, req.object_key)
                 prefix, target = req.output_prefix, req.target
             elif media == "application/dicom":
                 if model_name is None:
                     raise RequestValidationError([{"loc": ("query", "model_name"), "msg": "Field required"}])
-                self.engine.check_model(model_name, model_version)
+                engine = self.engines.get(model_name, model_version)
                 dicom, prefix = body, generated_prefix()
             else:
                 raise UnsupportedMediaType(
                     "send application/json (ExplainRequest) or application/dicom", reason="media-type"
                 )
-            image = await asyncio.to_thread(self.engine.prepare, dicom)
-            heat, logit = await self._cam((image, target))
-            return await asyncio.to_thread(self.engine.publish, image, heat, logit, target, prefix, started)
+            image = await asyncio.to_thread(engine.prepare, dicom)
+            heat, logit = await self._cam((engine.manifest.name, image, target))
+            return await asyncio.to_thread(engine.publish, image, heat, logit, target, prefix, started)
 
         @serve.batch(
             max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_timeout_s
         )
-        async def _cam(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
+        async def _cam(self, jobs: list[tuple[str, PreparedImage, int]]) -> list[tuple[Any, float]]:
             # Metrics through their modules: a global referenced from this nested class would be
             # pickled by value (an unregistered copy); a module is pickled by reference.
             explain_metrics.BATCH_SIZE.observe(len(jobs))
             start = time.perf_counter()
-            out = await asyncio.to_thread(self._compute, jobs)
+            out = await asyncio.to_thread(self.engines.compute, jobs)
             common_metrics.STAGE_DURATION.labels(SERVICE, "gradcam").observe(time.perf_counter() - start)
             return out
-
-        def _compute(self, jobs: list[tuple[PreparedImage, int]]) -> list[tuple[Any, float]]:
-            cams = self.engine.compute([j[0] for j in jobs], [j[1] for j in jobs])
-            heat, logits = cams.heatmaps.cpu().numpy(), cams.logits.cpu().tolist()
-            return [(heat[i], float(logits[i])) for i in range(len(jobs))]
 
     return cast(Deployment, Explainer).bind(settings)  # @serve.deployment made the class a Deployment

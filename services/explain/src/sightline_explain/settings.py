@@ -11,13 +11,17 @@ from sightline_common.settings import ObjectStorageSettings, ServiceSettings
 
 
 class ExplainSettings(ServiceSettings, ObjectStorageSettings):
-    """Ray Serve application serving Grad-CAM for the model version Triton serves."""
+    """Ray Serve application serving Grad-CAM for the model versions Triton serves."""
 
     model_config = SettingsConfigDict(env_prefix="SIGHTLINE_EXPLAIN_", extra="forbid")
 
     port: int = Field(default=8030, ge=1, le=65535)
     model_repository: Path = Field(description="model repository holding <model>/manifest.json and model.pt")
-    model_name: str = "derm-cnn"
+    models: list[str] = Field(
+        default_factory=list,
+        description="models to explain (each loaded once, sha256-checked); empty: every model with a "
+        "manifest in the repository",
+    )
     method: Literal["grad-cam", "grad-cam++"] = "grad-cam"
 
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="limit on a DICOM body")

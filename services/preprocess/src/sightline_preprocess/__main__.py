@@ -15,7 +15,7 @@ def main() -> None:
     settings = PreprocessSettings()  # type: ignore[call-arg]
     # KServe parses sys.argv at import; keep its view empty of our options.
     sys.argv = sys.argv[:1]
-    from sightline_preprocess.app import PreprocessServer, create_app, create_transformer
+    from sightline_preprocess.app import PreprocessServer, create_app, create_transformers
 
     configure_logging("preprocess", json_output=settings.log_json, level=settings.log_level)
     setup_tracing("preprocess", settings.telemetry)
@@ -23,16 +23,16 @@ def main() -> None:
 
     GrpcAioInstrumentorServer().instrument()
     GrpcAioInstrumentorClient().instrument()
-    transformer = create_transformer(settings)
+    transformers = create_transformers(settings)
     server = PreprocessServer(
-        create_app(settings, transformer),
+        create_app(settings, transformers),
         http_port=settings.port,
         grpc_port=settings.grpc_port,
         enable_docs_url=False,
         enable_latency_logging=False,
     )
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    server.start([transformer])
+    server.start(transformers)
 
 
 if __name__ == "__main__":

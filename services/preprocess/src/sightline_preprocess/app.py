@@ -9,6 +9,7 @@ to KServe's REST server, which adds the v1/v2 data plane, ``/`` and ``/metrics``
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import kserve.model_server
@@ -18,30 +19,31 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.server import RESTServer
 from sightline_common.health import health_router
 from sightline_common.manifest import load_manifest
+from sightline_common.model_repository import served_models
 
 from sightline_preprocess.clients.triton import TritonClient
 from sightline_preprocess.model import DicomTransformer
 from sightline_preprocess.settings import PreprocessSettings
 
 
-def create_transformer(settings: PreprocessSettings) -> DicomTransformer:
-    manifest = load_manifest(settings.model_repository, settings.model_name)
+def create_transformers(settings: PreprocessSettings) -> list[DicomTransformer]:
+    """One transformer per served model, each preprocessing as its own manifest says (one Triton client)."""
     triton = TritonClient(settings.triton_grpc, settings.triton_timeout_s)
-    return DicomTransformer(manifest, triton, settings.max_dicom_bytes)
+    return [
+        DicomTransformer(load_manifest(settings.model_repository, name), triton, settings.max_dicom_bytes)
+        for name in served_models(settings.model_repository, settings.models)
+    ]
 
 
-def create_app(settings: PreprocessSettings, transformer: DicomTransformer) -> FastAPI:
-    """A new FastAPI app with /health/live and /health/ready (ready: Triton serves a matching model).
+def create_app(settings: PreprocessSettings, transformers: Sequence[DicomTransformer]) -> FastAPI:
+    """A new FastAPI app with /health/live and /health/ready (ready: Triton serves every model,
+    each matching its manifest; the check of each is named ``triton-model:<name>``).
 
     KServe adds its routes when :class:`PreprocessServer` serves it; its ``/metrics`` reads the
     default Prometheus registry, which holds ours too.
     """
-
-    async def triton_and_contract() -> bool:
-        return await transformer.healthy()
-
     app = FastAPI(title="Sightline preprocess", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(health_router({"triton-model": triton_and_contract}))
+    app.include_router(health_router({f"triton-model:{t.name}": t.healthy for t in transformers}))
     return app
 
 

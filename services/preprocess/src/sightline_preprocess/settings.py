@@ -18,6 +18,10 @@ class PreprocessSettings(ServiceSettings):
     grpc_port: int = Field(default=8081, ge=1, le=65535, description="Open Inference Protocol v2 gRPC")
     triton_grpc: str = Field(description="Triton gRPC host:port (the predictor host)")
     model_repository: Path = Field(description="model repository holding <model>/manifest.json")
-    model_name: str = "derm-cnn"
+    models: list[str] = Field(
+        default_factory=list,
+        description="models to serve, each a KServe model named after its manifest and Triton model; "
+        "empty: every model with a manifest in the repository",
+    )
     triton_timeout_s: float = Field(default=30.0, gt=0)
     max_dicom_bytes: int = Field(default=64 * 1024 * 1024, gt=0)

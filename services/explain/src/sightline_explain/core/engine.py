@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ GENERATED_PREFIX = "explanations"
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """The model input (3, H, W) and the resized RGB image it came from (H, W, 3)."""
+    """The model input (C, H, W) and the resized RGB image it came from (H, W, 3)."""
 
     tensor: NDArray[np.float32]
     rgb: NDArray[np.uint8]
@@ -55,6 +55,10 @@ class ExplanationEngine:
         self.store = store
         self.method: Method = method
         self.model_sha256 = manifest.artifacts[f"{manifest.version}/model.pt"]
+        target_layer = manifest.architecture.get("target_layer")
+        self.target_layer: str | None = None if target_layer is None else str(target_layer)
+        if self.target_layer is not None:
+            model.get_submodule(self.target_layer)  # a manifest naming no layer fails at load
 
     @classmethod
     def load(
@@ -86,7 +90,7 @@ class ExplanationEngine:
         """CAMs for a batch of prepared images (one forward, one backward through the head)."""
         device = next(self.model.parameters()).device
         batch = torch.from_numpy(np.stack([im.tensor for im in images])).to(device)
-        return explain_batch(self.model, batch, list(targets), self.method)
+        return explain_batch(self.model, batch, list(targets), self.method, self.target_layer)
 
     def publish(
         self,
@@ -118,3 +122,41 @@ class ExplanationEngine:
             probability=self.manifest.calibrated_probability(logit),
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
+
+
+class EngineSet:
+    """The engines of every model this service explains, by model name (one object store)."""
+
+    def __init__(self, engines: Mapping[str, ExplanationEngine], store: ObjectStore) -> None:
+        self.engines = dict(engines)
+        self.store = store
+
+    @classmethod
+    def load(
+        cls, repository: Path, names: Sequence[str], store: ObjectStore, method: Method = "grad-cam"
+    ) -> EngineSet:
+        """Load each model's ``model.pt`` (sha256-checked against its manifest)."""
+        return cls({name: ExplanationEngine.load(repository, name, store, method) for name in names}, store)
+
+    def get(self, name: str, version: int | None) -> ExplanationEngine:
+        """The engine of ``name``; refuse (409) a model or version this service has not loaded."""
+        engine = self.engines.get(name)
+        if engine is None:
+            raise Conflict(
+                "the requested model is not one this service explains",
+                reason="model-mismatch",
+                loaded_models=sorted(self.engines),
+            )
+        engine.check_model(name, version)
+        return engine
+
+    def compute(self, jobs: Sequence[tuple[str, PreparedImage, int]]) -> list[tuple[NDArray[Any], float]]:
+        """CAMs of (model, image, target) jobs: one batch per model, results in the jobs' order."""
+        out: list[tuple[NDArray[Any], float]] = [(np.zeros(0), 0.0)] * len(jobs)
+        for name in dict.fromkeys(j[0] for j in jobs):
+            idx = [i for i, j in enumerate(jobs) if j[0] == name]
+            cams = self.engines[name].compute([jobs[i][1] for i in idx], [jobs[i][2] for i in idx])
+            heat, logits = cams.heatmaps.cpu().numpy(), cams.logits.cpu().tolist()
+            for k, i in enumerate(idx):
+                out[i] = (heat[k], float(logits[k]))
+        return out
