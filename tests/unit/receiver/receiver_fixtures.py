@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +25,19 @@ TENANT = "hospital-a"
 MODALITY_AE = "DERMSCOPE1"
 
 
+def spool_key(tmp: Path) -> Path:
+    """A spool key file (32 random bytes, base64), made once per directory."""
+    path = tmp / "spool.key"
+    if not path.exists():
+        path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
+    return path
+
+
 def receiver_settings(
     tmp: Path, gateway_url: str = "http://gateway.invalid", credential: str | None = None, **overrides: Any
 ) -> ReceiverSettings:
-    """Settings on free ports; ``credential``: what the receiver shows the gateway (default: an API key)."""
+    """Settings on free ports, with an encrypted spool under ``tmp``; ``credential``: what the receiver
+    shows the gateway (default: an API key)."""
     credential_file = tmp / "gateway-credential"
     credential_file.write_text(credential or "slk_0123456789abcdef_" + "k" * 40)
     http_port, dicom_port = free_ports(2)
@@ -40,6 +51,8 @@ def receiver_settings(
         ],
         "study_idle_timeout_s": 0.5,
         "delivery_retry_budget_s": 0.0,
+        "spool_dir": tmp / "spool",
+        "spool_key_file": spool_key(tmp),
     }
     values.update(overrides)
     return ReceiverSettings(**values)

@@ -16,6 +16,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sightline_receiver.api.scp import StoreSCP
 from sightline_receiver.clients.gateway import GatewayIntake
 from sightline_receiver.core.refusals import Refused
+from sightline_receiver.core.sealing import Sealer
+from sightline_receiver.core.spool import Spool
 from sightline_receiver.core.studies import Limits, StudyAssembler
 from sightline_receiver.settings import ReceiverSettings
 
@@ -129,15 +131,19 @@ def test_an_instance_that_is_not_what_it_claims_is_refused_with_its_status(
     tmp_path: Path, mutate: Any, status: int, reason: str
 ) -> None:
     settings = receiver_settings(tmp_path, sop_classes=[VLPhotographicImageStorage, CTImageStorage])
-    scp = StoreSCP(settings, StudyAssembler(Limits(1, 16, 1 << 20, 1 << 20)))
+    spool = Spool(tmp_path / "spool", Sealer(None))
+    scp = StoreSCP(settings, StudyAssembler(Limits(1, 16, 1 << 20, 1 << 20)), spool)
     with pytest.raises(Refused) as exc:
         scp.store(MODALITY_AE, CTImageStorage, mutate(study_instances(1)[0]))
     assert (exc.value.status, reason in exc.value.reason) == (status, True)
     assert scp.assembler.pending_studies == 0
+    assert not (tmp_path / "spool").exists()  # nothing spooled
 
 
 @pytest.mark.parametrize("status", [400, 422])
-def test_a_study_the_gateway_refuses_is_reported_failed_not_retried(tmp_path: Path, status: int) -> None:
+def test_a_study_the_gateway_refuses_for_good_is_counted_refused_not_retried(
+    tmp_path: Path, status: int
+) -> None:
     settings = receiver_settings(tmp_path)
     gw = FakeGateway()
     gw.status = status
@@ -149,4 +155,44 @@ def test_a_study_the_gateway_refuses_is_reported_failed_not_retried(tmp_path: Pa
         time.sleep(0.3)
         metrics = client.get("/metrics").text
     assert len(gw.requests) == 1
-    assert 'sightline_receiver_studies_total{outcome="failed"}' in metrics
+    assert 'sightline_receiver_studies_total{outcome="refused"}' in metrics
+
+
+def test_an_instance_the_spool_cannot_store_is_refused_with_out_of_resources(tmp_path: Path) -> None:
+    settings = receiver_settings(tmp_path)
+    gw = FakeGateway()
+    with running_receiver(settings, gw.intake(settings)) as client:
+        studies = settings.spool_dir / "studies"
+        studies.rename(settings.spool_dir / "elsewhere")
+        studies.write_bytes(b"")  # every spool write fails from now on (ENOTDIR)
+        assoc = scu().associate("127.0.0.1", settings.dicom_port, ae_title=settings.ae_title)
+        answer = assoc.send_c_store(dataset(study_instances(1)[0]))
+        assoc.release()
+        time.sleep(settings.study_idle_timeout_s + 0.5)
+        metrics = client.get("/metrics").text
+        ready = client.get("/health/ready")
+    assert answer.Status == 0xA700 and "not stored durably" in answer.ErrorComment
+    assert gw.requests == []  # not acknowledged, so not held either: the sender retries
+    assert "sightline_receiver_spool_write_failures_total 1.0" in metrics
+    assert ready.status_code == 503 and ready.json()["checks"]["spool"] is False
+
+
+def test_a_study_acknowledged_while_the_gateway_is_down_is_delivered_after_a_restart(tmp_path: Path) -> None:
+    settings = receiver_settings(tmp_path, shutdown_grace_s=0.5)
+    down, up = FakeGateway(), FakeGateway()
+    down.status = 503
+    instances = study_instances(2)
+    with running_receiver(settings, down.intake(settings)) as client:
+        assoc = scu().associate("127.0.0.1", settings.dicom_port, ae_title=settings.ae_title)
+        assert [assoc.send_c_store(dataset(b)).Status for b in instances] == [0x0000, 0x0000]
+        assoc.release()
+        wait_for(lambda: len(down.requests) == 1)
+        wait_for(lambda: 'outcome="retrying"' in client.get("/metrics").text)
+    with running_receiver(settings, up.intake(settings)) as client:
+        wait_for(lambda: len(up.requests) == 1)
+        wait_for(lambda: client.app.state.spool.usage() == (0, 0))  # type: ignore[attr-defined]
+        metrics = client.get("/metrics").text
+    (request,) = up.requests
+    sent = sorted(dataset(b).SOPInstanceUID for b in up.instances_of(request))
+    assert sent == sorted(dataset(b).SOPInstanceUID for b in instances)
+    assert "sightline_receiver_spool_recovered_studies_total" in metrics

@@ -106,6 +106,39 @@ class ReceiverSettings(ServiceSettings):
         default=300.0, ge=0, description="how long a study's delivery is retried while the gateway is down"
     )
 
+    redelivery_backoff_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="wait before retrying a study the gateway stayed unavailable for (past the retry "
+        "budget); doubles with each failure, up to redelivery_backoff_max_s",
+    )
+    redelivery_backoff_max_s: float = Field(default=900.0, gt=0)
+    shutdown_grace_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="at stop, how long pending studies are delivered; the rest stay in the spool",
+    )
+
+    # the spool: every instance is on disk, sealed, before its C-STORE is answered with success
+    spool_dir: Path = Field(
+        description="the durable spool (created 0700): acknowledged instances until the gateway has "
+        "their study; keep it on a volume that outlives the process (one receiver per directory)"
+    )
+    spool_key_file: Path | None = Field(
+        default=None,
+        description="file holding the spool's AES-256-GCM key: 32 random bytes, base64-encoded "
+        "(head -c 32 /dev/urandom | base64); losing it loses what is spooled",
+    )
+    spool_unencrypted: bool = Field(
+        default=False,
+        description="development and test only: spool in the clear when no spool_key_file is set",
+    )
+    spool_max_age_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="a study still undelivered this long after it was spooled is moved to the quarantine",
+    )
+
     # optional TLS (DICOM TLS, PS3.15 B.1)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -129,6 +162,14 @@ class ReceiverSettings(ServiceSettings):
             raise ValueError("tls_ca_file needs tls_cert_file and tls_key_file")
         if self.max_study_bytes > self.max_pending_bytes:
             raise ValueError("max_study_bytes cannot exceed max_pending_bytes")
+        if self.redelivery_backoff_s > self.redelivery_backoff_max_s:
+            raise ValueError("redelivery_backoff_s cannot exceed redelivery_backoff_max_s")
+        if self.spool_key_file is None and not self.spool_unencrypted:
+            raise ValueError(
+                "set spool_key_file (the spool holds identified data), or spool_unencrypted in development"
+            )
+        if self.spool_key_file is None and not self.is_development:
+            raise ValueError("spool_unencrypted is for development and test only; set spool_key_file")
         return self
 
     def tenant_of(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sightline_receiver import metrics
 from sightline_receiver.core.instances import identify
 from sightline_receiver.core.refusals import Refused, Status, ref
+from sightline_receiver.core.spool import Spool, SpoolError
 from sightline_receiver.core.studies import StudyAssembler
 from sightline_receiver.settings import ReceiverSettings
 
@@ -33,11 +34,12 @@ def status_dataset(status: Status, comment: str | None = None) -> Dataset:
 
 
 class StoreSCP:
-    """Accepts instances from allowed AE titles into the assembler, refusing with the right status."""
+    """Accepts instances from allowed AE titles into the assembler and the spool, or refuses with a status."""
 
-    def __init__(self, settings: ReceiverSettings, assembler: StudyAssembler) -> None:
+    def __init__(self, settings: ReceiverSettings, assembler: StudyAssembler, spool: Spool) -> None:
         self.settings = settings
         self.assembler = assembler
+        self.spool = spool
         self.tenant_of = settings.tenant_of()
         self.sop_classes = frozenset(settings.sop_classes)
         self.scp_title = settings.ae_title
@@ -135,12 +137,20 @@ class StoreSCP:
         return status_dataset(status)
 
     def store(self, calling_ae_title: str, sop_class: str, part10: bytes) -> Status:
-        """Hold one instance for its study, or raise :class:`Refused` saying why."""
+        """Hold one instance for its study, on disk before success is answered, or raise :class:`Refused`."""
         tenant = self.tenant_of.get(calling_ae_title)
         if tenant is None:  # rejected at association already; kept for defence in depth
             raise Refused(Status.NOT_AUTHORIZED, "calling AE title not allowed")
         if sop_class not in self.sop_classes:
             raise Refused(Status.SOP_CLASS_NOT_SUPPORTED, "SOP class not accepted")
         ids = identify(part10, sop_class)
-        self.assembler.add(tenant, ids.study_uid, ids.sop_instance_uid, part10)
+        resent = self.assembler.add(tenant, ids.study_uid, ids.sop_instance_uid, part10)
+        try:
+            self.spool.write(tenant, ids.study_uid, ids.sop_instance_uid, part10)
+        except SpoolError as exc:
+            if not resent:  # a resent instance's earlier copy is acknowledged, spooled, and stays
+                self.assembler.discard(tenant, ids.study_uid, ids.sop_instance_uid)
+            metrics.SPOOL_WRITE_FAILURES.inc()
+            log.error("study %s: instance not spooled (%s)", ref(ids.study_uid), exc.reason)
+            raise Refused(Status.OUT_OF_RESOURCES, "instance not stored durably; retry later") from None
         return Status.SUCCESS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
+    stop_when_event_set,
     wait_random_exponential,
 )
 
@@ -20,13 +22,21 @@ log = logging.getLogger(__name__)
 
 API_KEY_PREFIX = "slk_"
 
+#: 4xx answers that are not the gateway's word on the study: our credential (401/403) or the URL
+#: (404/405) is wrong. The study is kept and retried later, never dropped for these.
+NOT_ABOUT_THE_STUDY = frozenset({401, 403, 404, 405})
+
 
 class DeliveryFailed(Exception):
-    """The gateway refused a study for good (a 4xx other than 408/429), or retries ran out."""
+    """A study was not delivered. ``final``: the gateway refused it for good (a 4xx other than
+    408/429 and :data:`NOT_ABOUT_THE_STUDY`); otherwise it may be retried later (the gateway stayed
+    unavailable past the retry budget, the credential was refused or unreadable, the receiver stops).
+    """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, final: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.final = final
 
 
 class _Transient(Exception):
@@ -76,9 +86,17 @@ class GatewayIntake:
         self.base_url = base_url.rstrip("/")
         self.retry_budget_s = retry_budget_s
         self._client = httpx.Client(timeout=timeout_s, transport=transport)
+        self._stopping = threading.Event()
+
+    def stop_retrying(self) -> None:
+        """End the retries under way and refuse new deliveries (shutdown: the spool keeps the studies)."""
+        self._stopping.set()
 
     def close(self) -> None:
         self._client.close()
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
 
     def ready(self) -> bool:
         """Whether the gateway answers its liveness probe (reported, never gating)."""
@@ -89,10 +107,13 @@ class GatewayIntake:
 
     def deliver(self, instances: list[bytes], credential_file: Path) -> Accepted:
         """POST the study; retry transport errors, 5xx, 408 and 429 within the retry budget."""
+        if self._stopping.is_set():
+            raise DeliveryFailed("receiver stopping")
         retrying = Retrying(
-            stop=stop_after_delay(self.retry_budget_s),
+            stop=stop_after_delay(self.retry_budget_s) | stop_when_event_set(self._stopping),
             wait=wait_random_exponential(multiplier=0.5, max=30),
             retry=retry_if_exception(lambda e: isinstance(e, _Transient)),
+            sleep=self._pause,
             reraise=True,
         )
         try:
@@ -119,7 +140,11 @@ class GatewayIntake:
             log.info("gateway answered %d; retrying", response.status_code)
             raise _Transient(f"HTTP {response.status_code}")
         if response.status_code >= 400:
-            raise DeliveryFailed(f"gateway refused the study: HTTP {response.status_code} {_code(response)}")
+            final = response.status_code not in NOT_ABOUT_THE_STUDY
+            what = "study" if final else "request"
+            raise DeliveryFailed(
+                f"gateway refused the {what}: HTTP {response.status_code} {_code(response)}", final=final
+            )
         return Accepted(response.headers.get("location"), response.status_code, _failed(response))
 
 

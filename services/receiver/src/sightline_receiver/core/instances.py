@@ -30,6 +30,18 @@ def identify(part10: bytes, context_sop_class: str) -> InstanceIds:
     Raises :class:`Refused` with 0xA900 when the data set's SOP class is not the one negotiated
     and with 0xC000 when it cannot be parsed or lacks its identifiers.
     """
+    sop_class, ids = _read(part10)
+    if UID(sop_class) != UID(context_sop_class):
+        raise Refused(Status.DATASET_DOES_NOT_MATCH, "SOPClassUID differs from the presentation context")
+    return ids
+
+
+def ids_of(part10: bytes) -> InstanceIds:
+    """The study and instance UIDs of an instance taken earlier (read back from the spool)."""
+    return _read(part10)[1]
+
+
+def _read(part10: bytes) -> tuple[str, InstanceIds]:
     try:
         ds = dcmread(io.BytesIO(part10), stop_before_pixels=True, force=False)
         sop_class = ds.get("SOPClassUID")
@@ -39,6 +51,4 @@ def identify(part10: bytes, context_sop_class: str) -> InstanceIds:
         raise Refused(Status.CANNOT_UNDERSTAND, f"unparseable data set ({type(exc).__name__})") from None
     if not sop_class or not study_uid or not sop_uid:
         raise Refused(Status.CANNOT_UNDERSTAND, "SOPClassUID, StudyInstanceUID or SOPInstanceUID missing")
-    if UID(str(sop_class)) != UID(context_sop_class):
-        raise Refused(Status.DATASET_DOES_NOT_MATCH, "SOPClassUID differs from the presentation context")
-    return InstanceIds(study_uid=str(study_uid), sop_instance_uid=str(sop_uid))
+    return str(sop_class), InstanceIds(study_uid=str(study_uid), sop_instance_uid=str(sop_uid))
