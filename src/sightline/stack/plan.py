@@ -6,6 +6,7 @@ to its environment under its own env prefix; Triton gets its command line.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -75,6 +76,20 @@ def receiver_credential(data_dir: Path, keys: DevSecrets, ttl_s: int = 30 * 24 *
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
+    return path
+
+
+def receiver_spool_key(data_dir: Path) -> Path:
+    """The receiver's spool key (32 random bytes, base64-encoded; mode 0600), made once per data
+    directory: another key would leave what is spooled unreadable. In a cluster it comes from a Secret.
+    """
+    path = data_dir / "receiver-spool.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
     return path
 
 
@@ -158,6 +173,8 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
                     credential_file=receiver_credential(data, keys),
                 )
             ],
+            spool_dir=data / "receiver-spool",
+            spool_key_file=receiver_spool_key(data),
         ),
     }
 
