@@ -71,7 +71,11 @@ def evaluate_command(
     ] = 50,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% CIs")] = 1000,
     bootstrap_unit: Annotated[
-        str, typer.Option(help="resample 'lesion's (images of one lesion together) or 'image's")
+        str,
+        typer.Option(
+            help="resample 'lesion's or 'patient's (images of one group together, by the model's "
+            "group column) or 'image's"
+        ),
     ] = "lesion",
     min_positives_ci: Annotated[
         int, typer.Option(help="no CI for a group with fewer malignant cases than this")
@@ -87,8 +91,8 @@ def evaluate_command(
     from sightline.ml.progress import rich_tracker
 
     console = Console()
-    if bootstrap_unit not in ("lesion", "image"):
-        console.print("[red]--bootstrap-unit must be 'lesion' or 'image'[/]")
+    if bootstrap_unit not in ("lesion", "patient", "image"):
+        console.print("[red]--bootstrap-unit must be 'lesion', 'patient' or 'image'[/]")
         raise typer.Exit(2)
     if split is not None and all_images:
         console.print("[red]give --split or --all, not both[/]")
@@ -108,7 +112,7 @@ def evaluate_command(
                 loso_sites=loso_site or None,
                 loso_min_positives=loso_min_positives,
                 n_bootstrap=bootstrap,
-                by_lesion=bootstrap_unit == "lesion",
+                by_lesion=bootstrap_unit != "image",
                 min_positives_ci=min_positives_ci,
                 cache_dir=None if no_cache else cache_dir,
                 update_manifest=update_manifest,
@@ -142,7 +146,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     from sightline.ml.report import _title
 
     table = Table(title=_title(result))
-    for column in ("group", "n", "malignant", "AUROC", "sensitivity", "specificity", "ECE", "note"):
+    positive = result.get("positive_label", "malignant")
+    for column in ("group", "n", positive, "AUROC", "sensitivity", "specificity", "ECE", "note"):
         table.add_column(column)
 
     def cell(row: dict[str, Any], metric: str) -> str:

@@ -83,10 +83,27 @@ def default_out(manifest: ModelManifest, dataset: Path, label: str, external: st
     return EVALUATIONS_DIR / f"{manifest.name}-v{manifest.version}-{what}-{stamp}"
 
 
-def _plot_evaluation(scored: Scored, temperature: float, split: str, out: Path) -> None:
-    """ROC per attribute and reliability overall and per site."""
-    groups = scored.meta[list(ATTRIBUTES)].astype(str)
-    for attribute in ATTRIBUTES:
+def subgroup_columns(manifest: ModelManifest) -> list[str]:
+    """The attributes results are disaggregated by: the training config's (none for a dataset
+    without them), else the dermoscopy model's sex, age band and site."""
+    configured = manifest.training_data.get("config", {}).get("subgroup_columns")
+    return list(ATTRIBUTES) if configured is None else [str(c) for c in configured]
+
+
+def group_column(manifest: ModelManifest) -> str:
+    """The metadata column grouping images of one lesion or patient (bootstrap unit, split check)."""
+    return str(manifest.training_data.get("group_column", "lesion_id"))
+
+
+def _plot_evaluation(
+    scored: Scored, manifest: ModelManifest, attributes: Sequence[str], split: str, out: Path
+) -> None:
+    """ROC overall or per attribute, reliability overall and (with a site column) per site."""
+    temperature, positive = manifest.temperature, manifest.positive_label
+    groups = scored.meta[list(attributes)].astype(str)
+    if not attributes:
+        plot_roc(out / "roc.png", f"ROC ({split})", [("all", scored.labels, scored.probs)])
+    for attribute in attributes:
         curves: list[Series] = [("all", scored.labels, scored.probs)]
         for group in sorted(groups[attribute].unique()):
             mask = groups[attribute].to_numpy() == group
@@ -99,7 +116,10 @@ def _plot_evaluation(scored: Scored, temperature: float, split: str, out: Path) 
             ("T = 1 (prior-corrected logit)", scored.labels, sigmoid(scored.logits)),
             (f"after (T={temperature:.2f})", scored.labels, scored.probs),
         ],
+        positive=positive,
     )
+    if "site" not in attributes:
+        return
     plot_reliability(
         out / "calibration_site.png",
         f"Reliability by site ({split})",
@@ -148,7 +168,9 @@ def run_evaluation(
     if update_manifest and out is not None and out.resolve() != served_eval.resolve():
         raise InvalidInput(f"--update-manifest writes into {served_eval}; leave --out unset")
     root = ds.dataset_root(dataset)
-    meta = ds.read_metadata(root, required=ds.EVALUATION_COLUMNS, metadata=metadata)
+    attributes = subgroup_columns(manifest)
+    grouping = group_column(manifest)
+    meta = ds.read_metadata(root, required=ds.EVALUATION_COLUMNS, metadata=metadata, group_column=grouping)
     everything = ds.load_dataset(
         root,
         manifest.preprocessing,
@@ -157,10 +179,11 @@ def run_evaluation(
         required=ds.EVALUATION_COLUMNS,
         metadata=metadata,
         advance=tracker.task("decoding images", len(meta) if limit_per_split is None else 0),
+        group_column=grouping,
     )
     chosen, label = choose_rows(everything, split, all_images, str(root / metadata))
     scored = score(repository, manifest, chosen, advance=tracker.task("inference", len(chosen)))
-    groups = scored.meta[list(ATTRIBUTES)].astype(str)
+    groups = scored.meta[attributes].astype(str)
     result = evaluate_predictions(
         scored.labels,
         scored.probs,
@@ -170,6 +193,7 @@ def run_evaluation(
         clusters=scored.meta["lesion_id"].to_numpy() if by_lesion else None,
         min_positives_ci=min_positives_ci,
         tracker=tracker,
+        cluster_unit=grouping.removesuffix("_id"),
     )
     result["uncalibrated_ece"] = clean(expected_calibration_error(scored.labels, sigmoid(scored.logits)))
     result.update(
@@ -180,14 +204,18 @@ def run_evaluation(
             "temperature": manifest.temperature,
             "dataset": str(root.resolve().name),
             "placeholder": manifest.placeholder,
+            "labels": manifest.labels,
+            "positive_label": manifest.positive_label,
+            "group_column": grouping,
+            "subgroup_columns": attributes,
         }
     )
     if external:
         result["external"] = external
     out = served_eval if update_manifest else (out or default_out(manifest, root, label, external))
     out.mkdir(parents=True, exist_ok=True)
-    _plot_evaluation(scored, manifest.temperature, label, out)
-    if not external:
+    _plot_evaluation(scored, manifest, attributes, label, out)
+    if not external and "site" in attributes:
         result["leave_one_site_out"] = leave_one_site_out(
             list(loso_repositories),
             name,

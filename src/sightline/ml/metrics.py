@@ -65,10 +65,10 @@ def _fmt(m: dict[str, Any], withheld: bool = False) -> str:
     return f"{v:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if ci[0] is not None else f"{v:.3f}"
 
 
-def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
+def metrics_table(rows: dict[str, dict[str, Any]], positive: str = "malignant") -> str:
     """Markdown table: group, n, positives, then each metric with its 95% CI."""
     head = (
-        "| group | n | malignant | AUROC | AUPRC | sensitivity | specificity | ECE |\n"
+        f"| group | n | {positive} | AUROC | AUPRC | sensitivity | specificity | ECE |\n"
         "|---|---|---|---|---|---|---|---|\n"
     )
     body = "".join(

@@ -34,7 +34,7 @@ def plot_roc(path: Path, title: str, curves: list[Series]) -> None:
     plt.close(fig)
 
 
-def plot_reliability(path: Path, title: str, series: list[Series]) -> None:
+def plot_reliability(path: Path, title: str, series: list[Series], positive: str = "malignant") -> None:
     """Reliability diagram (15 equal-width bins, ECE in the legend) above a histogram of scores."""
     from sklearn.calibration import calibration_curve
 
@@ -44,9 +44,9 @@ def plot_reliability(path: Path, title: str, series: list[Series]) -> None:
         frac, mean = calibration_curve(y, p, n_bins=15, strategy="uniform")
         ax.plot(mean, frac, marker="o", ms=3, label=f"{label} (ECE {expected_calibration_error(y, p):.3f})")
         hx.hist(p, bins=30, range=(0, 1), histtype="step", label=label)
-    ax.set(ylabel="observed malignant fraction", title=title, ylim=(0, 1))
+    ax.set(ylabel=f"observed {positive} fraction", title=title, ylim=(0, 1))
     ax.legend(fontsize=7, loc="upper left")
-    hx.set(xlabel="predicted probability of malignancy", ylabel="images", yscale="log")
+    hx.set(xlabel=f"predicted probability of {positive}", ylabel="images", yscale="log")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -22,13 +22,14 @@ def _title(result: dict[str, Any]) -> str:
 def render_report(result: dict[str, Any]) -> str:
     """A readable markdown report of an evaluation result."""
     unit = result.get("bootstrap_unit", "image")
+    negative, positive = result.get("labels", ["benign", "malignant"])
     lines = [
         f"# {_title(result)}",
         "",
         f"Calibrated probability = sigmoid(logit / {result['temperature']:.3f}); operating threshold "
         f"{result['threshold']:.4f} (chosen on validation). 95% CIs: percentile bootstrap, "
         f"{result['n_bootstrap']} resamples of {unit}s within each group; no CI where a group has fewer "
-        f"than {result.get('min_positives_ci', 0)} malignant (or, for specificity, benign) cases. "
+        f"than {result.get('min_positives_ci', 0)} {positive} (or, for specificity, {negative}) cases. "
         "ECE: 15 equal-width bins "
         f"(at T = 1, after removing the class-weight prior: {result['uncalibrated_ece']}).",
         "",
@@ -37,7 +38,7 @@ def render_report(result: dict[str, Any]) -> str:
         lines += [
             "Groups too small for a confidence interval (**read their figures as anecdotes**): "
             + ", ".join(
-                f"{w['attribute']}={w['group']} ({w['positives']} malignant)" for w in result["ci_withheld"]
+                f"{w['attribute']}={w['group']} ({w['positives']} {positive})" for w in result["ci_withheld"]
             )
             + ".",
             "",
@@ -46,15 +47,22 @@ def render_report(result: dict[str, Any]) -> str:
     lines += [
         "## Overall",
         "",
-        metrics_table({"all": result["overall"]}),
+        metrics_table({"all": result["overall"]}, positive),
+        *([] if result["by_attribute"] else ["![ROC](roc.png)"]),
         "![calibration](calibration.png)",
         "",
     ]
+    if not result["by_attribute"]:
+        lines += [
+            "No subgroup columns (sex, age, site) exist for this dataset: results cannot be "
+            "disaggregated, and no subgroup performance is implied.",
+            "",
+        ]
     for attribute, per in result["by_attribute"].items():
         lines += [
             f"## By {attribute}",
             "",
-            metrics_table(per),
+            metrics_table(per, positive),
             f"![ROC by {attribute}](roc_{attribute}.png)",
             "",
         ]
@@ -65,13 +73,15 @@ def render_report(result: dict[str, Any]) -> str:
             for m, g in result["gaps"][attribute].items()
         ]
         lines += [
-            f"Largest gaps by {attribute} (groups with >= {MIN_POSITIVES} malignant and "
-            f">= {MIN_NEGATIVES} benign for AUROC/AUPRC; 'unknown' excluded):",
+            f"Largest gaps by {attribute} (groups with >= {MIN_POSITIVES} {positive} and "
+            f">= {MIN_NEGATIVES} {negative} for AUROC/AUPRC; 'unknown' excluded):",
             "",
             *gap_lines,
             "",
         ]
-    lines += ["![calibration by site](calibration_site.png)", "", "## Flagged gaps", ""]
+    if "site" in result["by_attribute"]:
+        lines += ["![calibration by site](calibration_site.png)", ""]
+    lines += ["## Flagged gaps", ""]
     lines += [
         f"- {f['attribute']} / {f['metric']}: {f['gap']:.3f} ({f['best']} vs {f['worst']}; tolerance "
         f"{f['tolerance']})"

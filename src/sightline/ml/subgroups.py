@@ -130,10 +130,12 @@ def evaluate_predictions(
     clusters: NDArray[Any] | None = None,
     min_positives_ci: int = MIN_POSITIVES_CI,
     tracker: Tracker | None = None,
+    cluster_unit: str = "lesion",
 ) -> dict[str, Any]:
     """Overall and per-group metrics with 95% bootstrap CIs, and the largest gaps per attribute.
 
-    ``clusters`` (lesion ids, one per case) make the bootstrap resample lesions, not images.
+    ``clusters`` (lesion or patient ids, one per case; ``cluster_unit`` names them) make the
+    bootstrap resample lesions or patients, not images.
     """
     y = np.asarray(y, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
@@ -192,7 +194,7 @@ def evaluate_predictions(
             if "ci_withheld" in v
         ],
         "n_bootstrap": n_bootstrap,
-        "bootstrap_unit": "image" if cl is None else "lesion",
+        "bootstrap_unit": "image" if cl is None else cluster_unit,
         "min_positives_ci": min_positives_ci,
         "gap_rules": {
             "tolerance": GAP_TOLERANCE,
