@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -51,10 +52,18 @@ def test_triton_exports_the_listed_metric_families(tmp_path: Path, repo_root: Pa
             headers={"Content-Type": "application/json"},
         )
         assert urllib.request.urlopen(req, timeout=60).status == 200
-        text = urllib.request.urlopen(f"http://127.0.0.1:{p[2]}/metrics", timeout=10).read().decode()
+        # The model's series appear once tritonserver has published the request (asynchronously:
+        # one scrape right after the response had none of them on a loaded machine).
+        counted = f'nv_inference_count{{model="{settings.model_name}",version="1"}} 1'
+        deadline = time.monotonic() + 30
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{p[2]}/metrics", timeout=10).read().decode()
+            if counted in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         stack.stop(state)
     scraped = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
     listed = {ln.split()[0] for ln in NAMES.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
     assert listed <= scraped, f"listed but not exported by tritonserver: {sorted(listed - scraped)}"
-    assert f'nv_inference_count{{model="{settings.model_name}",version="1"}} 1' in text
+    assert counted in text
