@@ -18,9 +18,11 @@ from tests.conftest import skip_or_fail_in_ci
 from .conftest import REPOSITORY
 
 
-def _parity(model_dir: Path, architecture: dict, size: tuple[int, int], batch: int = 4) -> float:
+def _parity(
+    model_dir: Path, architecture: dict, size: tuple[int, int], batch: int = 4, channels: int = 3
+) -> float:
     torch.manual_seed(1)
-    x = torch.randn(batch, 3, *size)
+    x = torch.randn(batch, channels, *size)
     net = load_checkpoint(str(model_dir / "1" / "model.pt"), architecture)
     with torch.no_grad():
         expected = net(x).numpy()
@@ -43,15 +45,23 @@ def test_exported_onnx_matches_torch(tmp_path: Path) -> None:
     assert (repo / manifest.name / "manifest.json").is_file()
 
 
-@pytest.fixture(scope="module")
-def committed():
-    if not (REPOSITORY / "derm-cnn" / "manifest.json").is_file():
-        skip_or_fail_in_ci("no derm-cnn in model_repository")
-    return load_manifest(REPOSITORY, "derm-cnn")
+#: The reference models and what each must declare: input channels, licence, accepted modalities.
+COMMITTED = {
+    "derm-cnn": (3, "CC BY-NC-SA 4.0", ["XC", "OT"]),
+    "cxr-pneumonia": (1, "CC BY 4.0", ["DX", "CR"]),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(COMMITTED))
+def committed(request: pytest.FixtureRequest):
+    name = request.param
+    if not (REPOSITORY / name / "manifest.json").is_file():
+        skip_or_fail_in_ci(f"no {name} in model_repository")
+    return load_manifest(REPOSITORY, name)
 
 
 def test_committed_manifest_digests_match_files(committed) -> None:
-    root = REPOSITORY / "derm-cnn"
+    root = REPOSITORY / committed.name
     on_disk = {"1/model.onnx", "1/model.pt", "1/model.py", "config.pbtxt", "configs/local.pbtxt"}
     assert on_disk <= set(committed.artifacts)
     for relative, digest in committed.artifacts.items():
@@ -60,15 +70,20 @@ def test_committed_manifest_digests_match_files(committed) -> None:
 
 
 def test_committed_model_is_trained_and_consistent(committed) -> None:
+    channels, licence, modalities = COMMITTED[committed.name]
+    root = REPOSITORY / committed.name
     assert not committed.placeholder
     spec = committed.preprocessing
-    config = (REPOSITORY / "derm-cnn" / "config.pbtxt").read_text()
-    assert (
-        f"dims: [ 3, {spec.height}, {spec.width} ]" in config and '"image"' in config and '"logit"' in config
-    )
+    assert len(spec.mean) == len(spec.std) == channels
+    assert spec.accepted_modalities == modalities
+    for config in (root / "config.pbtxt", root / "configs" / "local.pbtxt"):
+        text = config.read_text()
+        assert f"dims: [ {channels}, {spec.height}, {spec.width} ]" in text, config
+        assert '"image"' in text and '"logit"' in text and f'name: "{committed.name}"' in text
     assert 0 < committed.threshold < 1 and committed.temperature > 0
     assert committed.reference_distribution["image_stats"]["n"] > 0
-    assert "CC BY-NC-SA 4.0" in committed.licence
-    assert _parity(REPOSITORY / "derm-cnn", committed.architecture, (spec.height, spec.width)) < 1e-4
+    assert licence in committed.licence
+    size = (spec.height, spec.width)
+    assert _parity(root, committed.architecture, size, channels=channels) < 1e-4
     for relative in ("1/model.onnx", "1/model.pt"):
-        assert (REPOSITORY / "derm-cnn" / relative).stat().st_size < 30 * 2**20
+        assert (root / relative).stat().st_size < 30 * 2**20

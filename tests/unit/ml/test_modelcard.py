@@ -16,6 +16,8 @@ from sightline.ml.prediction import sigmoid
 from sightline.ml.report import render_report
 from sightline.ml.subgroups import evaluate_predictions
 
+from .conftest import REPOSITORY
+
 SECTIONS = [
     "## Model details",
     "## Intended use",
@@ -74,3 +76,20 @@ def test_model_card_from_a_small_evaluation(tmp_path: Path) -> None:
     (repo / "derm-cnn" / "manifest.json").write_text(manifest.model_dump_json())
     (repo / "derm-cnn" / "evaluation" / "evaluation.json").write_text(json.dumps(evaluation))
     assert write_model_card(repo, "derm-cnn").read_text() == card
+
+
+def test_committed_chest_model_card_states_the_datasets_caveats() -> None:
+    """cxr-pneumonia's card: the Mitchell sections, patient-level CIs, and the caveats in plain words
+    (children, one hospital, no subgroup analysis possible, 224 px copies), no invented subgroups."""
+    root = REPOSITORY / "cxr-pneumonia"
+    card = (root / "MODEL_CARD.md").read_text()
+    evaluation = json.loads((root / "evaluation" / "evaluation.json").read_text())
+    for section in SECTIONS:
+        assert section in card, section
+    assert evaluation["bootstrap_unit"] == "patient" and evaluation["group_column"] == "patient_id"
+    assert evaluation["by_attribute"] == {} and evaluation["subgroup_columns"] == []
+    for caveat in ("No subgroup analysis was possible", "Children aged 1-5", "one hospital", "224 px"):
+        assert caveat in card, caveat
+    assert "### By " not in card and "calibration_site" not in card
+    for plot in ("roc.png", "calibration.png"):
+        assert (root / "evaluation" / plot).is_file() and f"evaluation/{plot}" in card
