@@ -103,3 +103,20 @@ def test_the_shell_environment_does_not_reach_the_services(
     settings = service_settings(stack_settings, dev_secrets(stack_settings.data_dir.resolve()))["gateway"]
     assert isinstance(settings, GatewaySettings)
     assert settings.rate_limit_per_minute == 600 and settings.telemetry.sample_ratio == 1.0
+
+
+def test_every_model_of_the_repository_is_served(
+    stack_settings: StackSettings, planned: dict[str, Component]
+) -> None:
+    """Triton loads the whole repository and is ready once every model is (strict readiness);
+    preprocess, explain and the gateway's routing cover each model with a manifest: dermoscopy
+    and chest X-ray."""
+    services = service_settings(stack_settings, dev_secrets(stack_settings.data_dir))
+    both = ["cxr-pneumonia", "derm-cnn"]
+    assert services["preprocess"].models == both  # type: ignore[attr-defined]
+    assert services["explain"].models == both  # type: ignore[attr-defined]
+    assert sorted(services["gateway"].models) == both  # type: ignore[attr-defined]
+    assert planned["triton"].ready_url.endswith("/v2/health/ready")
+    assert "--strict-readiness=true" in planned["triton"].command
+    only = stack_settings.model_copy(update={"models": ["derm-cnn"]})
+    assert service_settings(only, dev_secrets(only.data_dir))["preprocess"].models == ["derm-cnn"]  # type: ignore[attr-defined]

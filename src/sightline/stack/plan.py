@@ -155,6 +155,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             preprocess_http=f"http://{host}:{settings.preprocess_http_port}",
             explain_url=f"http://{host}:{settings.explain_port}",
             model_repository=repo,
+            models=models,
             jwt_secret=keys.jwt_secret,
             drift_observations_file=data / "drift-observations.jsonl",
         ),
