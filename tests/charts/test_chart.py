@@ -133,7 +133,7 @@ def test_inferenceservice_structure() -> None:
         # KServe's predictor Service maps port 80 to the first container port: Triton's gRPC.
         assert env["SIGHTLINE_PREPROCESS_TRITON_GRPC"] == f"{RELEASE}-derm-cnn-predictor:80"
         assert triton["ports"][0]["containerPort"] == 8001
-        assert env["SIGHTLINE_PREPROCESS_MODEL_NAME"] == "derm-cnn"
+        assert json.loads(env["SIGHTLINE_PREPROCESS_MODELS"]) == ["derm-cnn"]
 
 
 def test_servicemonitor_structure() -> None:
@@ -265,6 +265,22 @@ def test_triton_cpu_fallback_and_model_sources() -> None:
         if "persistentVolumeClaim" in v
     ]
     assert claims == ["models"]
+
+
+def test_every_routed_model_is_loaded_by_triton_and_served_by_preprocess_and_explain() -> None:
+    """routing.models (the cpu set: both reference models) reaches Triton, preprocess and explain."""
+    docs = render(str(CHART / "ci" / "cpu-values.yaml"))
+    both = ["derm-cnn", "cxr-pneumonia"]
+    triton = _by(docs, "Deployment", f"{RELEASE}-triton")["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in triton["args"] if a.startswith("--load-model=")] == [f"--load-model={m}" for m in both]
+    for name, variable in (
+        ("gateway", "SIGHTLINE_GATEWAY_MODELS"),
+        ("preprocess", "SIGHTLINE_PREPROCESS_MODELS"),
+        ("explain", "SIGHTLINE_EXPLAIN_MODELS"),
+    ):
+        container = _by(docs, "Deployment", f"{RELEASE}-{name}")["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert json.loads(env[variable]) == both, name
 
 
 def test_network_policies_deny_by_default_and_allow_only_architecture_flows() -> None:

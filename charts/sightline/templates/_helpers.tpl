@@ -79,9 +79,15 @@ app.kubernetes.io/part-of: sightline
 {{- with $image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
+{{/* The models served, as a JSON list: routing.models, else [triton.modelName]. Triton loads
+     each of them; preprocess (one KServe model each) and explain serve the same list. */}}
+{{- define "sightline.servedModels" -}}
+{{- .Values.routing.models | default (list .Values.triton.modelName) | toJson -}}
+{{- end -}}
+
 {{/* The InferenceService's name, release-scoped. KServe passes it to the transformer as
-     --model_name; preprocess ignores its argv and takes the model name from
-     SIGHTLINE_PREPROCESS_MODEL_NAME (triton.modelName) instead. */}}
+     --model_name; preprocess ignores its argv and serves every model of
+     SIGHTLINE_PREPROCESS_MODELS (sightline.servedModels) instead. */}}
 {{- define "sightline.isvcName" -}}
 {{- include "sightline.componentName" (list . .Values.triton.modelName) -}}
 {{- end -}}
@@ -202,7 +208,9 @@ app.kubernetes.io/part-of: sightline
 - --model-repository=/models
 {{- end }}
 - --model-control-mode=explicit
-- --load-model={{ $t.modelName }}
+{{- range (include "sightline.servedModels" . | fromJsonArray) }}
+- --load-model={{ . }}
+{{- end }}
 - --strict-readiness=true
 - --exit-on-error=true
 - --http-port=8000
