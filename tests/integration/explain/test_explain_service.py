@@ -28,6 +28,8 @@ from sightline_common.contracts import ExplainResponse
 from sightline_common.manifest import load_manifest
 
 from tests.unit.explain.explain_fixtures import ROOT, dicom_bytes, ham_images, load_rgb, synthetic_lesion
+from tests.unit.preprocess.xray_files import MODEL as XRAY_MODEL
+from tests.unit.preprocess.xray_files import xray_bytes
 
 pytestmark = pytest.mark.integration
 MODEL = "derm-cnn"
@@ -72,7 +74,6 @@ def service() -> Iterator[Service]:
             "SIGHTLINE_EXPLAIN_HOST": "127.0.0.1",
             "SIGHTLINE_EXPLAIN_PORT": str(port),
             "SIGHTLINE_EXPLAIN_MODEL_REPOSITORY": str(ROOT / "model_repository"),
-            "SIGHTLINE_EXPLAIN_MODEL_NAME": MODEL,
             "SIGHTLINE_EXPLAIN_STORAGE_DIR": str(storage),
             "SIGHTLINE_EXPLAIN_RAY_TEMP_DIR": str(ray_tmp),
             "SIGHTLINE_EXPLAIN_RAY_OBJECT_STORE_MB": "100",
@@ -172,6 +173,26 @@ def test_explain_stored_dicom_writes_heatmap_and_overlay(service: Service) -> No
         assert png.format == "PNG" and png.width > heat.shape[1]
     peak = np.unravel_index(int(np.argmax(heat.astype(np.float32))), heat.shape)
     assert abs(res.peak.row - peak[0] / (heat.shape[0] - 1)) < 0.05
+
+
+def test_one_service_explains_the_chest_model_too(service: Service) -> None:
+    """Every model of the repository is loaded; the request's model_name picks the checkpoint."""
+    chest = load_manifest(ROOT / "model_repository", XRAY_MODEL)
+    _put(service, "studies/cxr/instance.dcm", xray_bytes(0, photometric="MONOCHROME1"))
+    body = {
+        "object_key": "studies/cxr/instance.dcm",
+        "output_prefix": "explanations/cxr",
+        "model_name": XRAY_MODEL,
+        "model_version": chest.version,
+    }
+    r = httpx.post(f"{service.url}/v1/explain", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    res = ExplainResponse.model_validate(r.json())
+    assert res.model_name == XRAY_MODEL and res.model_sha256 == chest.artifacts[f"{chest.version}/model.pt"]
+    heat = np.load(io.BytesIO((service.storage / res.heatmap_key).read_bytes()))
+    assert heat.shape == (chest.preprocessing.height, chest.preprocessing.width)
+    r = httpx.post(f"{service.url}/v1/explain", json={**body, "model_name": "ct-model"}, timeout=30)
+    assert r.status_code == 409 and r.json()["reason"] == "model-mismatch"
 
 
 def test_dicom_bytes_directly(service: Service) -> None:

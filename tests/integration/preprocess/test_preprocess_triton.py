@@ -2,7 +2,8 @@
 service (KServe ModelServer), started by the same ``Stack`` that ``sightline up`` uses.
 
 A v2 gRPC request with DICOM bytes goes through preprocess to Triton; its probability must equal
-the in-process model (ONNX Runtime on model.onnx and torch on model.pt) within 1e-4.
+the in-process model (ONNX Runtime on model.onnx and torch on model.pt) within 1e-4, for each
+model of the repository (dermoscopy photographs and chest radiographs, in one Triton).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
 
 from sightline.stack import Stack, kill_component, restart_component, settings_on_free_ports
 from tests.unit.preprocess.preprocess_files import accepted, real_dataset, to_bytes
+from tests.unit.preprocess.xray_files import MODEL as XRAY_MODEL
+from tests.unit.preprocess.xray_files import xray_bytes
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -58,11 +61,11 @@ def channel(stack: Stack) -> Iterator[grpc.Channel]:
         yield ch
 
 
-def infer_request(items: list[bytes]) -> pb.ModelInferRequest:
+def infer_request(items: list[bytes], model: str = "derm-cnn") -> pb.ModelInferRequest:
     """v2 request: one BYTES tensor "dicom" [N], raw contents as 4-byte-length-prefixed items."""
     raw = b"".join(struct.pack("<I", len(b)) + b for b in items)
     tensor = pb.ModelInferRequest.InferInputTensor(name="dicom", datatype="BYTES", shape=[len(items)])
-    return pb.ModelInferRequest(model_name="derm-cnn", inputs=[tensor], raw_input_contents=[raw])
+    return pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[raw])
 
 
 def outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
@@ -72,8 +75,8 @@ def outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
     }
 
 
-def call(channel: grpc.Channel, items: list[bytes]) -> pb.ModelInferResponse:
-    return GRPCInferenceServiceStub(channel).ModelInfer(infer_request(items), timeout=60)
+def call(channel: grpc.Channel, items: list[bytes], model: str = "derm-cnn") -> pb.ModelInferResponse:
+    return GRPCInferenceServiceStub(channel).ModelInfer(infer_request(items, model), timeout=60)
 
 
 def _inprocess_probabilities(manifest: ModelManifest, items: list[bytes]) -> dict[str, np.ndarray]:
@@ -106,6 +109,43 @@ def test_probability_matches_the_in_process_model(channel: grpc.Channel, manifes
         for runtime, probs in expected.items():
             np.testing.assert_allclose(served, probs, atol=1e-4, err_msg=runtime)
     assert not np.allclose(batched["probability"], batched["probability"][0])  # different images
+
+
+def test_both_models_are_ready_in_one_triton(stack: Stack) -> None:
+    """One tritonserver serves every model of the repository; preprocess serves one KServe model each."""
+    for name in ("derm-cnn", XRAY_MODEL):
+        url = f"http://127.0.0.1:{stack.settings.triton_http_port}/v2/models/{name}/ready"
+        assert urllib.request.urlopen(url, timeout=10).status == 200, name
+        url = f"http://127.0.0.1:{stack.settings.preprocess_http_port}/v2/models/{name}/ready"
+        assert urllib.request.urlopen(url, timeout=10).status == 200, name
+
+
+def test_chest_xray_probability_matches_the_in_process_model(channel: grpc.Channel) -> None:
+    """Parity for cxr-pneumonia: DX radiographs (MONOCHROME1/2, window or VOI LUT) through
+    preprocess and Triton's python backend equal ONNX Runtime and torch in process, within 1e-4."""
+    chest = load_manifest(REPO / "model_repository", XRAY_MODEL)
+    items = [
+        xray_bytes(i, photometric=("MONOCHROME2", "MONOCHROME1")[i % 2], voi=("window", "lut")[i // 2 % 2])
+        for i in range(6)
+    ]
+    expected = _inprocess_probabilities(chest, items)
+    batched = outputs(call(channel, items, XRAY_MODEL))
+    one_by_one = np.concatenate([outputs(call(channel, [x], XRAY_MODEL))["probability"] for x in items])
+    for served in (batched["probability"].reshape(-1), one_by_one.reshape(-1)):
+        for runtime, probs in expected.items():
+            np.testing.assert_allclose(served, probs, atol=1e-4, err_msg=runtime)
+    assert not np.allclose(batched["probability"], batched["probability"][0])
+    response = call(channel, items[:1], XRAY_MODEL)
+    assert response.model_name == XRAY_MODEL and response.model_version == "1"
+
+
+def test_each_model_refuses_the_others_studies(channel: grpc.Channel, manifest: ModelManifest) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, [xray_bytes(0)], "derm-cnn")
+    assert err.value.details().startswith("unprocessable: modality DX is not accepted")
+    with pytest.raises(grpc.RpcError) as err:
+        call(channel, [to_bytes(accepted("SC_rgb.dcm", manifest.preprocessing))], XRAY_MODEL)
+    assert err.value.details().startswith("unprocessable: modality")
 
 
 def test_response_names_the_model_version_and_manifest(
