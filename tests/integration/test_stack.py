@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,7 +76,17 @@ def test_status_command_reports_each_component_and_the_placeholder(running: tupl
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("triton", "preprocess", "deid", "explain", "gateway", "receiver"):
         assert name in out.stdout
-    assert "derm-cnn" in out.stdout
+    assert "derm-cnn" in out.stdout and "cxr-pneumonia" in out.stdout
+
+
+def test_both_reference_models_are_served(running: tuple[Stack, StackState]) -> None:
+    """sightline up serves every model of the repository: one Triton, preprocess, explain."""
+    stack, _ = running
+    s = stack.settings
+    for name in ("derm-cnn", "cxr-pneumonia"):
+        for port in (s.triton_http_port, s.preprocess_http_port):
+            url = f"http://{s.host}:{port}/v2/models/{name}/ready"
+            assert urllib.request.urlopen(url, timeout=10).status == 200, url
 
 
 def test_killing_triton_makes_preprocess_not_ready_and_the_gateway_degraded_then_recover(
