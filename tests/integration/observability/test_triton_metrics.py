@@ -15,6 +15,8 @@ from tests.conftest import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAMES = Path(__file__).resolve().parents[2] / "unit" / "observability" / "triton_metric_names.txt"
+#: The model inferred on (one of the repository's; the stack's Triton loads every model).
+MODEL = "derm-cnn"
 
 
 def test_triton_exports_the_listed_metric_families(tmp_path: Path, repo_root: Path) -> None:
@@ -47,14 +49,14 @@ def test_triton_exports_the_listed_metric_families(tmp_path: Path, repo_root: Pa
             }
         ).encode()
         req = urllib.request.Request(
-            f"http://127.0.0.1:{p[0]}/v2/models/{settings.model_name}/infer",
+            f"http://127.0.0.1:{p[0]}/v2/models/{MODEL}/infer",
             data=body,
             headers={"Content-Type": "application/json"},
         )
         assert urllib.request.urlopen(req, timeout=60).status == 200
         # The model's series appear once tritonserver has published the request (asynchronously:
         # one scrape right after the response had none of them on a loaded machine).
-        counted = f'nv_inference_count{{model="{settings.model_name}",version="1"}} 1'
+        counted = f'nv_inference_count{{model="{MODEL}",version="1"}} 1'
         deadline = time.monotonic() + 30
         while True:
             text = urllib.request.urlopen(f"http://127.0.0.1:{p[2]}/metrics", timeout=10).read().decode()
