@@ -93,30 +93,32 @@ def _dev_token(settings: StackSettings, ttl_s: int = 8 * 3600) -> str:
 
 
 def _demo(settings: StackSettings, token: str) -> None:
-    """Submit a committed HAM10000 sample through the gateway and print what a hospital gets back."""
-    from sightline.demo import run_demo
+    """Submit one committed sample per reference model through the gateway and print what a
+    hospital gets back: a dermoscopy photograph (HAM10000) and a chest X-ray (DX DICOM)."""
+    from sightline.demo import demo_samples, run_demo
 
-    sample = sorted(SAMPLES.glob("*.jpg"))[0]
     out_dir = settings.data_dir / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"submitting sample {sample.name} (HAM10000, CC BY-NC-SA 4.0) ...")
-    demo = run_demo(f"http://{settings.host}:{settings.gateway_port}", token, sample, out_dir=out_dir)
-    result = demo["result"]
-    table = Table(title="Sample result (assistive, preliminary until a clinician reviews it)")
-    table.add_column("field")
-    table.add_column("value")
-    for key in ("status", "model", "probability", "threshold", "decision", "preliminary", "trace_id"):
-        if key in result:
-            table.add_row(
-                key, json.dumps(result[key]) if isinstance(result[key], dict | list) else str(result[key])
-            )
-    console.print(table)
-    for key in ("statement", "warning"):
-        if result.get(key):
-            console.print(f"[italic]{result[key]}[/]")
-    console.print(f"study: {demo['study_url']}")
-    if demo.get("overlay_png"):
-        console.print(f"Grad-CAM overlay: {demo['overlay_png']}")
+    for sample in demo_samples():
+        source = "chest X-ray, CC BY 4.0" if sample.suffix == ".dcm" else "HAM10000, CC BY-NC-SA 4.0"
+        console.print(f"submitting sample {sample.name} ({source}) ...")
+        demo = run_demo(f"http://{settings.host}:{settings.gateway_port}", token, sample, out_dir=out_dir)
+        result = demo["result"]
+        table = Table(title="Sample result (assistive, preliminary until a clinician reviews it)")
+        table.add_column("field")
+        table.add_column("value")
+        for key in ("status", "model", "probability", "threshold", "decision", "preliminary", "trace_id"):
+            if key in result:
+                table.add_row(
+                    key, json.dumps(result[key]) if isinstance(result[key], dict | list) else str(result[key])
+                )
+        console.print(table)
+        for key in ("statement", "warning"):
+            if result.get(key):
+                console.print(f"[italic]{result[key]}[/]")
+        console.print(f"study: {demo['study_url']}")
+        if demo.get("overlay_png"):
+            console.print(f"Grad-CAM overlay: {demo['overlay_png']}")
 
 
 @app.command()

@@ -16,10 +16,16 @@ def default_sample() -> Path:
     return sorted(SAMPLES.glob("*.jpg"))[0]
 
 
+def demo_samples() -> list[Path]:
+    """One sample per reference model: a dermoscopy photograph and a chest X-ray (DX DICOM)."""
+    return [default_sample(), *sorted(SAMPLES.glob("cxr_*.dcm"))[-1:]]
+
+
 def run_demo(
     gateway_url: str, token: str, sample: Path, *, out_dir: Path | None = None, timeout_s: float = 120.0
 ) -> dict[str, Any]:
-    """Submit ``sample`` (JPEG/PNG with its ``.json`` sidecar) synchronously; return the result.
+    """Submit ``sample`` (JPEG/PNG with its ``.json`` sidecar, or a DICOM ``.dcm`` file such as the
+    chest X-ray samples) synchronously; return the result.
 
     The returned dict holds ``result`` (the gateway's JSON result), ``study_url``, ``overlay_url``
     (a time-limited link to the Grad-CAM overlay PNG, or None when no explanation was made) and,
@@ -30,11 +36,22 @@ def run_demo(
     content_type = "image/png" if sample.suffix.lower() == ".png" else "image/jpeg"
     base = gateway_url.rstrip("/")
     with httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"}) as client:
-        response = client.post(
-            f"{base}/v1/studies",
-            params={"mode": "sync"},
-            files={"image": (sample.name, sample.read_bytes(), content_type), "metadata": (None, metadata)},
-        )
+        if sample.suffix.lower() == ".dcm":
+            response = client.post(
+                f"{base}/v1/studies",
+                params={"mode": "sync"},
+                content=sample.read_bytes(),
+                headers={"Content-Type": "application/dicom"},
+            )
+        else:
+            response = client.post(
+                f"{base}/v1/studies",
+                params={"mode": "sync"},
+                files={
+                    "image": (sample.name, sample.read_bytes(), content_type),
+                    "metadata": (None, metadata),
+                },
+            )
         if response.status_code not in (200, 202):
             raise RuntimeError(f"gateway refused the sample ({response.status_code}): {response.text[:300]}")
         location = response.headers.get("Location", "")

@@ -122,6 +122,28 @@ def test_down_leaves_no_process_and_no_shared_memory(tmp_path: Path) -> None:
     assert not stack.settings.state_file.exists()
 
 
+def test_demo_samples_reach_each_reference_model(running: tuple[Stack, StackState], tmp_path: Path) -> None:
+    """`sightline up --demo`'s samples: the photograph goes to derm-cnn, the DX chest X-ray (sent as
+    DICOM) to cxr-pneumonia, each with a Grad-CAM overlay from its own checkpoint."""
+    from sightline.cli import _dev_token
+    from sightline.demo import demo_samples, run_demo
+
+    stack, _ = running
+    settings = stack.settings
+    photo, xray = demo_samples()
+    assert xray.suffix == ".dcm"
+    for sample, model in ((photo, "derm-cnn"), (xray, "cxr-pneumonia")):
+        demo = run_demo(
+            f"http://{settings.host}:{settings.gateway_port}", _dev_token(settings), sample, out_dir=tmp_path
+        )
+        result = demo["result"]
+        assert result["status"] == "preliminary"
+        assert f'"{model}"' in json.dumps(result) and ("cxr-pneumonia" in json.dumps(result)) == (
+            model == "cxr-pneumonia"
+        )
+        assert Path(demo["overlay_png"]).read_bytes().startswith(b"\x89PNG")
+
+
 def test_sample_diagnosis_then_drift_report(running: tuple[Stack, StackState], tmp_path: Path) -> None:
     """What `make up` does after start-up, then what an SRE runs: the drift report of what was seen."""
     from sightline.cli import SAMPLES, _dev_token
