@@ -136,6 +136,9 @@ def predict_logits(
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
+
+
 def fit_temperature(logits: NDArray[np.float64], labels: NDArray[np.int64]) -> float:
     """The temperature minimising validation NLL of sigmoid(logit / T) (Guo et al. 2017)."""
     z = torch.tensor(logits, dtype=torch.float64)
@@ -150,7 +153,8 @@ def fit_temperature(logits: NDArray[np.float64], labels: NDArray[np.int64]) -> f
         return loss
 
     opt.step(closure)  # type: ignore[no-untyped-call]
-    return float(log_t.exp().item())
+    # Perfectly separated validation logits drive T to 0 (ever sharper is ever better): bound it.
+    return min(max(float(log_t.exp().item()), MIN_TEMPERATURE), MAX_TEMPERATURE)
 
 
 def resolve_pos_weight(setting: float | str, labels: NDArray[np.int64]) -> float:
