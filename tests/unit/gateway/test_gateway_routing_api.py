@@ -148,3 +148,24 @@ def test_stow_with_nothing_any_model_accepts_is_409_and_keeps_nothing(routed: Ro
     assert r.status_code == 409, r.text
     assert [f[REASON]["Value"] for f in r.json()[FAILED]["Value"]] == [[0x0122], [0x0122]]
     routed.assert_nothing_kept()
+
+
+def test_the_model_list_says_which_models_a_tenants_studies_can_reach(tmp_path: Path) -> None:
+    with harness(
+        tmp_path, model_repository=repository(tmp_path), models=[DERM], models_enabled={"clinic": []}
+    ) as h:
+        listed = {m["name"]: m for m in h.client.get("/v1/models", headers=token()).json()}
+        assert (listed[DERM]["served"], listed[DERM]["enabled"]) == (True, True)
+        assert (listed[CHEST]["served"], listed[CHEST]["enabled"]) == (False, False)  # in the repository only
+        mine = h.client.get("/v1/models", headers=token(tenant="clinic")).json()
+        assert [m["enabled"] for m in mine] == [False, False]
+
+
+def test_a_study_stored_before_routing_runs_on_the_first_served_model(routed: Routed) -> None:
+    from sightline_gateway.core.workflow import study_model
+    from sightline_gateway.db.models import Study
+
+    assert study_model(Study(models=None)) is None and study_model(Study(models=[CHEST])) == CHEST
+    workflow = routed.h.client.app.state.gateway.pipeline.workflow  # type: ignore[attr-defined]
+    assert workflow.manifest(Study(models=None)).name == DERM
+    assert workflow.manifest(Study(models=[CHEST])).name == CHEST

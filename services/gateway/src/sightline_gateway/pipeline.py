@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from sightline_common.drift import DriftMonitor
-from sightline_common.manifest import ModelManifest
 from sightline_common.storage import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -115,10 +114,6 @@ class Pipeline:
     @explain.setter
     def explain(self, explain: Explain) -> None:
         self.workflow.explain = explain
-
-    def manifest(self) -> ModelManifest:
-        """The first served model's manifest (studies stored before routing ran on it)."""
-        return self.workflow.manifest()
 
     # ---- intake -------------------------------------------------------------------------
 

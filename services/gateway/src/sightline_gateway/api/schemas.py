@@ -100,6 +100,10 @@ class ModelSummary(_Body):
     labels: list[str]
     threshold: float
     intended_use: str
+    served: bool = Field(default=False, description="the gateway routes studies to it")
+    enabled: bool = Field(
+        default=False, description="served and enabled for the caller's tenant: its studies may reach it"
+    )
 
 
 class ModelDetail(_Body):

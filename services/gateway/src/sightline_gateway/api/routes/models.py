@@ -16,8 +16,10 @@ router = APIRouter()
 
 @router.get("/models", response_model=list[ModelSummary], tags=["models"], responses=ERRORS)
 async def list_models(gw: GW, who: Caller) -> list[ModelSummary]:
-    """The models in the repository (name, version, whether a placeholder)."""
+    """The models in the repository (name, version, whether a placeholder, whether your studies reach it)."""
     repo = gw.settings.model_repository
+    router = gw.pipeline.router
+    enabled = set(router.enabled_for(who.tenant))
     out = []
     for path in sorted(repo.glob("*/manifest.json")) if repo.is_dir() else []:
         m = gw.manifest(path.parent.name)
@@ -30,6 +32,8 @@ async def list_models(gw: GW, who: Caller) -> list[ModelSummary]:
                     labels=m.labels,
                     threshold=m.threshold,
                     intended_use=m.intended_use,
+                    served=m.name in router.served,
+                    enabled=m.name in enabled,
                 )
             )
     await gw.record(who, "model.list", "model", None)
