@@ -192,8 +192,12 @@ def test_an_unsupported_transfer_syntax_is_not_negotiated(receiver, tmp_path: Pa
     assert intake.accepted == []
 
 
-def cutting_proxy(target_port: int, cut_after: int) -> tuple[int, threading.Thread]:
-    """A one-connection TCP proxy that forwards ``cut_after`` bytes towards the SCP, then drops both ends."""
+def cutting_proxy(
+    target_port: int, cut_after: int, *, silent: threading.Event | None = None
+) -> tuple[int, threading.Thread]:
+    """A one-connection TCP proxy that forwards ``cut_after`` bytes towards the SCP, then either drops
+    both ends (a reset) or, with ``silent``, stops forwarding but holds both connections open until
+    ``silent`` is set (a peer gone quiet mid-PDU: a pulled cable sends neither FIN nor RST)."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -215,9 +219,17 @@ def cutting_proxy(target_port: int, cut_after: int) -> tuple[int, threading.Thre
             while sent < cut_after and (data := client.recv(min(65536, cut_after - sent))):
                 upstream.sendall(data)
                 sent += len(data)
+            if silent is not None:
+                silent.wait(120)
         finally:
             for s in (client, upstream):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                # shutdown() first: close() alone is deferred while ``back`` is blocked in recv() on
+                # the same socket, so nothing reached the SCP and the "cut" was a silent peer.
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 s.close()
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -225,15 +237,21 @@ def cutting_proxy(target_port: int, cut_after: int) -> tuple[int, threading.Thre
     return port, thread
 
 
-def test_an_association_cut_mid_transfer_stores_nothing_and_the_scp_carries_on(  # type: ignore[no-untyped-def]
-    receiver, tmp_path: Path
-) -> None:
-    settings, intake = receiver
+def large_instance(tmp_path: Path) -> Path:
+    """One 3 MiB instance: several PDUs, so a proxy can stop it mid-transfer."""
     (path,) = write_study(tmp_path, 1)
     ds = dataset(path.read_bytes())
     ds.Rows, ds.Columns = 1024, 1024
     ds.PixelData = bytes(1024 * 1024 * 3)
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_an_association_cut_mid_transfer_stores_nothing_and_the_scp_carries_on(  # type: ignore[no-untyped-def]
+    receiver, tmp_path: Path
+) -> None:
+    settings, intake = receiver
+    path = large_instance(tmp_path)
     proxy_port, thread = cutting_proxy(settings.dicom_port, cut_after=1_000_000)
     out = run(
         [
@@ -263,3 +281,48 @@ def test_an_association_cut_mid_transfer_stores_nothing_and_the_scp_carries_on( 
         ]
     )
     assert echo.returncode == 0, echo.stdout + echo.stderr
+
+
+def test_a_peer_silent_mid_transfer_is_dropped_after_the_network_timeout(  # type: ignore[no-untyped-def]
+    live_gateway: LiveGateway, tmp_path: Path
+) -> None:
+    """Without a timeout on the accepted socket, pynetdicom's blocking read of the rest of a PDU
+    held the association (its thread and slot) for ever, and the receiver could not shut down."""
+    token = bearer(TENANT, roles=("submitter",), subject="dicom-receiver")["Authorization"].split()[1]
+    settings = receiver_settings(tmp_path, live_gateway.url, credential=token, network_timeout_s=2.0)
+    intake = RecordingIntake(live_gateway.url, timeout_s=10, retry_budget_s=5)
+    path = large_instance(tmp_path)
+    release = threading.Event()
+    with running_receiver(settings, intake) as client:
+        scp = client.app.state.scp
+        proxy_port, thread = cutting_proxy(settings.dicom_port, cut_after=1_000_000, silent=release)
+        sender = subprocess.Popen(
+            [
+                dicom_tool("storescu"),
+                "-aet",
+                MODALITY_AE,
+                "-aec",
+                settings.ae_title,
+                "127.0.0.1",
+                str(proxy_port),
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while scp.active_associations == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert scp.active_associations == 1, "the association never opened"
+            opened = time.monotonic()
+            while scp.active_associations and time.monotonic() < opened + settings.network_timeout_s + 8:
+                time.sleep(0.1)
+            assert scp.active_associations == 0, "a silent peer still holds its association"
+        finally:
+            release.set()
+            sender.kill()
+            sender.wait(10)
+            thread.join(timeout=10)
+        time.sleep(settings.study_idle_timeout_s + 0.5)
+        assert intake.accepted == []

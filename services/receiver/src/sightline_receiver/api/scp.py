@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from typing import Any
 
@@ -63,6 +64,7 @@ class StoreSCP:
 
     def start(self) -> None:
         handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self.on_connection),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_ACCEPTED, self.on_accepted),
@@ -80,6 +82,11 @@ class StoreSCP:
     def listening(self) -> bool:
         server = self._server
         return server is not None and server.socket is not None and server.socket.fileno() >= 0
+
+    @property
+    def active_associations(self) -> int:
+        """Associations open now (each holds a thread and one of ``max_associations`` slots)."""
+        return len(self._server.active_associations) if self._server is not None else 0
 
     def stop(self) -> None:
         if self._server is not None:
@@ -117,6 +124,20 @@ class StoreSCP:
         else:
             reason = "association limit reached or negotiation refused"
         log.warning("association rejected from AE %s: %s", ref(title), reason)
+
+    def on_connection(self, event: evt.Event) -> None:
+        """Give the accepted socket the network timeout and TCP keepalive.
+
+        pynetdicom reads the rest of a PDU with a blocking ``recv`` and an accepted socket has no
+        timeout: a peer that went silent mid-PDU (a cable pulled, a crashed modality, a firewall
+        dropping the flow) held the association's thread and slot for ever, and the receiver could
+        not shut down. With the timeout the read fails, the association is aborted and freed.
+        """
+        transport = event.assoc.dul.socket
+        sock = transport.socket if transport is not None else None
+        if sock is not None:
+            sock.settimeout(self.settings.network_timeout_s)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def on_aborted(self, event: evt.Event) -> None:
         metrics.ASSOCIATIONS.labels("aborted").inc()
