@@ -156,8 +156,8 @@ def test_fhir_bundle_and_sr(h) -> None:
 
 
 def test_models_and_model_card(h) -> None:
-    models = h.client.get("/v1/models", headers=token()).json()
-    assert models[0]["name"] == "derm-cnn"
+    models = {m["name"]: m for m in h.client.get("/v1/models", headers=token()).json()}
+    assert models["derm-cnn"]["served"] and models["derm-cnn"]["enabled"]  # served by default
     detail = h.client.get("/v1/models/derm-cnn", headers=token()).json()
     assert detail["manifest"]["name"] == "derm-cnn"
     assert h.client.get("/v1/models/nope", headers=token()).status_code == 404

@@ -73,7 +73,15 @@ def test_a_dermoscopy_photograph_is_run_by_the_dermoscopy_model_only(routed: Rou
     assert r.json()["model"]["name"] == DERM and routed.h.preprocess.models == [DERM]
 
 
+def refused_count(r: Routed) -> float:
+    for line in r.h.client.get("/metrics").text.splitlines():
+        if line.startswith('sightline_routing_decisions_total{model="none"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_a_ct_is_refused_with_422_before_anything_is_kept(routed: Routed) -> None:
+    before = refused_count(routed)
     r = submit(routed, ct_slice())
     assert r.status_code == 422, r.text
     problem = r.json()
@@ -83,6 +91,7 @@ def test_a_ct_is_refused_with_422_before_anything_is_kept(routed: Routed) -> Non
     assert PHI not in r.text and "CT" not in problem["detail"]
     routed.assert_nothing_kept()
     assert routed.h.preprocess.calls == 0
+    assert refused_count(routed) == before + 1
 
 
 def test_a_tenant_with_the_chest_model_disabled_gets_422_for_a_radiograph(tmp_path: Path) -> None:

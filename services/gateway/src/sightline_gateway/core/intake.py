@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sightline_gateway.clients.retry import call_with_retry
 from sightline_gateway.clients.services import Deid
 from sightline_gateway.core.objects import delete_objects, instance_key
-from sightline_gateway.core.routing import SERVED_PER_STUDY, Router, read_header
+from sightline_gateway.core.routing import REFUSED, ROUTED, SERVED_PER_STUDY, Router, read_header
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.jobs import JobQueue
@@ -118,8 +118,11 @@ class Intake:
             headers = await asyncio.to_thread(lambda: [read_header(i) for i in instances])
             route = self.router.route(tenant, headers)
             if not route.accepted:
+                ROUTED.labels(REFUSED).inc()
                 raise route.error()
             models = route.models[:SERVED_PER_STUDY]
+            for name in models:
+                ROUTED.labels(name).inc()
         if not models:
             raise ValueError("a study needs at least one model")
         study_id = str(uuid.uuid4())

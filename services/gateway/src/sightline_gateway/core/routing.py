@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Counter
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sightline_common.errors import InvalidInput, NoModelAccepts, NotFound
@@ -29,6 +30,15 @@ BODY_PART = "body-part"
 PHOTOMETRIC = "photometric-interpretation"
 MIN_SIZE = "minimum-size"
 NOT_ENABLED = "not-enabled-for-tenant"
+
+#: Studies (REST) and instances (STOW-RS) by the model routing sent them to, ``none`` when no
+#: enabled model accepted them: what hospitals send that no model takes.
+ROUTED = Counter(
+    "sightline_routing_decisions",
+    "Studies (REST) and STOW-RS instances routed, by model; model none: refused before storage",
+    ["model"],
+)
+REFUSED = "none"
 
 #: How many of the accepting models a study is run on: the first (in served order). One result
 #: per study today; running every accepting model needs one result per model.

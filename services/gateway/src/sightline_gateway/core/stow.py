@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sightline_common.errors import InvalidInput
 
-from sightline_gateway.core.routing import SERVED_PER_STUDY, Header, Route, read_header
+from sightline_gateway.core.routing import REFUSED, ROUTED, SERVED_PER_STUDY, Header, Route, read_header
 
 #: FailureReason (0008,1197) values (PS3.18 Table 10.5.3-2 / PS3.4 Annex B).
 PROCESSING_FAILURE = 0x0110
@@ -79,7 +79,13 @@ def assign(
         for p, a in zip(parts, accepted_by, strict=True)
     ]
     headers = [p.header for p in marked if p.failure is None and p.header is not None]
-    return marked, route(headers).models[:SERVED_PER_STUDY] if headers else ()
+    models = route(headers).models[:SERVED_PER_STUDY] if headers else ()
+    refused = sum(p.failure is not None and o.failure is None for p, o in zip(marked, parts, strict=True))
+    if refused:
+        ROUTED.labels(REFUSED).inc(refused)
+    for name in models:
+        ROUTED.labels(name).inc(len(headers))
+    return marked, models
 
 
 def _ui(value: str) -> dict[str, Any]:
