@@ -174,3 +174,19 @@ def test_settings_refuse_enabling_a_model_that_is_not_served(tmp_path: Path) -> 
     with pytest.raises(ValidationError, match="twice"):
         settings(tmp_path, models=[DERM, DERM])
     assert settings(tmp_path).models == [DERM] and settings(tmp_path).models_enabled == {}
+
+
+def test_the_repositorys_manifests_route_the_committed_samples(tmp_path: Path) -> None:
+    """The shipped manifests and samples agree: the chest X-rays reach cxr-pneumonia, photos derm-cnn."""
+    from tests.conftest import skip_or_fail_in_ci
+    from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, REPO
+
+    if not (MODEL_REPOSITORY / CHEST / "manifest.json").is_file():
+        skip_or_fail_in_ci(f"{CHEST} is not in the model repository")
+    router = Router(ManifestCache(MODEL_REPOSITORY), ALL)
+    xrays = sorted((REPO / "samples").glob("cxr_*.dcm"))
+    assert xrays
+    for path in xrays:
+        assert router.route("t", [read_header(path.read_bytes())]).models == (CHEST,), path.name
+    assert router.route("t", [read_header(phi_dicom())]).models == (DERM,)
+    assert not router.route("t", [read_header(ct_slice())]).accepted
