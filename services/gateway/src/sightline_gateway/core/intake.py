@@ -115,8 +115,10 @@ class Intake:
         if existing is not None:
             return Accepted(same_request(existing, fingerprint), False)
         if models is None:
-            headers = await asyncio.to_thread(lambda: [read_header(i) for i in instances])
-            route = self.router.route(tenant, headers)
+            with tracer.start_as_current_span("gateway.route") as span:
+                headers = await asyncio.to_thread(lambda: [read_header(i) for i in instances])
+                route = await asyncio.to_thread(self.router.route, tenant, headers)
+                span.set_attribute("sightline.models", list(route.models))
             if not route.accepted:
                 ROUTED.labels(REFUSED).inc()
                 raise route.error()
