@@ -38,6 +38,10 @@ def probed_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _secret_refs(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
     refs = set()
     for _, spec in pod_specs(docs):
+        for volume in spec.get("volumes", []):  # a Secret key mounted as a file (the receiver's spool key)
+            secret = volume.get("secret")
+            if secret and not secret.get("optional"):
+                refs.update((secret["secretName"], item["key"]) for item in secret.get("items", []))
         for container in spec.get("containers", []) + spec.get("initContainers", []):
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")

@@ -161,6 +161,10 @@ app.kubernetes.io/part-of: sightline
 {{- if $c.dicomPort }}
 - {name: {{ $prefix }}DICOM_PORT, value: {{ $c.dicomPort | quote }}}
 {{- end }}
+{{- with $c.spool }}
+- {name: {{ $prefix }}SPOOL_DIR, value: {{ .mountPath | quote }}}
+- {name: {{ $prefix }}SPOOL_KEY_FILE, value: "/etc/sightline/spool-key/spool.key"}
+{{- end }}
 - {name: {{ $prefix }}ENVIRONMENT, value: {{ $ctx.Values.global.environment | quote }}}
 - {name: {{ $prefix }}LOG_LEVEL, value: {{ $ctx.Values.global.logLevel | quote }}}
 - {name: {{ $prefix }}LOG_JSON, value: "true"}

@@ -70,6 +70,12 @@
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- $receiver := default dict $v.components.receiver -}}
+{{- if and $receiver.enabled (dig "spool" "persistence" "enabled" false $receiver) -}}
+{{- if or (ne (int (default $v.defaults.replicas $receiver.replicas)) 1) (dig "autoscaling" "enabled" false $receiver) -}}
+{{- fail "components.receiver.spool.persistence.enabled: one receiver per spool claim; set components.receiver.replicas=1 and leave its autoscaling off (or keep persistence off: each pod then spools to its own emptyDir)" -}}
+{{- end -}}
+{{- end -}}
 {{- if $v.ingress.enabled -}}
 {{- range $h := $v.ingress.hosts }}{{- range $p := $h.paths }}
 {{- $path := trimSuffix "/" $p.path -}}
@@ -123,6 +129,9 @@
 {{- if has "database" $c.uses }}{{- $usesDb = true }}{{- end }}
 {{- range $env, $ref := $c.secretEnv }}
 {{ tpl $ref.secretName $ }} {{ $ref.key }} components.{{ $name }}.secretEnv.{{ $env }}
+{{- end }}
+{{- with $c.spool }}
+{{ tpl .keySecret.secretName $ }} {{ .keySecret.key }} components.{{ $name }}.spool.keySecret
 {{- end }}
 {{- end }}{{- end }}
 {{- if $usesDb }}
