@@ -99,10 +99,21 @@ async def load_cases(
 ) -> list[Case]:
     """Every result created in ``[since, until)`` with its current outcome and latest verdict."""
     async with sessions() as session:
-        query = select(Result).where(Result.created_at >= since, Result.created_at < until)
+        # The columns a case needs, not whole results: loading the entities (their instances and
+        # explanation JSON, the identity map) cost ~5.7 KB per result at the refresh's peak, so the
+        # gateway's RSS grew with the window's result count (+24% over a 30-minute soak).
+        query = select(
+            Result.study_id,
+            Result.model_name,
+            Result.model_version,
+            Result.tenant_id,
+            Result.created_at,
+            Result.probability,
+            Result.refer,
+        ).where(Result.created_at >= since, Result.created_at < until)
         if model is not None:
             query = query.where(Result.model_name == model)
-        results = list((await session.scalars(query.order_by(Result.created_at))).all())
+        results = list((await session.execute(query.order_by(Result.created_at))).all())
         outcomes: dict[str, Outcome] = {}
         verdicts: dict[str, str] = {}
         ids = [r.study_id for r in results]
