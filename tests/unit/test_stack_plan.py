@@ -120,3 +120,21 @@ def test_every_model_of_the_repository_is_served(
     assert "--strict-readiness=true" in planned["triton"].command
     only = stack_settings.model_copy(update={"models": ["derm-cnn"]})
     assert service_settings(only, dev_secrets(only.data_dir))["preprocess"].models == ["derm-cnn"]  # type: ignore[attr-defined]
+
+
+def test_the_receiver_takes_the_sop_classes_the_served_models_declare(stack_settings: StackSettings) -> None:
+    """A chest X-ray (DX/CR) C-STORE reaches the gateway's routing instead of being refused at
+    association because the receiver kept dermoscopy's SOP classes."""
+    from pydicom.uid import (
+        ComputedRadiographyImageStorage,
+        DigitalXRayImageStorageForPresentation,
+        VLPhotographicImageStorage,
+    )
+
+    receiver = service_settings(stack_settings, dev_secrets(stack_settings.data_dir))["receiver"]
+    classes = set(receiver.sop_classes)  # type: ignore[attr-defined]
+    assert {DigitalXRayImageStorageForPresentation, ComputedRadiographyImageStorage} <= classes
+    assert VLPhotographicImageStorage in classes
+    only = stack_settings.model_copy(update={"models": ["derm-cnn"]})
+    derm = service_settings(only, dev_secrets(only.data_dir))["receiver"]
+    assert DigitalXRayImageStorageForPresentation not in derm.sop_classes  # type: ignore[attr-defined]

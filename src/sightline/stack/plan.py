@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
+from sightline_common.manifest import load_manifest
 from sightline_common.model_repository import served_models
 from sightline_common.settings import ServiceSettings, TelemetrySettings
 from sightline_deid.settings import DeidSettings
@@ -176,6 +177,10 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             ],
             spool_dir=data / "receiver-spool",
             spool_key_file=receiver_spool_key(data),
+            # What the served models declare: a modality sends nothing no model could take.
+            sop_classes=sorted(
+                {c for m in models for c in load_manifest(repo, m).preprocessing.accepted_sop_classes}
+            ),
         ),
     }
 
