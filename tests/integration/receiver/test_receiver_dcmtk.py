@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import CTImageStorage, JPEG2000Lossless
 from sightline_receiver.clients.gateway import Accepted, GatewayIntake
+from sightline_receiver.settings import ReceiverSettings
 
 from tests.integration.receiver.conftest import LiveGateway, dicom_tool
 from tests.unit.gateway.gateway_fixtures import PHI
@@ -64,6 +65,22 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
 
+def dcmtk(
+    tool: str, settings: ReceiverSettings, *files: Path, port: int | None = None, aet: str = MODALITY_AE
+) -> list[str]:
+    """``echoscu``/``storescu`` from ``aet`` to the receiver's SCP (or a proxy's ``port``) with ``files``."""
+    return [
+        dicom_tool(tool),
+        "-aet",
+        aet,
+        "-aec",
+        settings.ae_title,
+        "127.0.0.1",
+        str(port or settings.dicom_port),
+        *map(str, files),
+    ]
+
+
 @pytest.fixture
 def receiver(tmp_path: Path, live_gateway: LiveGateway):  # type: ignore[no-untyped-def]
     token = bearer(TENANT, roles=("submitter",), subject="dicom-receiver")["Authorization"].split()[1]
@@ -75,17 +92,7 @@ def receiver(tmp_path: Path, live_gateway: LiveGateway):  # type: ignore[no-unty
 
 def test_echoscu_from_an_allowed_ae_title_is_answered(receiver) -> None:  # type: ignore[no-untyped-def]
     settings, _ = receiver
-    out = run(
-        [
-            dicom_tool("echoscu"),
-            "-aet",
-            MODALITY_AE,
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(settings.dicom_port),
-        ]
-    )
+    out = run(dcmtk("echoscu", settings))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -98,18 +105,7 @@ def test_storescu_study_is_deidentified_and_diagnosed(
     settings, intake = receiver
     files = write_study(tmp_path, 2)
     caplog.set_level(logging.DEBUG)
-    out = run(
-        [
-            dicom_tool("storescu"),
-            "-aet",
-            MODALITY_AE,
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(settings.dicom_port),
-            *map(str, files),
-        ]
-    )
+    out = run(dcmtk("storescu", settings, *files))
     assert out.returncode == 0, out.stdout + out.stderr
     deadline = time.monotonic() + 20
     while not intake.accepted and time.monotonic() < deadline:
@@ -132,17 +128,7 @@ def test_storescu_study_is_deidentified_and_diagnosed(
 
 def test_an_unknown_ae_title_is_rejected(receiver) -> None:  # type: ignore[no-untyped-def]
     settings, _ = receiver
-    out = run(
-        [
-            dicom_tool("echoscu"),
-            "-aet",
-            "INTRUDER",
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(settings.dicom_port),
-        ]
-    )
+    out = run(dcmtk("echoscu", settings, aet="INTRUDER"))
     assert out.returncode != 0
     assert "Calling AE Title Not Recognized" in out.stdout + out.stderr
 
@@ -150,18 +136,7 @@ def test_an_unknown_ae_title_is_rejected(receiver) -> None:  # type: ignore[no-u
 def test_an_unsupported_sop_class_is_not_stored(receiver, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings, intake = receiver
     files = write_study(tmp_path, 1, SOPClassUID=CTImageStorage, Modality="CT")
-    out = run(
-        [
-            dicom_tool("storescu"),
-            "-aet",
-            MODALITY_AE,
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(settings.dicom_port),
-            *map(str, files),
-        ]
-    )
+    out = run(dcmtk("storescu", settings, *files))
     assert "no presentation context" in (out.stdout + out.stderr).lower()
     time.sleep(settings.study_idle_timeout_s + 0.5)
     assert intake.accepted == []
@@ -174,18 +149,7 @@ def test_an_unsupported_transfer_syntax_is_not_negotiated(receiver, tmp_path: Pa
     ds.compress(JPEG2000Lossless)  # the receiver does not accept JPEG 2000; DCMTK cannot decode it
     ds.save_as(path, enforce_file_format=True)
     # storescu also proposes uncompressed syntaxes, but cannot convert JPEG 2000 to them.
-    out = run(
-        [
-            dicom_tool("storescu"),
-            "-aet",
-            MODALITY_AE,
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(settings.dicom_port),
-            str(path),
-        ]
-    )
+    out = run(dcmtk("storescu", settings, path))
     assert out.returncode != 0
     assert "jpeg 2000" in (out.stdout + out.stderr).lower(), out.stdout + out.stderr
     time.sleep(settings.study_idle_timeout_s + 0.5)
@@ -253,33 +217,12 @@ def test_an_association_cut_mid_transfer_stores_nothing_and_the_scp_carries_on( 
     settings, intake = receiver
     path = large_instance(tmp_path)
     proxy_port, thread = cutting_proxy(settings.dicom_port, cut_after=1_000_000)
-    out = run(
-        [
-            dicom_tool("storescu"),
-            "-aet",
-            MODALITY_AE,
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(proxy_port),
-            str(path),
-        ]
-    )
+    out = run(dcmtk("storescu", settings, path, port=proxy_port))
     thread.join(timeout=10)
     assert out.returncode != 0 or "error" in (out.stdout + out.stderr).lower()
     time.sleep(settings.study_idle_timeout_s + 0.5)
     assert intake.accepted == []
-    echo = run(
-        [
-            dicom_tool("echoscu"),
-            "-aet",
-            MODALITY_AE,
-            "-aec",
-            settings.ae_title,
-            "127.0.0.1",
-            str(settings.dicom_port),
-        ]
-    )
+    echo = run(dcmtk("echoscu", settings))
     assert echo.returncode == 0, echo.stdout + echo.stderr
 
 
@@ -297,16 +240,7 @@ def test_a_peer_silent_mid_transfer_is_dropped_after_the_network_timeout(  # typ
         scp = client.app.state.scp
         proxy_port, thread = cutting_proxy(settings.dicom_port, cut_after=1_000_000, silent=release)
         sender = subprocess.Popen(
-            [
-                dicom_tool("storescu"),
-                "-aet",
-                MODALITY_AE,
-                "-aec",
-                settings.ae_title,
-                "127.0.0.1",
-                str(proxy_port),
-                str(path),
-            ],
+            dcmtk("storescu", settings, path, port=proxy_port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
