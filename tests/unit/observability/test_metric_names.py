@@ -39,7 +39,6 @@ PENDING = {
     "sightline_jobs_pending": "gateway: Gauge('sightline_jobs_pending', ..., ['service']): queued async jobs",
     "sightline_jobs_oldest_pending_age_seconds": (
         "gateway: Gauge('sightline_jobs_oldest_pending_age_seconds', ..., ['service']): oldest queued job"
-
     ),
 }
 
@@ -114,46 +113,84 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _MATCHERS = re.compile(r"\{[^}]*\}")
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _TOKEN = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_NUMBER = re.compile(r"(?<![a-zA-Z0-9_:])(\d+(ms|s|m|h|d|w|y)|\d*\.?\d+([eE][+-]?\d+)?)(?![a-zA-Z0-9_:])")
+#: PromQL words that are neither a function call nor a metric: set and comparison operators, modifiers.
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
-    """Metric and recording-rule names in a PromQL expression (metrics named sightline_*, nv_*, up, a:b)."""
+    """Metric and recording-rule names in a PromQL expression: each identifier not a function or keyword.
+
+    Any name counts (not only sightline_*), so a misspelt prefix is caught as surely as a misspelt suffix.
+    """
     text = _GROUPING.sub(" ", _MATCHERS.sub(" ", _STRING.sub(" ", expr)))
     text = re.sub(r"\[[^\]]*\]", " ", text)  # range selectors
-    return {t for t in _TOKEN.findall(text) if t.startswith(("sightline_", "nv_")) or t == "up" or ":" in t}
+    text = _NUMBER.sub(" ", text)
+    return {
+        m.group()
+        for m in _TOKEN.finditer(text)
+        if m.group().lower() not in _KEYWORDS and not text[m.end() :].lstrip().startswith("(")
+    }
 
 
-def _dashboard_exprs() -> dict[str, list[str]]:
+def _dashboard_exprs(folder: Path = DASHBOARDS) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for path in sorted(DASHBOARDS.glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         board = json.loads(path.read_text())
         exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
         exprs += [v["query"] for v in board["templating"]["list"] if v.get("type") == "query"]
-        found[path.name] = [re.sub(r"label_values\(([^,)]+).*", r"\1", e) for e in exprs]
+        # label_values(selector, label): the selector (its matchers may hold commas too)
+        found[path.name] = [re.sub(r"^\s*label_values\((.*),\s*\w+\s*\)\s*$", r"\1", e) for e in exprs]
     return found
 
 
 def test_metric_name_extraction() -> None:
     expr = 'sum by (service) (rate(sightline_x_bucket{route=~"/v1/.*", le="2.5"}[5m])) / on (a) up unless b:c'
     assert metric_names(expr) == {"sightline_x_bucket", "up", "b:c"}
+    expr = (
+        'max by (m, t) (a_x{k="v"}) * 0 + on (m) group_left max by (m) (b_y) - 1e6 > bool 0.5 '
+        "and histogram_quantile(0.95, sum by (le) (rate(c_z[$__rate_interval] offset 1h)))"
+    )
+    assert metric_names(expr) == {"a_x", "b_y", "c_z"}
 
 
-def test_dashboards_and_rules_use_exported_metrics(exported: set[str]) -> None:
-    recorded = {str(r["record"]) for r in _rules() if "record" in r}
+def _used(dashboards: Path = DASHBOARDS) -> dict[str, set[str]]:
     used: dict[str, set[str]] = {}
     for rule in _rules():
         used.setdefault(f"rule {rule.get('alert') or rule.get('record')}", set()).update(
             metric_names(str(rule["expr"]))
         )
-    for name, exprs in _dashboard_exprs().items():
+    for name, exprs in _dashboard_exprs(dashboards).items():
         for expr in exprs:
             used.setdefault(f"dashboard {name}", set()).update(metric_names(expr))
-    assert any(used.values())
+    return used
+
+
+def _unknown(used: dict[str, set[str]], exported: set[str]) -> dict[str, list[str]]:
+    recorded = {str(r["record"]) for r in _rules() if "record" in r}
     unknown = {
         where: sorted(n for n in names if n not in exported and n not in recorded and n not in PENDING)
         for where, names in used.items()
     }
-    unknown = {k: v for k, v in unknown.items() if v}
+    return {k: v for k, v in unknown.items() if v}
+
+
+def test_dashboards_and_rules_use_exported_metrics(exported: set[str]) -> None:
+    used = _used()
+    assert any(used.values())
+    unknown = _unknown(used, exported)
     assert not unknown, f"metrics used but not exported by any service: {unknown}"
     all_used = set().union(*used.values())
     assert {
@@ -163,7 +200,56 @@ def test_dashboards_and_rules_use_exported_metrics(exported: set[str]) -> None:
         "sightline_review_verdicts_total",
         "sightline_stage_duration_seconds_bucket",
         "nv_inference_count",
+        "sightline_realworld_estimate",
+        "sightline_realworld_cases",
+        "sightline_realworld_calibration_gap",
+        "sightline_model_claimed",
+        "sightline_outcomes_total",
     } <= all_used
+
+
+@pytest.mark.parametrize(
+    ("expr", "missing"),
+    [
+        (
+            'max by (tenant) (sightline_realworld_sensitivity{bound="lower"})',
+            "sightline_realworld_sensitivity",
+        ),
+        ("sightline_realworld_cases / sightline_realworld_case", "sightline_realworld_case"),
+        ("max by (model) (sightlin_model_claimed)", "sightlin_model_claimed"),
+        ('label_values(sightline_realworld_tenants{model=~"$model"}, tenant)', "sightline_realworld_tenants"),
+    ],
+)
+def test_a_panel_naming_an_unknown_metric_fails(
+    exported: set[str], tmp_path: Path, expr: str, missing: str
+) -> None:
+    """The check reads every generated dashboard: one panel (or variable) naming a missing metric fails it."""
+    board = json.loads((DASHBOARDS / "sightline-outcomes.json").read_text())
+    if expr.startswith("label_values"):
+        board["templating"]["list"].append({"name": "x", "type": "query", "query": expr})
+    else:
+        board["panels"].append({**board["panels"][-1], "targets": [{"refId": "A", "expr": expr}]})
+    (tmp_path / "sightline-outcomes.json").write_text(json.dumps(board))
+    assert _unknown(_used(tmp_path), exported) == {"dashboard sightline-outcomes.json": [missing]}
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Every panel's query parses (promtool checks it as a recording rule, Grafana's variables filled in)."""
+    tool = _promtool()
+    fill = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1d"}
+    rules = []
+    for name, exprs in _dashboard_exprs().items():
+        for i, expr in enumerate(exprs):
+            for var, value in fill.items():
+                expr = expr.replace(var, value)
+            expr = re.sub(r"\$\w+", ".*", expr)
+            rules.append(
+                {"record": f"dashboard:{name.removesuffix('.json').replace('-', '_')}:q{i}", "expr": expr}
+            )
+    path = tmp_path / "dashboards.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    out = subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_pending_metrics_are_exported(exported: set[str]) -> None:
