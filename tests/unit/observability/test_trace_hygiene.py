@@ -86,6 +86,8 @@ def _spans(path: Path) -> list[dict[str, Any]]:
 class _Transformer:
     """The part of DicomTransformer the app uses: readiness through the real Triton client."""
 
+    name = "derm-cnn"
+
     def __init__(self, triton: TritonClient, http: httpx.AsyncClient) -> None:
         self.triton, self.http = triton, http
 
@@ -100,7 +102,7 @@ def _app(target: str) -> tuple[FastAPI, _Transformer]:
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
     HTTPXClientInstrumentor.instrument_client(http)
     transformer = _Transformer(TritonClient(target, 2.0), http)
-    app = create_app(None, transformer)  # type: ignore[arg-type]
+    app = create_app(None, [transformer])  # type: ignore[arg-type, list-item]
     instrument_app(app, "preprocess")
 
     @app.get("/v1/work")
