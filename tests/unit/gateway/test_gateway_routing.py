@@ -20,6 +20,7 @@ from sightline_gateway.core.routing import (
     Header,
     Router,
     read_header,
+    refusal_codes,
     route,
 )
 
@@ -166,6 +167,26 @@ def test_stow_parts_no_model_takes_all_fail_and_route_nowhere(tmp_path: Path) ->
     marked, models = stow.assign(parts, router.served, lambda h: router.route("t", h))
     assert models == ()
     assert [p.failure for p in marked] == [stow.SOP_CLASS_NOT_SUPPORTED, stow.CANNOT_UNDERSTAND]
+
+
+def test_stow_refusals_count_the_refused_parts_and_name_each_models_rules(tmp_path: Path) -> None:
+    router = Router(ManifestCache(repository(tmp_path)), ALL)
+    parts = stow.inspect([phi_dicom(seed=1), chest_xray(seed=2, body_part="KNEE"), ct_slice(seed=3), b"x"])
+    marked, _ = stow.assign(parts, router.served, lambda h: router.route("t", h))
+    codes = stow.refusals(parts, marked, router.served, lambda h: router.route("t", h))
+    # The unreadable part is not a routing refusal; the chosen model (derm) refused both others.
+    assert codes == f"refused=2/4;{DERM}={MODALITY};{CHEST}={BODY_PART}+{MODALITY}"
+    kept = stow.inspect([phi_dicom(seed=1)])
+    marked, _ = stow.assign(kept, router.served, lambda h: router.route("t", h))
+    assert stow.refusals(kept, marked, router.served, lambda h: router.route("t", h)) is None
+
+
+def test_refusal_codes_hold_no_study_value_and_fit_the_audit_column() -> None:
+    assert refusal_codes({}) == "no-model-served"
+    assert refusal_codes({}, (3, 3)) == "refused=3/3;no-model-served"
+    assert route([header(ct_slice())], BOTH, ALL).codes() == f"{DERM}={MODALITY};{CHEST}={MODALITY}"
+    long = refusal_codes({f"model-{n:03d}": [NOT_ENABLED] for n in range(20)})
+    assert len(long) == 200 and long.endswith("...")
 
 
 def test_settings_refuse_enabling_a_model_that_is_not_served(tmp_path: Path) -> None:

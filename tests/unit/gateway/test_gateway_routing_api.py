@@ -3,15 +3,18 @@ accepts is refused with 422 before de-identification, and nothing of it is kept.
 
 from __future__ import annotations
 
+import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from sightline_gateway.clients.services import Deid, DeidOutcome
 
-from tests.unit.gateway.gateway_fixtures import PHI, Harness, harness, phi_dicom, token
+from tests.unit.gateway.gateway_fixtures import PHI, PLANTED, Harness, harness, phi_dicom, token
 from tests.unit.gateway.routing_fixtures import CHEST, DERM, chest_xray, ct_slice, repository
 from tests.unit.gateway.test_gateway_stow import FAILED, REASON, REFERENCED, SOP_INSTANCE, stow, uid
 
@@ -178,3 +181,111 @@ def test_a_study_stored_before_routing_runs_on_the_first_served_model(routed: Ro
     workflow = routed.h.client.app.state.gateway.pipeline.workflow  # type: ignore[attr-defined]
     assert workflow.manifest(Study(models=None)).name == DERM
     assert workflow.manifest(Study(models=[CHEST])).name == CHEST
+
+
+# ---- accountability: every refusal is audited, naming the caller and the rules, never the study ----
+
+
+def auditor() -> dict[str, str]:
+    return token(roles=("auditor",))
+
+
+def audit_events(r: Routed, **params: Any) -> list[dict[str, Any]]:
+    page = r.h.client.get("/v1/audit", params={"limit": 1000, **params}, headers=auditor())
+    assert page.status_code == 200, page.text
+    events: list[dict[str, Any]] = page.json()["events"]
+    return events
+
+
+def study_values(*instances: bytes) -> list[str]:
+    """What the study itself says that must never reach the audit trail: UIDs, planted PHI, dates."""
+    values = [PHI, *PLANTED, "19700101", "20240102"]
+    for data in instances:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        values += [str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)]
+    return values
+
+
+def assert_no_study_values(r: Routed, *instances: bytes) -> None:
+    trail = json.dumps(audit_events(r))
+    for value in study_values(*instances):
+        assert value not in trail
+
+
+def assert_chain_verifies(r: Routed) -> None:
+    report = r.h.client.get("/v1/audit/verify", headers=auditor()).json()
+    assert report["ok"] is True and report["problems"] == [], report
+
+
+def test_a_refused_ct_leaves_one_audit_event_naming_the_caller_and_the_rules(routed: Routed) -> None:
+    scan = ct_slice(seed=7)
+    r = routed.h.submit(scan, headers=token(subject="pacs-bridge", roles=("submitter",)))
+    assert r.status_code == 422, r.text
+    (event,) = audit_events(routed, action="study.refused")
+    assert (event["actor"], event["roles"], event["tenant_id"]) == (
+        "pacs-bridge",
+        ["submitter"],
+        "hospital-a",
+    )
+    assert event["outcome"] == "refused" and event["resource_type"] == "routing"
+    assert event["resource_id"] == f"{DERM}=modality;{CHEST}=modality"
+    assert "CT" not in json.dumps(event)  # the rule, never the modality the study has
+    assert_no_study_values(routed, scan)
+    assert [e["action"] for e in audit_events(routed, actor="pacs-bridge")] == ["study.refused"]
+    assert_chain_verifies(routed)
+
+
+def test_a_refusal_for_a_model_not_enabled_says_so_in_the_audit(tmp_path: Path) -> None:
+    with harness(
+        tmp_path,
+        model_repository=repository(tmp_path),
+        models=[DERM, CHEST],
+        models_enabled={"derm-clinic": [DERM]},
+    ) as h:
+        routed = Routed(h, tmp_path)
+        assert submit(routed, chest_xray(), tenant="derm-clinic").status_code == 422
+        events = h.client.get(
+            "/v1/audit",
+            params={"action": "study.refused"},
+            headers=token(tenant="derm-clinic", roles=("auditor",)),
+        ).json()["events"]
+        assert [(e["tenant_id"], e["resource_id"]) for e in events] == [
+            ("derm-clinic", f"{DERM}=modality;{CHEST}=not-enabled-for-tenant")
+        ]
+        assert audit_events(routed, action="study.refused") == []  # hospital-a sees only its own
+
+
+def test_stow_with_nothing_acceptable_leaves_one_audit_event_with_the_counts(routed: Routed) -> None:
+    instances = (ct_slice(seed=1), chest_xray(seed=2, body_part="KNEE"))
+    r = stow(routed.h, *instances)
+    assert r.status_code == 409, r.text
+    (event,) = audit_events(routed, action="study.refused")
+    assert (event["actor"], event["roles"], event["tenant_id"]) == (
+        "dr-test",
+        ["clinician", "submitter"],
+        "hospital-a",
+    )
+    assert event["outcome"] == "refused" and event["resource_type"] == "routing"
+    assert event["resource_id"] == f"refused=2/2;{DERM}=modality;{CHEST}=body-part+modality"
+    assert "study.create" not in [e["action"] for e in audit_events(routed)]
+    assert_no_study_values(routed, *instances)
+    assert "KNEE" not in json.dumps(audit_events(routed))
+    assert_chain_verifies(routed)
+
+
+def test_stow_storing_some_audits_the_study_and_the_refused_instances(routed: Routed) -> None:
+    instances = (phi_dicom(seed=1), ct_slice(seed=2), phi_dicom(seed=3))
+    r = stow(routed.h, *instances)
+    assert r.status_code == 202, r.text
+    (refused,) = audit_events(routed, action="study.refused")
+    assert refused["resource_id"] == f"refused=1/3;{DERM}=modality;{CHEST}=modality"
+    (created,) = audit_events(routed, action="study.create")
+    assert r.headers["Location"].endswith(created["resource_id"])
+    assert_no_study_values(routed, *instances)
+    assert_chain_verifies(routed)
+
+
+def test_accepted_studies_leave_no_refusal_in_the_audit(routed: Routed) -> None:
+    assert submit(routed, chest_xray()).status_code == 202
+    assert stow(routed.h, phi_dicom(seed=1)).status_code == 200
+    assert audit_events(routed, action="study.refused") == []

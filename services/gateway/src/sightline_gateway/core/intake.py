@@ -30,7 +30,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sightline_gateway.clients.retry import call_with_retry
 from sightline_gateway.clients.services import Deid
 from sightline_gateway.core.objects import delete_objects, instance_key
-from sightline_gateway.core.routing import REFUSED, ROUTED, SERVED_PER_STUDY, Router, read_header
+from sightline_gateway.core.routing import (
+    REFUSAL_ACTION,
+    REFUSAL_OUTCOME,
+    REFUSAL_RESOURCE,
+    REFUSED,
+    ROUTED,
+    SERVED_PER_STUDY,
+    Router,
+    read_header,
+)
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.jobs import JobQueue
@@ -109,7 +118,8 @@ class Intake:
         fingerprint is refused (IETF Idempotency-Key draft: 422). ``models``: the models the
         caller already routed the instances to; ``None`` routes them here, from their headers as
         received, and a study no enabled model accepts is refused (:class:`NoModelAccepts`)
-        before de-identification: nothing of it is sent, stored or queued.
+        before de-identification: nothing of it is sent, stored or queued, and the refusal is
+        audited (``study.refused``: the caller and the rule that refused each model, no study value).
         """
         existing = await self.find_idempotent(tenant, idempotency_key)
         if existing is not None:
@@ -121,6 +131,16 @@ class Intake:
                 span.set_attribute("sightline.models", list(route.models))
             if not route.accepted:
                 ROUTED.labels(REFUSED).inc()
+                await self.audit.append(
+                    actor=submitted_by,
+                    roles=roles,
+                    tenant_id=tenant,
+                    action=REFUSAL_ACTION,
+                    resource_type=REFUSAL_RESOURCE,
+                    resource_id=route.codes(),
+                    outcome=REFUSAL_OUTCOME,
+                    trace_id=current_trace_id(),
+                )
                 raise route.error()
             models = route.models[:SERVED_PER_STUDY]
             for name in models:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -39,6 +39,16 @@ ROUTED = Counter(
     ["model"],
 )
 REFUSED = "none"
+
+#: The audit trail's record of a refusal (REST study or STOW-RS request): the caller is the
+#: event's actor, roles and tenant; ``resource_id`` holds :func:`refusal_codes` (model names,
+#: rule codes and counts, never a value read from the study).
+REFUSAL_ACTION = "study.refused"
+REFUSAL_RESOURCE = "routing"
+REFUSAL_OUTCOME = "refused"
+#: The codes of a refusal when no model is served at all.
+NONE_SERVED = "no-model-served"
+_RESOURCE_ID_MAX = 200  # audit_events.resource_id
 
 #: How many of the accepting models a study is run on: the first (in served order). One result
 #: per study today; running every accepting model needs one result per model.
@@ -121,6 +131,25 @@ class Route:
 
     def error(self) -> NoModelAccepts:
         return NoModelAccepts(self.reason(), refused_by=dict(self.refusals))
+
+    def codes(self) -> str:
+        """The refusal as the audit trail keeps it: ``model=rule;...`` (see :func:`refusal_codes`)."""
+        return refusal_codes({name: [rule] for name, rule in self.refusals.items()})
+
+
+def refusal_codes(rules: Mapping[str, Collection[str]], refused: tuple[int, int] | None = None) -> str:
+    """A refusal for the audit trail: ``[refused=N/M;]model=rule[+rule];...``, at most 200 characters.
+
+    ``rules``: each model (served order) and the rule codes that refused; ``refused``: (refused,
+    received) instances of a STOW-RS request. Only served model names, the rule codes of this
+    module and counts: never a value read from the study.
+    """
+    sections = [f"refused={refused[0]}/{refused[1]}"] if refused is not None else []
+    sections += [f"{name}={'+'.join(sorted(set(codes)))}" for name, codes in rules.items() if codes]
+    if len(sections) == (refused is not None):
+        sections.append(NONE_SERVED)
+    text = ";".join(sections)
+    return text if len(text) <= _RESOURCE_ID_MAX else text[: _RESOURCE_ID_MAX - 3] + "..."
 
 
 def route(headers: Sequence[Header], manifests: Mapping[str, ModelManifest], enabled: Sequence[str]) -> Route:

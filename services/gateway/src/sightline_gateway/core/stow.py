@@ -17,7 +17,15 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from sightline_common.errors import InvalidInput
 
-from sightline_gateway.core.routing import REFUSED, ROUTED, SERVED_PER_STUDY, Header, Route, read_header
+from sightline_gateway.core.routing import (
+    REFUSED,
+    ROUTED,
+    SERVED_PER_STUDY,
+    Header,
+    Route,
+    read_header,
+    refusal_codes,
+)
 
 #: FailureReason (0008,1197) values (PS3.18 Table 10.5.3-2 / PS3.4 Annex B).
 PROCESSING_FAILURE = 0x0110
@@ -86,6 +94,32 @@ def assign(
     for name in models:
         ROUTED.labels(name).inc(len(headers))
     return marked, models
+
+
+def refusals(
+    parts: Sequence[Part],
+    marked: Sequence[Part],
+    served: Sequence[str],
+    route: Callable[[Sequence[Header]], Route],
+) -> str | None:
+    """The audit codes of the instances routing refused (``marked`` by :func:`assign` from ``parts``).
+
+    ``refused=N/M`` (refused of received) and, per model in ``served`` order, the rules that
+    refused those instances (:func:`~sightline_gateway.core.routing.refusal_codes`); ``None``
+    when routing refused none. Never a UID or other value of the instances.
+    """
+    rules: dict[str, set[str]] = {}
+    refused = 0
+    for before, after in zip(parts, marked, strict=True):
+        if before.failure is None and after.failure is not None and before.header is not None:
+            refused += 1
+            for name, rule in route([before.header]).refusals.items():
+                rules.setdefault(name, set()).add(rule)
+    if not refused:
+        return None
+    ordered = {name: rules[name] for name in served if name in rules}
+    ordered |= {name: codes for name, codes in rules.items() if name not in ordered}
+    return refusal_codes(ordered, (refused, len(parts)))
 
 
 def _ui(value: str) -> dict[str, Any]:

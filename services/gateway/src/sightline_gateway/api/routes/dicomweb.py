@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -13,6 +14,13 @@ from sightline_gateway.api.problems import UPLOAD_ERRORS
 from sightline_gateway.api.uploads import read_instances
 from sightline_gateway.core import ingest, stow
 from sightline_gateway.core.auth import Role
+from sightline_gateway.core.routing import (
+    REFUSAL_ACTION,
+    REFUSAL_OUTCOME,
+    REFUSAL_RESOURCE,
+    Header,
+    Route,
+)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -48,12 +56,18 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
         raise UnsupportedMediaType('STOW-RS takes multipart/related; type="application/dicom"')
     instances = await read_instances(request, gw.settings)
     router = gw.pipeline.router
-    parts = await asyncio.to_thread(stow.inspect, instances)
+    received = await asyncio.to_thread(stow.inspect, instances)
     del instances
+
+    def route(headers: Sequence[Header]) -> Route:
+        return router.route(who.tenant, headers)
+
     # Routed from the headers as received: an instance no enabled model accepts is never stored.
-    parts, models = await asyncio.to_thread(
-        stow.assign, parts, router.served, lambda headers: router.route(who.tenant, headers)
-    )
+    parts, models = await asyncio.to_thread(stow.assign, received, router.served, route)
+    refused = await asyncio.to_thread(stow.refusals, received, parts, router.served, route)
+    del received
+    if refused is not None:  # who sent what was refused, and which rules refused it (no study values)
+        await gw.record(who, REFUSAL_ACTION, REFUSAL_RESOURCE, refused, outcome=REFUSAL_OUTCOME)
     storable = [p.data for p in parts if p.failure is None]
     location: str | None = None
     if storable:
