@@ -1,7 +1,37 @@
+"""Shared by the gateway's integration tests: a real S3 API server and PostgreSQL schema clean-up."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 if not isinstance(trace.get_tracer_provider(), TracerProvider):
     trace.set_tracer_provider(TracerProvider())
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server over real HTTP on a free loopback port (``host:port``)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    """Drop a test's PostgreSQL schema and everything in it (no error when it is not there)."""
+    from sightline_gateway.db.engine import make_engine
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()

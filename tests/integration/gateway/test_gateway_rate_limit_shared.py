@@ -47,6 +47,10 @@ def test_replicas_without_shared_storage_limit_each_on_their_own(tmp_path: Path)
 
 def test_unreachable_redis_falls_back_to_the_replica_limit(tmp_path: Path) -> None:
     subject = "dr-fallback-" + secrets.token_hex(4)
-    limits = {"rate_limit_per_minute": 1, "rate_limit_burst": 2, "rate_limit_storage": "redis://127.0.0.1:1/0"}
+    limits = {
+        "rate_limit_per_minute": 1,
+        "rate_limit_burst": 2,
+        "rate_limit_storage": "redis://127.0.0.1:1/0",
+    }
     with harness(tmp_path, **limits) as h:
         assert _codes(h, subject, 3) == [200, 200, 429]

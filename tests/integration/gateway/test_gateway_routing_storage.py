@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,13 @@ from sightline_gateway.db.engine import make_engine
 from sqlalchemy import text
 
 from tests.conftest import skip_or_fail_in_ci
+from tests.integration.gateway.conftest import drop_schema
 from tests.integration.gateway.test_gateway_db import PG_URL
 from tests.unit.gateway.gateway_fixtures import FakeExplain, harness, token
 from tests.unit.gateway.routing_fixtures import CHEST, DERM, chest_xray, ct_slice, repository
 from tests.unit.gateway.test_gateway_routing_api import CountingDeid
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
 
 
 async def _counts(schema: str) -> dict[str, int]:
@@ -53,13 +42,6 @@ async def _reachable() -> None:
             await conn.execute(text("SELECT 1"))
     finally:
         await engine.dispose()
-
-
-async def _drop(schema: str) -> None:
-    engine = make_engine(PG_URL)
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
 
 
 def test_a_ct_refused_by_routing_leaves_no_row_no_object_and_no_deid_call(
@@ -101,4 +83,4 @@ def test_a_ct_refused_by_routing_leaves_no_row_no_object_and_no_deid_call(
             assert store.list("studies/") != []
             assert h.client.get(ok.headers["Location"], headers=token()).json()["models"] == [CHEST]
     finally:
-        asyncio.run(_drop(schema))
+        asyncio.run(drop_schema(PG_URL, schema))

@@ -19,6 +19,7 @@ from sightline_gateway.db.models import Tenant
 from sqlalchemy import func, select, text
 
 from tests.conftest import skip_or_fail_in_ci
+from tests.integration.gateway.conftest import drop_schema
 from tests.unit.gateway.gateway_fixtures import harness, phi_dicom, token
 
 pytestmark = pytest.mark.integration
@@ -38,13 +39,6 @@ async def _pg_reachable() -> bool:
         await engine.dispose()
 
 
-async def _drop(schema: str) -> None:
-    engine = make_engine(PG_URL)
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, dict[str, Any]]]:
     if request.param == "sqlite":
@@ -56,7 +50,7 @@ def database(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, dict[
     try:
         yield PG_URL, {"database_schema": schema}
     finally:
-        asyncio.run(_drop(schema))
+        asyncio.run(drop_schema(PG_URL, schema))
 
 
 def test_parallel_first_requests_of_a_new_tenant_all_succeed(
