@@ -1,7 +1,8 @@
 # ruff: noqa: E501 - PromQL expressions read best unbroken
 """Write the Grafana dashboards (dashboards/*.json) from one compact description.
 
-Run ``python infra/grafana/generate.py`` after editing (or pass an output folder); tests check that every metric in the
+The services and model dashboards are here, the real-world performance one in outcomes.py, the
+builders they share in panels.py. Run ``python infra/grafana/generate.py`` after editing (or pass an output folder); tests check that every metric in the
 JSON is one the services export. Grafana provisioning loads dashboards/ as-is.
 """
 
@@ -9,133 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+
+from outcomes import outcomes
+from panels import MV, dashboard, panel, query_var
 
 OUT = Path(__file__).resolve().parent / "dashboards"
-DS = {"type": "prometheus", "uid": "${datasource}"}
-
-
-def panel(
-    title: str,
-    targets: list[tuple[str, str]],
-    *,
-    unit: str = "short",
-    kind: str = "timeseries",
-    desc: str = "",
-    w: int = 12,
-    h: int = 8,
-    defaults: dict[str, Any] | None = None,
-    overrides: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    p: dict[str, Any] = {
-        "type": kind,
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "gridPos": {"w": w, "h": h},
-        "fieldConfig": {"defaults": {"unit": unit} | (defaults or {}), "overrides": overrides or []},
-        "targets": [
-            {"refId": chr(65 + i), "datasource": DS, "expr": expr, "legendFormat": legend}
-            | ({"format": "heatmap"} if kind == "heatmap" else {})
-            | ({"format": "table", "instant": True} if kind == "table" else {})
-            for i, (expr, legend) in enumerate(targets)
-        ],
-    }
-    if kind == "heatmap":
-        p["options"] = {"calculate": False, "yAxis": {"unit": unit}}
-    if kind == "table":
-        # One row per series: instant queries merged on their labels, each query's value a column named by its legend.
-        p["transformations"] = [
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        f"Value #{chr(65 + i)}": legend for i, (_, legend) in enumerate(targets)
-                    },
-                },
-            },
-        ]
-    return p
-
-
-def threshold(value: float, color: str = "red") -> dict[str, Any]:
-    """Field defaults that draw ``value`` as a dashed line (an alert's threshold) on a time series."""
-    return {
-        "thresholds": {
-            "mode": "absolute",
-            "steps": [{"color": "green", "value": None}, {"color": color, "value": value}],
-        },
-        "custom": {"thresholdsStyle": {"mode": "dashed"}},
-    }
-
-
-#: Interval bounds drawn as thin dashed lines beside the point estimate (series named "... 95% ...").
-BOUNDS = [
-    {
-        "matcher": {"id": "byRegexp", "options": ".*95%.*"},
-        "properties": [
-            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
-            {"id": "custom.lineWidth", "value": 1},
-        ],
-    },
-    {
-        "matcher": {"id": "byRegexp", "options": "^claim .*"},
-        "properties": [
-            {"id": "custom.lineWidth", "value": 3},
-            {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-        ],
-    },
-]
-
-
-def dashboard(
-    uid: str,
-    title: str,
-    panels: list[dict[str, Any]],
-    variables: list[dict[str, Any]],
-    *,
-    since: str = "now-6h",
-) -> dict[str, Any]:
-    x = y = 0
-    for i, p in enumerate(panels):
-        p["id"] = i + 1
-        if x + p["gridPos"]["w"] > 24:
-            x, y = 0, y + 8
-        p["gridPos"].update({"x": x, "y": y})
-        x += p["gridPos"]["w"]
-    return {
-        "uid": uid,
-        "title": title,
-        "tags": ["sightline"],
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": False,
-        "time": {"from": since, "to": "now"},
-        "refresh": "30s",
-        "templating": {
-            "list": [
-                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
-                *variables,
-            ]
-        },
-        "panels": panels,
-    }
-
-
-def query_var(name: str, query: str, label: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "query",
-        "label": label,
-        "datasource": DS,
-        "query": query,
-        "refresh": 2,
-        "includeAll": True,
-        "multi": True,
-        "allValue": ".*",
-    }
 
 
 SVC = 'service=~"$service"'
@@ -264,7 +143,6 @@ services = dashboard(
     [query_var("service", "label_values(sightline_http_request_duration_seconds_count, service)", "Service")],
 )
 
-MV = 'model=~"$model", version=~"$version"'
 model = dashboard(
     "sightline-model",
     "Sightline / Model monitoring",
@@ -356,187 +234,6 @@ model = dashboard(
             "version", 'label_values(sightline_model_decisions_total{model=~"$model"}, version)', "Version"
         ),
     ],
-)
-
-# Post-market monitoring: the gateway's real-world gauges (sightline_gateway.core.monitoring) are recomputed from the
-# database by every replica, so each reports the same value: max by, never sum by.
-MVT = 'model=~"$model", version=~"$version", tenant=~"$tenant"'
-BY = "max by (model, version, tenant)"
-WHO = "{{tenant}} {{model}} v{{version}}"
-
-
-def estimate(metric: str, bound: str) -> str:
-    return f'{BY} (sightline_realworld_estimate{{{MVT}, metric="{metric}", bound="{bound}"}})'
-
-
-def cases(kind: str) -> str:
-    return f'{BY} (sightline_realworld_cases{{{MVT}, kind="{kind}"}})'
-
-
-def claimed(metric: str) -> str:
-    # The claim has no tenant label: never filter it by $tenant (one tenant selected would hide it).
-    return f'max by (model, version) (sightline_model_claimed{{{MV}, metric="{metric}"}})'
-
-
-def claimed_per_tenant(metric: str) -> str:
-    """The claim repeated on each tenant's series, so a table row holds estimate and claim side by side."""
-    return f"{cases('results')} * 0 + on (model, version) group_left {claimed(metric)}"
-
-
-def versus_claim(metric: str) -> dict[str, Any]:
-    return panel(
-        f"Real-world {metric} (Wilson 95% interval) vs the model card's claim",
-        [
-            (estimate(metric, "point"), WHO),
-            (estimate(metric, "lower"), WHO + " lower 95%"),
-            (estimate(metric, "upper"), WHO + " upper 95%"),
-            (claimed(metric), "claim {{model}} v{{version}}"),
-        ],
-        unit="percentunit",
-        defaults={"min": 0, "max": 1},
-        overrides=BOUNDS,
-        desc=f"Over confirmed outcomes (histopathology) in the gateway's rolling window "
-        f"(SIGHTLINE_GATEWAY_OUTCOME_WINDOW_DAYS), per model version and tenant; dashed: the 95% bounds; thick red: "
-        f"the model card's test-set {metric}. Cases without an outcome count in neither: see the verification share.",
-    )
-
-
-outcomes = dashboard(
-    "sightline-outcomes",
-    "Sightline / Real-world performance",
-    [
-        panel(
-            "Now: real-world performance vs claim, per model version and tenant",
-            [
-                (estimate("sensitivity", "point"), "Sensitivity"),
-                (estimate("sensitivity", "lower"), "Sens. lower 95%"),
-                (estimate("sensitivity", "upper"), "Sens. upper 95%"),
-                (claimed_per_tenant("sensitivity"), "Sens. claimed"),
-                (estimate("specificity", "point"), "Specificity"),
-                (estimate("specificity", "lower"), "Spec. lower 95%"),
-                (estimate("specificity", "upper"), "Spec. upper 95%"),
-                (claimed_per_tenant("specificity"), "Spec. claimed"),
-                (estimate("ppv", "point"), "PPV"),
-                (estimate("npv", "point"), "NPV"),
-                (cases("confirmed_positive"), "Confirmed malignant"),
-                (cases("confirmed_negative"), "Confirmed benign"),
-                (f"{cases('with_outcome')} / {cases('results')}", "With outcome"),
-                (cases("backlog"), "Backlog"),
-            ],
-            kind="table",
-            unit="percentunit",
-            w=24,
-            overrides=[
-                {
-                    "matcher": {"id": "byRegexp", "options": "Confirmed .*|Backlog"},
-                    "properties": [{"id": "unit", "value": "short"}, {"id": "decimals", "value": 0}],
-                }
-            ],
-            desc="Latest values. SightlineSensitivityBelowClaim fires when the whole sensitivity interval lies below "
-            "the claim (upper bound < claim) with at least 20 confirmed malignant lesions, for 6 h. Site and subgroup "
-            "(sex, age band) breakdowns: `sightline monitor report`.",
-        ),
-        versus_claim("sensitivity"),
-        versus_claim("specificity"),
-        panel(
-            "Sensitivity: upper 95% bound minus the claim (alert below 0)",
-            [
-                (
-                    f"{estimate('sensitivity', 'upper')} - on (model, version) group_left {claimed('sensitivity')}",
-                    WHO,
-                ),
-                (cases("confirmed_positive"), WHO + " confirmed malignant"),
-            ],
-            unit="percentunit",
-            defaults=threshold(0),
-            overrides=[
-                {
-                    "matcher": {"id": "byRegexp", "options": ".* confirmed malignant"},
-                    "properties": [
-                        {"id": "unit", "value": "short"},
-                        {"id": "custom.axisPlacement", "value": "right"},
-                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
-                    ],
-                }
-            ],
-            desc="What SightlineSensitivityBelowClaim evaluates: below 0 for 6 h over at least 20 confirmed malignant "
-            "lesions (right axis) fires it.",
-        ),
-        panel(
-            "Calibration gap (largest |observed - predicted| over score bins)",
-            [(f"{BY} (sightline_realworld_calibration_gap{{{MVT}}})", WHO)],
-            unit="percentunit",
-            defaults=threshold(0.15, "orange"),
-            desc="Over score bins with at least 30 confirmed cases (no series: no bin has enough yet). "
-            "SightlineCalibrationOff fires above 15 points with at least 100 cases with an outcome, for 6 h.",
-        ),
-        panel(
-            "Cases behind the estimates",
-            [
-                (
-                    f'{BY[:-1]}, kind) (sightline_realworld_cases{{{MVT}, kind=~"results|with_outcome|confirmed_positive|confirmed_negative"}})',
-                    WHO + " {{kind}}",
-                ),
-                (f"{cases('results')} - {cases('with_outcome')}", WHO + " without_outcome"),
-            ],
-            desc="Results in the window, those with a confirmed outcome (malignant / benign) and those without.",
-        ),
-        panel(
-            "Share of results with a confirmed outcome (verification)",
-            [(f"{cases('with_outcome')} / {cases('results')}", WHO)],
-            unit="percentunit",
-            defaults={"min": 0, "max": 1},
-            desc="Verification bias: lesions judged benign are biopsied less often, so the estimates rest on a "
-            "skewed subset when this share is low (specificity most of all).",
-        ),
-        panel(
-            "Outcome backlog: referred results due an outcome without one",
-            [(cases("backlog"), WHO + " backlog"), (cases("referred_due"), WHO + " referred, due")],
-            desc="Referred results older than the expected-outcome delay (SIGHTLINE_GATEWAY_OUTCOME_EXPECTED_DAYS), "
-            "and of those, the ones still without a confirmed outcome.",
-        ),
-        panel(
-            "Outcome backlog share (alert above 50%)",
-            [(f"{cases('backlog')} / ({cases('referred_due')} > 0)", WHO)],
-            unit="percentunit",
-            defaults={"min": 0, "max": 1} | threshold(0.5, "orange"),
-            desc="SightlineOutcomeBacklog fires above 50% with at least 20 referred results due, for 1 day: check that "
-            "the hospital's outcome reporter is posting to /v1/studies/{id}/outcome.",
-        ),
-        panel(
-            "Confirmed outcomes recorded per day",
-            [
-                (
-                    f"sum by (model, version, label) (increase(sightline_outcomes_total{{{MV}}}[1d]))",
-                    "{{model}} v{{version}} {{label}}",
-                )
-            ],
-            desc="All tenants (a correction counts again). Flat at zero: the pathology interface has stopped.",
-        ),
-        panel(
-            "Reviewer agreement with the model (1 day), the proxy where no outcome is confirmed",
-            [
-                (
-                    f'sum by (model, version) (rate(sightline_review_verdicts_total{{{MV}, verdict="agree"}}[1d])) / sum by (model, version) (rate(sightline_review_verdicts_total{{{MV}}}[1d]))',
-                    "agree {{model}} v{{version}}",
-                ),
-                (f"sightline:review_disagreement:ratio_rate1d{{{MV}}}", "disagree {{model}} v{{version}}"),
-            ],
-            unit="percentunit",
-            desc="Clinicians' verdicts on the model's results, all tenants (the rest: uncertain). Disagreement above "
-            "30% with at least 20 verdicts a day fires SightlineReviewerDisagreementHigh.",
-        ),
-    ],
-    [
-        query_var("model", "label_values(sightline_realworld_cases, model)", "Model"),
-        query_var("version", 'label_values(sightline_realworld_cases{model=~"$model"}, version)', "Version"),
-        query_var(
-            "tenant",
-            'label_values(sightline_realworld_cases{model=~"$model", version=~"$version"}, tenant)',
-            "Tenant",
-        ),
-    ],
-    since="now-7d",
 )
 
 if __name__ == "__main__":
