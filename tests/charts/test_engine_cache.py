@@ -23,8 +23,11 @@ def _cache_paths() -> set[str]:
 
 
 def _triton_specs(values: Path) -> list[tuple[str, dict]]:
-    return [(name, spec) for name, spec in pod_specs(render(str(values)))
-            if name.endswith("-triton") or name.endswith("/predictor")]
+    return [
+        (name, spec)
+        for name, spec in pod_specs(render(str(values)))
+        if name.endswith("-triton") or name.endswith("/predictor")
+    ]
 
 
 def test_the_production_config_caches_engines() -> None:
@@ -40,8 +43,9 @@ def test_every_triton_workload_mounts_the_cache_path_writable() -> None:
             container = spec["containers"][0]
             mounts = container.get("volumeMounts", [])
             for path in _cache_paths():
-                covering = [m for m in mounts
-                            if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")]
+                covering = [
+                    m for m in mounts if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")
+                ]
                 assert covering, f"{values.name} {name}: nothing mounted at {path}"
                 mount = max(covering, key=lambda m: len(m["mountPath"]))
                 assert not mount.get("readOnly"), f"{values.name} {name}: {path} is read-only"
