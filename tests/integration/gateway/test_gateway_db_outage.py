@@ -20,7 +20,8 @@ from sightline_gateway.db.models import Study
 from sqlalchemy import select
 
 from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.test_gateway_tenants import PG_URL, _drop, _pg_reachable
+from tests.integration.gateway.conftest import drop_schema
+from tests.integration.gateway.test_gateway_tenants import PG_URL, _pg_reachable
 from tests.unit.gateway.gateway_fixtures import harness, phi_dicom, token
 
 pytestmark = pytest.mark.integration
@@ -95,7 +96,7 @@ def proxied_pg() -> Iterator[tuple[CuttableProxy, str]]:
         yield proxy, schema
     finally:
         proxy.stop()
-        asyncio.run(_drop(schema))
+        asyncio.run(drop_schema(PG_URL, schema))
 
 
 def test_submissions_while_the_database_is_cut_get_503_and_nothing_is_half_written(
