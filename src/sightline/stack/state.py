@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,15 +69,37 @@ class StackState:
     def save(self, path: Path) -> None:
         """Write atomically: ``sightline status`` reads the file while the supervisor rewrites it."""
         body = json.dumps(asdict(self) | {"components": [_public(c) for c in self.components]}, indent=2)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(body)
-        tmp.replace(path)
+        # A temporary file of its own per save: two threads of one process (two restarts at once)
+        # sharing one name wrote into each other's file and left invalid JSON behind.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> StackState:
         raw = json.loads(path.read_text())
         comps = [_component(c) for c in raw["components"]]
         return cls(raw["stack_id"], raw["shm_prefix"], comps, raw.get("supervisor_pid"))
+
+
+@contextmanager
+def state_lock(path: Path) -> Iterator[None]:
+    """One read-modify-write of the state file at a time, across threads and processes.
+
+    Two restarts at once each loaded the file, changed their own component and saved: the later
+    save put back the other's old, dead pid, and the process it had started was lost to ``down``.
+    """
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _component(raw: dict[str, Any]) -> Component:

@@ -19,7 +19,7 @@ from pathlib import Path
 from sightline.stack.plan import plan
 from sightline.stack.processes import STACK_ENV, adopt, alive, http_ok, reap, shm_files, tagged_processes
 from sightline.stack.settings import StackSettings
-from sightline.stack.state import Component, StackState
+from sightline.stack.state import Component, StackState, state_lock
 
 Progress = Callable[[str, str], None]
 
@@ -203,16 +203,16 @@ def kill_component(settings: StackSettings, name: str) -> None:
 
 def restart_component(stack: Stack, name: str) -> None:
     """Start one component again with its planned command (after a crash) and wait for it."""
-    state = StackState.load(stack.settings.state_file)
-    fresh = {c.name: c for c in plan(stack.settings, state.shm_prefix)}[name]
-    for i, comp in enumerate(state.components):
-        if comp.name == name:
-            if alive(comp.pid):
-                raise RuntimeError(f"{name} is still running")
-            fresh.restarts, fresh.last_exit = comp.restarts + 1, comp.last_exit
-            stack.spawn(fresh, state)
-            state.components[i] = fresh
-            state.save(stack.settings.state_file)
-            stack.wait_ready(fresh)
-            return
-    raise KeyError(name)
+    with state_lock(stack.settings.state_file):
+        state = StackState.load(stack.settings.state_file)
+        fresh = {c.name: c for c in plan(stack.settings, state.shm_prefix)}[name]
+        i = next((i for i, c in enumerate(state.components) if c.name == name), None)
+        if i is None:
+            raise KeyError(name)
+        if alive(state.components[i].pid):
+            raise RuntimeError(f"{name} is still running")
+        fresh.restarts, fresh.last_exit = state.components[i].restarts + 1, state.components[i].last_exit
+        stack.spawn(fresh, state)
+        state.components[i] = fresh
+        state.save(stack.settings.state_file)
+    stack.wait_ready(fresh)

@@ -19,7 +19,7 @@ from pathlib import Path
 from sightline.stack.backoff import Backoff, RestartPolicy
 from sightline.stack.plan import plan
 from sightline.stack.processes import alive, http_ok, reap, take_returncode
-from sightline.stack.state import Component, ExitRecord, StackState
+from sightline.stack.state import Component, ExitRecord, StackState, state_lock
 from sightline.stack.supervisor import Stack, restart_component
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ class Supervisor:
         return served
 
     def _save(self) -> None:
-        self.state.save(self.stack.settings.state_file)
+        with state_lock(self.stack.settings.state_file):
+            self.state.save(self.stack.settings.state_file)
 
 
 def _terminate(pid: int, grace_s: float = 20.0) -> int | None:
