@@ -1,4 +1,10 @@
-"""HTTP routes: ``POST /v1/deidentify`` (application/dicom in, application/dicom out)."""
+"""HTTP routes: ``POST /v1/deidentify`` (application/dicom in, application/dicom out).
+
+Beside the file, a response carries two headers: the summary (counts and flags) and the file's
+quasi-identifier class keys (:data:`CLASSES_HEADER`: keyed hashes the gateway counts to measure
+k-anonymity, never the values) with whether the recipe may generalise. A request with
+:data:`GENERALISE_HEADER` set to ``1`` asks for the generalised output.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ log = logging.getLogger(__name__)
 DICOM = "application/dicom"
 SUMMARY_HEADER = "X-Sightline-Deid-Summary"
 RECIPE_HEADER = "X-Sightline-Deid-Recipe"
+CLASSES_HEADER = "X-Sightline-Deid-Classes"
+GENERALISE_HEADER = "X-Sightline-Deid-Generalise"
 
 
 def build_router(engine: Deidentifier) -> APIRouter:
@@ -43,7 +51,8 @@ def build_router(engine: Deidentifier) -> APIRouter:
             data = await read_body(request, engine.limits.max_bytes)
             if not data:
                 raise InvalidInput("empty body", reason="not-dicom")
-            result = await run_in_threadpool(engine.deidentify, data, tenant)
+            generalise = request.headers.get(GENERALISE_HEADER, "0") == "1"
+            result = await run_in_threadpool(engine.deidentify, data, tenant, generalise=generalise)
         except SightlineError as exc:
             OUTCOMES.labels(str(exc.extra.get("reason", exc.code))).inc()
             log.info("deid refused: %s", exc.extra.get("reason", exc.code))
@@ -54,19 +63,37 @@ def build_router(engine: Deidentifier) -> APIRouter:
         for action, n in result.summary.actions.items():
             ACTIONS.labels(action).inc(n)
         summary = result.summary.as_dict()
-        log.info("deid ok recipe=%s actions=%d bytes_out=%d", engine.recipe.label,
-                 sum(result.summary.actions.values()), len(result.data))
-        return Response(
-            content=result.data,
-            media_type=DICOM,
-            headers={SUMMARY_HEADER: json.dumps(summary, separators=(",", ":")),
-                     RECIPE_HEADER: engine.recipe.label},
+        log.info(
+            "deid ok recipe=%s actions=%d bytes_out=%d",
+            engine.recipe.label,
+            sum(result.summary.actions.values()),
+            len(result.data),
         )
+        headers = {
+            SUMMARY_HEADER: json.dumps(summary, separators=(",", ":")),
+            RECIPE_HEADER: engine.recipe.label,
+        }
+        if result.classes is not None:
+            headers[CLASSES_HEADER] = json.dumps(
+                {
+                    "exact": result.classes.exact,
+                    "generalised": result.classes.generalised,
+                    "generalise_below_k": engine.recipe.risk.generalise_below_k,
+                },
+                separators=(",", ":"),
+            )
+        return Response(content=result.data, media_type=DICOM, headers=headers)
 
     @router.get("/v1/recipe", summary="The active recipe: name, version, options and digest")
     async def recipe() -> dict[str, object]:
         r = engine.recipe
-        return {"name": r.name, "version": r.version, "options": dict(r.options), "sha256": r.sha256,
-                "rules": len(r.rules)}
+        return {
+            "name": r.name,
+            "version": r.version,
+            "options": dict(r.options),
+            "sha256": r.sha256,
+            "rules": len(r.rules),
+            "generalise_below_k": r.risk.generalise_below_k,
+        }
 
     return router

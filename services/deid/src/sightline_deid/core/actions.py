@@ -60,6 +60,8 @@ class Summary:
     private_kept: int = 0
     burned_in: str = "not-applicable"
     date_shifted: bool = False
+    #: Whether the output was generalised (re-identification risk: its class was below k).
+    generalised: bool = False
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class Summary:
             "private_kept": self.private_kept,
             "burned_in": self.burned_in,
             "date_shifted": self.date_shifted,
+            "generalised": self.generalised,
         }
 
 

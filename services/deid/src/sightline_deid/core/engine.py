@@ -19,13 +19,14 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
-from sightline_common.errors import UnprocessableInput
+from sightline_common.errors import InvalidInput, UnprocessableInput
 
-from sightline_deid.core import burned_in, guards, writer
+from sightline_deid.core import burned_in, guards, quasi, writer
 from sightline_deid.core.actions import Context, Summary, date_shift, walk
 from sightline_deid.core.decoding import INPUT_ERRORS, quiet_pydicom
 from sightline_deid.core.guards import Limits
 from sightline_deid.core.pseudonym import Pseudonymizer
+from sightline_deid.core.quasi import ClassKeys
 from sightline_deid.core.recipe import Recipe
 
 __all__ = ["Deidentifier", "Limits", "Result", "Summary"]
@@ -38,10 +39,12 @@ _Marks = tuple[list[RawDataElement], dict[str, RawDataElement]]
 
 @dataclass(frozen=True)
 class Result:
-    """The de-identified file and the summary of what was done."""
+    """The de-identified file, the summary of what was done and the file's quasi-identifier class
+    keys (keyed hashes, never the values: see :mod:`.quasi`)."""
 
     data: bytes
     summary: Summary
+    classes: ClassKeys | None = None
 
 
 class Deidentifier:
@@ -52,7 +55,7 @@ class Deidentifier:
         self._secret = secret
         self.limits = limits or Limits()
         self._pseudonymizers: dict[str, Pseudonymizer] = {}
-        self._marks: dict[tuple[bool, bool, bool], _Marks] = {}
+        self._marks: dict[tuple[bool, bool, bool, bool], _Marks] = {}
         quiet_pydicom()
 
     def _pseudonymizer(self, tenant: str) -> Pseudonymizer:
@@ -64,16 +67,27 @@ class Deidentifier:
             pseudo = self._pseudonymizers[tenant] = Pseudonymizer(self._secret, tenant)
         return pseudo
 
-    def context(self, tenant: str) -> Context:
-        """A fresh per-file context for ``tenant``."""
-        return Context(self.recipe, self._pseudonymizer(tenant), self.limits)
+    def context(self, tenant: str, recipe: Recipe | None = None) -> Context:
+        """A fresh per-file context for ``tenant`` (under ``recipe``, by default the engine's)."""
+        return Context(recipe or self.recipe, self._pseudonymizer(tenant), self.limits)
 
-    def deidentify(self, data: bytes, tenant: str) -> Result:
-        """De-identify a DICOM Part 10 file for ``tenant`` (raises typed 4xx errors)."""
+    def deidentify(self, data: bytes, tenant: str, *, generalise: bool = False) -> Result:
+        """De-identify a DICOM Part 10 file for ``tenant`` (raises typed 4xx errors).
+
+        ``generalise``: the generalised output of a study whose quasi-identifier class is below k
+        (the recipe's device-free variant, the age in 5-year bands; see :mod:`.quasi`); refused
+        unless the recipe allows it (``reidentification_risk.generalise_below_k``).
+        """
         start = time.perf_counter()
+        recipe = self.recipe
+        if generalise:
+            if self.recipe.generalised is None:
+                raise InvalidInput("this recipe does not generalise outputs", reason="generalise-off")
+            recipe = self.recipe.generalised
         guards.check_size(data, self.limits)
         ds = guards.parse(data, self.limits)
-        ctx = self.context(tenant)
+        ctx = self.context(tenant, recipe)
+        ctx.summary.generalised = generalise
         guards.check_required(ds)
         guards.check_pixels(ds, self.limits)
         decision = burned_in.decide(self.recipe, ds)
@@ -82,20 +96,24 @@ class Deidentifier:
         if decision.blank is not None:
             burned_in.blank(ds, decision.blank)
         walk(ds, ctx)
+        if generalise:
+            quasi.generalise(ds)
+        classes = quasi.class_keys(ctx.pseudo, quasi.quasi_identifiers(ds))
         self._mark(ds, ctx, pixels_cleaned=decision.blank is not None)
         out = writer.write(ds)
         _verify(out)
         ctx.summary.seconds = time.perf_counter() - start
-        return Result(out, ctx.summary)
+        return Result(out, ctx.summary, classes)
 
     def _mark(self, ds: Dataset, ctx: Context, *, pixels_cleaned: bool) -> None:
         """Set PatientIdentityRemoved and the De-identification Method (Code Sequence)."""
         ts = UID(ds.file_meta.TransferSyntaxUID)
-        key = (pixels_cleaned, ts.is_implicit_VR, ts.is_little_endian)
+        generalised = ctx.summary.generalised
+        key = (generalised, pixels_cleaned, ts.is_implicit_VR, ts.is_little_endian)
         marks = self._marks.get(key)
         if marks is None:
             # The same for every file of one recipe and encoding: encoded once, as raw elements.
-            marks = self._marks[key] = self._encode_marks(pixels_cleaned, ts)
+            marks = self._marks[key] = self._encode_marks(ctx.recipe, pixels_cleaned, ts, generalised)
         common, temporal = marks
         for raw in common:
             ds[raw.tag] = raw
@@ -106,12 +124,13 @@ class Deidentifier:
         else:
             ds[_TEMPORAL_MODIFIED] = temporal["REMOVED"]
 
-    def _encode_marks(self, pixels_cleaned: bool, ts: UID) -> _Marks:
+    def _encode_marks(self, recipe: Recipe, pixels_cleaned: bool, ts: UID, generalised: bool) -> _Marks:
         mark = Dataset()
         mark.PatientIdentityRemoved = "YES"
-        mark.DeidentificationMethod = f"Sightline {self.recipe.label} PS3.15 E.1-1"[:64]
+        method = f"Sightline {recipe.label} PS3.15 E.1-1" + (" generalised" if generalised else "")
+        mark.DeidentificationMethod = method[:64]
         items = []
-        for code, meaning in self.recipe.method_codes(pixels_cleaned=pixels_cleaned):
+        for code, meaning in recipe.method_codes(pixels_cleaned=pixels_cleaned):
             item = Dataset()
             item.CodeValue = code
             item.CodingSchemeDesignator = "DCM"

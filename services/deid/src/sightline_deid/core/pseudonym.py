@@ -47,6 +47,11 @@ class Pseudonymizer:
             return self.identifier(patient_id)
         return self._mac(b"patient", patient_identity(issuer, patient_id)).hex()[:16].upper()
 
+    def class_key(self, canonical: str) -> str:
+        """A 32-hex-digit key of a quasi-identifier tuple (see :mod:`.quasi`): equal tuples of one
+        tenant get equal keys, and nobody without the secret can test a guessed tuple."""
+        return self._mac(b"quasi", canonical).hex()[:32]
+
     def date_offset_seconds(self, patient_key: str, lo_days: int, hi_days: int) -> int:
         """An offset in seconds, from day ``lo_days`` to the end of day ``hi_days``, the same for
         every study and file of this patient."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -121,6 +121,19 @@ class BurnedInPolicy:
 
 
 @dataclass(frozen=True)
+class RiskPolicy:
+    """Re-identification risk (k-anonymity of the retained quasi-identifiers, see :mod:`.quasi`).
+
+    ``generalise_below_k``: the service may be asked for a generalised output (age in 5-year
+    bands, 90 and over one band, the device reduced to its manufacturer and model) for a study
+    whose class of exact quasi-identifiers is smaller than the gateway's k. The gateway decides,
+    since only it knows the tenant's classes; the recipe decides whether it may.
+    """
+
+    generalise_below_k: bool = False
+
+
+@dataclass(frozen=True)
 class Recipe:
     """An immutable, validated recipe."""
 
@@ -139,6 +152,10 @@ class Recipe:
     time_mode: str
     burned_in: BurnedInPolicy
     sha256: str = field(default="")
+    risk: RiskPolicy = field(default=RiskPolicy())
+    #: The same recipe with Retain Device Identity off: what a generalised output is made with
+    #: (None unless ``risk.generalise_below_k``).
+    generalised: Recipe | None = None
 
     def action_for(self, tag: int) -> Rule | None:
         """The rule covering a public tag, or None (not covered: the caller removes it)."""
@@ -273,6 +290,23 @@ def parse_recipe(text: str) -> Recipe:
         raise RecipeError(f"recipe is not valid YAML ({type(exc).__name__})") from exc
     if not isinstance(raw, dict):
         raise RecipeError("recipe must be a mapping")
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
+    risk = raw.get("reidentification_risk") or {}
+    if not isinstance(risk, dict):
+        raise RecipeError("reidentification_risk must be a mapping")
+    unknown = set(risk) - {"generalise_below_k"}
+    if unknown:
+        raise RecipeError(f"reidentification_risk: unknown keys {sorted(unknown)}")
+    policy = RiskPolicy(generalise_below_k=bool(risk.get("generalise_below_k", False)))
+    recipe = replace(_build(raw, sha256), risk=policy)
+    if not policy.generalise_below_k:
+        return recipe
+    without_device = {**raw, "options": {**(raw.get("options") or {}), "retain_device_identity": False}}
+    return replace(recipe, generalised=replace(_build(without_device, sha256), risk=policy))
+
+
+def _build(raw: dict[str, Any], sha256: str) -> Recipe:
+    """The recipe of parsed YAML ``raw`` (its risk policy and generalised variant set by the caller)."""
     for key in ("name", "version", "options", "combined", "table", "keep", "burned_in"):
         if key not in raw:
             raise RecipeError(f"recipe lacks '{key}'")
@@ -359,7 +393,7 @@ def parse_recipe(text: str) -> Recipe:
         date_shift_days=(lo, hi),
         time_mode=time_mode,
         burned_in=_burned_in(raw["burned_in"]),
-        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        sha256=sha256,
     )
 
 
