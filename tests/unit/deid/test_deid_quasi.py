@@ -82,7 +82,7 @@ def test_the_tuple_is_read_from_the_output_and_generalised_to_band_and_device_mo
     assert qi.device == ("ACME", "M1", "CNRYSTATION1", "SN-1")  # retained by Retain Device Identity
     assert qi.year == str(out.StudyDate)[:4]  # the shifted year, as stored
     general = generalised(qi)
-    assert (general.age, general.device, general.year) == ("90+", ("ACME", "M1"), qi.year)
+    assert (general.age, general.device, general.year) == ("90+", ("ACME", "M1", "", ""), qi.year)
 
 
 def test_equal_quasi_identifiers_share_a_class_and_bands_merge_at_the_generalised_level(
@@ -125,3 +125,15 @@ def test_a_recipe_without_the_option_refuses_to_generalise(recipe: Recipe) -> No
         off.deidentify(_study(), "tenant-a", generalise=True)
     assert info.value.extra.get("reason") == "generalise-off"
     assert "046" not in info.value.detail
+
+
+def test_nothing_to_generalise_is_one_class_at_both_levels(engine: Deidentifier) -> None:
+    ds = canary_dataset("CT", 1, patient=1)
+    for keyword in ("PatientAge", "StationName", "DeviceSerialNumber"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    classes = engine.deidentify(to_bytes(ds), "tenant-a").classes
+    assert classes is not None and not classes.generalisable
+    assert classes.exact == classes.generalised
+    aged = engine.deidentify(_study(2), "tenant-a").classes
+    assert aged is not None and aged.generalisable

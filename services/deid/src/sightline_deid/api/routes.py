@@ -2,7 +2,8 @@
 
 Beside the file, a response carries two headers: the summary (counts and flags) and the file's
 quasi-identifier class keys (:data:`CLASSES_HEADER`: keyed hashes the gateway counts to measure
-k-anonymity, never the values) with whether the recipe may generalise. A request with
+k-anonymity, never the values) with whether a generalised output may be asked for (the recipe
+allows it and it would change what the file shows). A request with
 :data:`GENERALISE_HEADER` set to ``1`` asks for the generalised output.
 """
 
@@ -78,7 +79,7 @@ def build_router(engine: Deidentifier) -> APIRouter:
                 {
                     "exact": result.classes.exact,
                     "generalised": result.classes.generalised,
-                    "generalise_below_k": engine.recipe.risk.generalise_below_k,
+                    "can_generalise": engine.recipe.risk.generalise_below_k and result.classes.generalisable,
                 },
                 separators=(",", ":"),
             )

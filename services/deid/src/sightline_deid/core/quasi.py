@@ -52,18 +52,26 @@ class QuasiIdentifiers:
     body_part: str
     year: str
 
-    def canonical(self, level: str) -> str:
-        """An unambiguous encoding of the tuple and its level (the HMAC input)."""
-        parts = (level, self.age, self.sex, *self.device, self.body_part, self.year)
+    def canonical(self) -> str:
+        """An unambiguous encoding of the tuple (the HMAC input). The level is not part of it: a
+        tuple with nothing to generalise (no age, no station or serial) shows the same values at
+        both levels, so it is one class whichever way it was stored."""
+        parts = (self.age, self.sex, *self.device, self.body_part, self.year)
         return "|".join(f"{len(p)}:{p}" for p in parts)
 
 
 @dataclass(frozen=True)
 class ClassKeys:
-    """The equivalence-class keys of one instance: HMACs, safe to return and store."""
+    """The equivalence-class keys of one instance: HMACs, safe to return and store.
+
+    ``generalisable``: whether the generalised level differs from the exact one (there is an age,
+    a station name or a serial number to generalise); otherwise a generalised output would show
+    the same quasi-identifiers and is not worth a second de-identification.
+    """
 
     exact: str
     generalised: str
+    generalisable: bool
 
 
 def age_years(age: str) -> int | None:
@@ -118,14 +126,13 @@ def quasi_identifiers(ds: Dataset) -> QuasiIdentifiers:
 def generalised(qi: QuasiIdentifiers) -> QuasiIdentifiers:
     """The tuple at the generalised level: age band, the device's manufacturer and model only."""
     band = age_band(int(qi.age) if qi.age else None)
-    return replace(qi, age=band[1] if band else "", device=qi.device[:2])
+    return replace(qi, age=band[1] if band else "", device=(*qi.device[:2], "", ""))
 
 
 def class_keys(pseudo: Pseudonymizer, qi: QuasiIdentifiers) -> ClassKeys:
     """Both levels' class keys of ``qi`` under the tenant's key (128-bit hex each)."""
-    return ClassKeys(
-        pseudo.class_key(qi.canonical("exact")), pseudo.class_key(generalised(qi).canonical("generalised"))
-    )
+    general = generalised(qi)
+    return ClassKeys(pseudo.class_key(qi.canonical()), pseudo.class_key(general.canonical()), general != qi)
 
 
 def generalise(ds: Dataset) -> None:
