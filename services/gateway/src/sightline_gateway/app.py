@@ -174,6 +174,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             poll_s=settings.job_poll_s,
             drift=DriftMonitor(observations_file=settings.drift_observations_file),
             circuits=circuits,
+            reidentification_k=settings.reidentification_k,
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -204,6 +205,9 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                     interval_s=settings.outcome_metrics_interval_s,
                 )
             )
+        )
+        tasks.append(
+            asyncio.create_task(pipeline.risk.run(stop, settings.reidentification_metrics_interval_s))
         )
         tasks.append(
             asyncio.create_task(

@@ -22,6 +22,7 @@ from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.intake import Accepted, Intake
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.retention import Retention
+from sightline_gateway.core.risk import ReidentificationRisk
 from sightline_gateway.core.routing import Router
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.core.worker import Worker, run_backlog_metrics
@@ -56,6 +57,7 @@ class Pipeline:
         poll_s: float = 0.5,
         drift: DriftMonitor | None = None,
         circuits: Circuits | None = None,
+        reidentification_k: int = 5,
     ) -> None:
         self.audit = audit
         policy = RetryPolicy(budget_s=retry_budget_s, first_s=backoff_s, cap_s=backoff_max_s)
@@ -64,6 +66,7 @@ class Pipeline:
         self.manifests = ManifestCache(model_repository)
         self.router = Router(self.manifests, models, models_enabled)
         self.queue = JobQueue(sessions, audit, lease_s=lease_s)
+        self.risk = ReidentificationRisk(sessions, reidentification_k)
         self.intake = Intake(
             sessions=sessions,
             store=store,
@@ -75,6 +78,7 @@ class Pipeline:
             watchers=watchers,
             backoff_s=backoff_s,
             deid_budget_s=deid_retry_budget_s,
+            risk=self.risk,
         )
         self.workflow = Workflow(
             store=store,

@@ -132,6 +132,19 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     )
     outcome_metrics_interval_s: float = Field(default=60.0, gt=0, description="gauge refresh period")
 
+    # re-identification risk (k-anonymity of the quasi-identifiers de-identified studies keep)
+    reidentification_k: int = Field(
+        default=5,
+        ge=2,
+        le=1000,
+        description="k of k-anonymity: a study whose class of quasi-identifiers (age, sex, device, body "
+        "part, shifted year) is smaller is counted at risk, and stored generalised where the deid "
+        "recipe allows it",
+    )
+    reidentification_metrics_interval_s: float = Field(
+        default=60.0, gt=0, description="refresh period of the share-below-k gauges"
+    )
+
     @model_validator(mode="after")
     def _models(self) -> GatewaySettings:
         if len(set(self.models)) != len(self.models):

@@ -109,3 +109,21 @@ class ModelSummary(_Body):
 class ModelDetail(_Body):
     manifest: dict[str, Any]
     model_card: str | None
+
+
+class KCount(_Body):
+    k: int = Field(description="studies that someone knowing a patient's quasi-identifiers cannot rule out")
+    studies: int
+
+
+class RiskReportOut(_Body):
+    """Re-identification risk of your tenant's de-identified studies: figures only, never values."""
+
+    tenant: str
+    k_threshold: int = Field(description="the k studies are held to (gateway setting)")
+    studies: int = Field(description="de-identified studies measured")
+    generalised: int = Field(description="of those, stored generalised (age bands, device model)")
+    below_k: int = Field(description="studies whose k is below k_threshold")
+    share_below_k: float
+    distribution: list[KCount] = Field(description="studies per k, smallest k first")
+    quasi_identifiers: list[str]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,23 +36,55 @@ def _problem_error(service: str, response: httpx.Response) -> SightlineError:
     return error_from_problem(service, response.status_code, body)
 
 
+@dataclass(frozen=True)
+class RiskClasses:
+    """An instance's quasi-identifier class keys from deid (keyed hashes, never the values) and
+    whether a generalised output may be asked for (see ``core.risk``)."""
+
+    exact: str
+    generalised: str
+    can_generalise: bool
+
+
 @dataclass
 class DeidOutcome:
     dicom: bytes
     summary: dict[str, Any]
     recipe: str
+    classes: RiskClasses | None = None
 
 
 class Deid(Protocol):
-    async def deidentify(self, dicom: bytes, tenant: str) -> DeidOutcome: ...
+    async def deidentify(self, dicom: bytes, tenant: str, *, generalise: bool = False) -> DeidOutcome: ...
+
+
+_CLASS_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+def risk_classes(header: str | None) -> RiskClasses | None:
+    """The class keys of deid's ``X-Sightline-Deid-Classes`` header; None when absent or malformed."""
+    try:
+        raw = json.loads(header or "null")
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    exact, general = raw.get("exact"), raw.get("generalised")
+    if not (isinstance(exact, str) and isinstance(general, str)):
+        return None
+    if not (_CLASS_KEY.match(exact) and _CLASS_KEY.match(general)):
+        return None
+    return RiskClasses(exact, general, raw.get("can_generalise") is True)
 
 
 class HttpDeid:
     def __init__(self, client: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
         self.client, self.url, self.timeout_s = client, base_url.rstrip("/") + "/v1/deidentify", timeout_s
 
-    async def deidentify(self, dicom: bytes, tenant: str) -> DeidOutcome:
+    async def deidentify(self, dicom: bytes, tenant: str, *, generalise: bool = False) -> DeidOutcome:
         headers = inject_headers({"Content-Type": "application/dicom", "X-Sightline-Tenant": tenant})
+        if generalise:
+            headers["X-Sightline-Deid-Generalise"] = "1"
         try:
             response = await self.client.post(
                 self.url, content=dicom, headers=headers, timeout=self.timeout_s
@@ -72,7 +105,12 @@ class HttpDeid:
             or (isinstance(v, str) and len(v) <= 64)
             or (k == "actions" and isinstance(v, dict))
         }
-        return DeidOutcome(response.content, summary, response.headers.get("X-Sightline-Deid-Recipe", ""))
+        return DeidOutcome(
+            response.content,
+            summary,
+            response.headers.get("X-Sightline-Deid-Recipe", ""),
+            risk_classes(response.headers.get("X-Sightline-Deid-Classes")),
+        )
 
 
 @dataclass

@@ -28,8 +28,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.clients.retry import call_with_retry
-from sightline_gateway.clients.services import Deid
+from sightline_gateway.clients.services import Deid, DeidOutcome
 from sightline_gateway.core.objects import delete_objects, instance_key
+from sightline_gateway.core.risk import Placement, ReidentificationRisk
 from sightline_gateway.core.routing import (
     REFUSAL_ACTION,
     REFUSAL_OUTCOME,
@@ -81,10 +82,13 @@ class Intake:
         watchers: Watchers,
         backoff_s: float,
         deid_budget_s: float = 20.0,
+        risk: ReidentificationRisk | None = None,
     ) -> None:
         self.sessions, self.store, self.audit, self.queue = sessions, store, audit, queue
         self.deid, self.wake, self.watchers, self.backoff_s = deid, wake, watchers, backoff_s
         self.deid_budget_s, self.router = deid_budget_s, router
+        #: Measures each study's re-identification risk and decides generalisation (None: off).
+        self.risk = risk
 
     async def find_idempotent(self, tenant: str, key: str | None) -> Study | None:
         if not key:
@@ -153,24 +157,18 @@ class Intake:
         summaries: list[dict[str, Any]] = []
         deid_uid: str | None = None
         deid_deadline = time.monotonic() + self.deid_budget_s  # one budget for all the instances
+        placement: Placement | None = None
         try:
             for n, identified in enumerate(instances):
                 start = time.perf_counter()
-                with tracer.start_as_current_span("gateway.deid") as span:
-                    span.set_attribute("sightline.instance_bytes", len(identified))
-                    try:
-                        outcome = await call_with_retry(
-                            functools.partial(self.deid.deidentify, identified, tenant),
-                            deadline=deid_deadline,
-                            backoff_s=DEID_BACKOFF_FACTOR * self.backoff_s,
-                            max_backoff_s=DEID_BACKOFF_MAX_S,
-                            stage="deid",
-                        )
-                    except DependencyUnavailable as exc:
-                        raise DependencyUnavailable(
-                            f"{exc.detail}; nothing was stored: retry with the same Idempotency-Key",
-                            retry_after=DEID_RETRY_AFTER_S,
-                        ) from exc
+                generalise = placement is not None and placement.generalise
+                outcome = await self._deidentify(identified, tenant, deid_deadline, generalise)
+                if n == 0 and self.risk is not None and outcome.classes is not None:
+                    # The study's class decides, from its first instance, whether it is stored
+                    # generalised; the identified bytes are still here to ask deid again.
+                    placement = await self.risk.place(tenant, outcome.classes)
+                    if placement.generalise:
+                        outcome = await self._deidentify(identified, tenant, deid_deadline, True)
                 timings["deid_ms"] = timings.get("deid_ms", 0.0) + (time.perf_counter() - start) * 1000
                 STAGE_DURATION.labels("gateway", "deid").observe(time.perf_counter() - start)
                 if deid_uid is None:
@@ -184,6 +182,9 @@ class Intake:
         except BaseException:
             await delete_objects(self.store, keys)
             raise
+        deid_summary = _merge_summaries(summaries)
+        if placement is not None:
+            deid_summary["reidentification"] = placement.summary()
         study = Study(
             id=study_id,
             tenant_id=tenant,
@@ -195,7 +196,7 @@ class Intake:
             instance_keys=keys,
             models=list(models),
             deid_study_uid=deid_uid,
-            deid_summary=_merge_summaries(summaries),
+            deid_summary=deid_summary,
             stage_timings={k: round(v, 2) for k, v in timings.items()},
             trace_id=current_trace_id(),
         )
@@ -203,6 +204,8 @@ class Intake:
             async with self.audit.transaction() as session:
                 session.add(study)
                 await session.flush()
+                if placement is not None:
+                    session.add(ReidentificationRisk.row(study_id, tenant, placement))
                 session.add(self.queue.new_job(study_id))
                 await session.flush()
                 await self.audit.add(
@@ -230,6 +233,30 @@ class Intake:
             self.watchers.watch(study_id)
         self.wake.notify()
         return Accepted(study, True)
+
+    async def _deidentify(
+        self, identified: bytes, tenant: str, deadline: float, generalise: bool
+    ) -> DeidOutcome:
+        """One instance through deid, retried until ``deadline`` (then 503: nothing was stored)."""
+        with tracer.start_as_current_span("gateway.deid") as span:
+            span.set_attribute("sightline.instance_bytes", len(identified))
+            span.set_attribute("sightline.deid.generalised", generalise)
+            call = functools.partial(self.deid.deidentify, identified, tenant)
+            if generalise:
+                call = functools.partial(self.deid.deidentify, identified, tenant, generalise=True)
+            try:
+                return await call_with_retry(
+                    call,
+                    deadline=deadline,
+                    backoff_s=DEID_BACKOFF_FACTOR * self.backoff_s,
+                    max_backoff_s=DEID_BACKOFF_MAX_S,
+                    stage="deid",
+                )
+            except DependencyUnavailable as exc:
+                raise DependencyUnavailable(
+                    f"{exc.detail}; nothing was stored: retry with the same Idempotency-Key",
+                    retry_after=DEID_RETRY_AFTER_S,
+                ) from exc
 
     async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:
         """Wait (bounded) until the study is completed or failed; return it either way.

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -204,3 +205,27 @@ class Outcome(Base):
     reported_by: Mapped[str] = mapped_column(String(200))
     supersedes: Mapped[str | None] = mapped_column(String(36), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class StudyRiskClass(Base):
+    """A study's re-identification risk class: keyed hashes of its quasi-identifiers, never values.
+
+    ``exact_class`` and ``general_class`` are deid's HMACs (under the tenant's key, which the
+    gateway does not hold) of the study's age, sex, device, body part and shifted year, exactly
+    and generalised; ``generalised`` says which of the two the stored images show. Equal keys
+    within a tenant mean equal values, which is all k-anonymity needs (``core.risk``).
+    """
+
+    __tablename__ = "study_risk_classes"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    exact_class: Mapped[str] = mapped_column(String(32))
+    general_class: Mapped[str] = mapped_column(String(32))
+    generalised: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_study_risk_classes_exact", "tenant_id", "exact_class"),
+        Index("ix_study_risk_classes_general", "tenant_id", "general_class"),
+    )

@@ -7,10 +7,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sightline_gateway.api.routes import admin, audit, dicomweb, models, objects, outcomes, results, studies
+from sightline_gateway.api.routes import (
+    admin,
+    audit,
+    dicomweb,
+    models,
+    objects,
+    outcomes,
+    privacy,
+    results,
+    studies,
+)
 
 router = APIRouter(prefix="/v1")
-for _resource in (studies, results, outcomes, models, audit, admin, objects):
+for _resource in (studies, results, outcomes, models, audit, admin, objects, privacy):
     router.include_router(_resource.router)
 
 __all__ = ["dicomweb", "router"]
