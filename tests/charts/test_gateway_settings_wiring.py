@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .conftest import CHART, RELEASE, render
+from .conftest import CHART, RELEASE, render, run_helm
 from .netpol import External, allowed
 from .test_network_flows import _pods
 
@@ -90,3 +90,13 @@ def test_routing_defaults_to_the_triton_model_for_every_tenant_and_takes_per_ten
     )
     assert parsed.models == ["derm-cnn", "cxr-pneumonia"]
     assert parsed.models_enabled == {"derm-clinic": ["derm-cnn"]}
+
+
+def test_the_k_of_re_identification_risk_reaches_the_gateway_and_below_two_is_refused() -> None:
+    assert _gateway_env(render(DEFAULT))["SIGHTLINE_GATEWAY_REIDENTIFICATION_K"]["value"] == "5"
+    env = _gateway_env(render(DEFAULT, "privacy.kAnonymity=11"))
+    assert env["SIGHTLINE_GATEWAY_REIDENTIFICATION_K"]["value"] == "11"
+    result = run_helm(
+        "template", RELEASE, str(CHART), "-f", DEFAULT, "--set", "privacy.kAnonymity=1", check=False
+    )
+    assert result.returncode != 0 and "kAnonymity" in result.stderr
