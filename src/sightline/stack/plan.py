@@ -159,6 +159,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             models=models,
             jwt_secret=keys.jwt_secret,
             drift_observations_file=data / "drift-observations.jsonl",
+            outcome_metrics_interval_s=settings.outcome_metrics_interval_s,
         ),
         "receiver": build_settings(
             ReceiverSettings,

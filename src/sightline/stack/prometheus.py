@@ -18,8 +18,11 @@ from sightline.stack.state import Component
 RULES = Path(__file__).resolve().parents[3] / "infra" / "prometheus" / "rules"
 
 
-def scrape_config(settings: StackSettings, rules_dir: Path) -> dict[str, object]:
-    """The prometheus.yml for this stack: every service's /metrics and Triton's metrics port."""
+def scrape_config(settings: StackSettings, rules_dir: Path, interval: str = "15s") -> dict[str, object]:
+    """The prometheus.yml for this stack: every service's /metrics and Triton's metrics port.
+
+    ``interval`` is both the scrape and the rule evaluation period.
+    """
     host = settings.host
     targets = {
         "sightline-gateway": settings.gateway_port,
@@ -30,8 +33,8 @@ def scrape_config(settings: StackSettings, rules_dir: Path) -> dict[str, object]
     }
     return {
         "global": {
-            "scrape_interval": "15s",
-            "evaluation_interval": "15s",
+            "scrape_interval": interval,
+            "evaluation_interval": interval,
             "external_labels": {"platform": "sightline"},
         },
         "rule_files": [str(rules_dir / "*.yaml")],
@@ -48,8 +51,14 @@ def scrape_config(settings: StackSettings, rules_dir: Path) -> dict[str, object]
     }
 
 
-def prometheus_component(settings: StackSettings, port: int = 9090, binary: str | None = None) -> Component:
-    """A Component running Debian's prometheus against the stack (raises if it is not installed)."""
+def prometheus_component(
+    settings: StackSettings, port: int = 9090, binary: str | None = None, interval: str = "15s"
+) -> Component:
+    """A Component running Debian's prometheus against the stack (raises if it is not installed).
+
+    The rule files are copied under ``<data_dir>/prometheus/rules`` (a test may shorten their
+    ``for:`` there before starting it).
+    """
     exe = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(exe).is_file():
         raise FileNotFoundError("prometheus is not installed (scripts/get-prometheus.sh)")
@@ -59,7 +68,7 @@ def prometheus_component(settings: StackSettings, port: int = 9090, binary: str 
     for path in RULES.glob("*.yaml"):
         shutil.copyfile(path, rules / path.name)
     config = home / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(settings, rules), sort_keys=False))
+    config.write_text(yaml.safe_dump(scrape_config(settings, rules, interval), sort_keys=False))
     address = f"{settings.host}:{port}"
     return Component(
         "prometheus",

@@ -42,6 +42,8 @@ class StackSettings(BaseSettings):
     deid_recipe: str = "sightline-basic"
     ready_timeout_s: float = Field(default=240.0, gt=0)
     explain_object_store_mb: int = 128
+    #: How often the gateway recomputes its real-world performance gauges from confirmed outcomes.
+    outcome_metrics_interval_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _ports_unique(self) -> StackSettings:
