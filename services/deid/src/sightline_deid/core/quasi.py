@@ -28,18 +28,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from sightline_deid.core.decoding import value
+from sightline_deid.core.decoding import value_of
 from sightline_deid.core.pseudonym import Pseudonymizer
 
 #: Width of an age band of the generalised level, and the first age of the open top band.
 AGE_BAND_YEARS = 5
 AGE_TOP_BAND = 90
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
-_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+_AGE_TAG, _SEX_TAG, _BODY_PART_TAG = 0x00101010, 0x00100040, 0x00180015
+#: Manufacturer, ManufacturerModelName, StationName, DeviceSerialNumber.
+_DEVICE_TAGS = (0x00080070, 0x00081090, 0x00081010, 0x00181000)
+#: StudyDate, SeriesDate, AcquisitionDate, ContentDate: the first present gives the year.
+_DATE_TAGS = (0x00080020, 0x00080021, 0x00080022, 0x00080023)
+_ASCII_VRS = frozenset({"AS", "CS", "DA"})
 
 
 @dataclass(frozen=True)
@@ -93,32 +100,36 @@ def age_band(years: int | None) -> tuple[int, str] | None:
     return low, f"{low}-{low + AGE_BAND_YEARS - 1}"
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    v = value(ds, keyword)
+def _text(ds: Dataset, tag: int) -> str:
+    """An attribute's value as upper-case text ("" where absent); ASCII VRs read from their bytes."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    if isinstance(elem, RawDataElement) and elem.VR in _ASCII_VRS and isinstance(elem.value, bytes):
+        v: Any = elem.value.decode("ascii", "replace")
+    else:
+        v = value_of(ds, tag)
     if v is None:
         return ""
     if not isinstance(v, str):
         v = "\\".join(map(str, v)) if isinstance(v, MultiValue | list) else str(v)
-    return v.strip(" \x00").upper()
+    return str(v).strip(" \x00").upper()
 
 
 def quasi_identifiers(ds: Dataset) -> QuasiIdentifiers:
     """The exact-level quasi-identifiers of a de-identified data set (its top level only)."""
-    age = age_years(_text(ds, "PatientAge"))
+    age = age_years(_text(ds, _AGE_TAG))
     year = ""
-    for keyword in _DATES:
-        date = _text(ds, keyword)
+    for tag in _DATE_TAGS:
+        date = _text(ds, tag)
         if len(date) >= 4 and date[:4].isdigit():
             year = date[:4]
             break
     return QuasiIdentifiers(
         age="" if age is None else str(age),
-        sex=_text(ds, "PatientSex"),
-        device=tuple(
-            _text(ds, k)
-            for k in ("Manufacturer", "ManufacturerModelName", "StationName", "DeviceSerialNumber")
-        ),
-        body_part=_text(ds, "BodyPartExamined"),
+        sex=_text(ds, _SEX_TAG),
+        device=tuple(_text(ds, tag) for tag in _DEVICE_TAGS),
+        body_part=_text(ds, _BODY_PART_TAG),
         year=year,
     )
 
@@ -143,6 +154,6 @@ def generalise(ds: Dataset) -> None:
     their basic action), so only the age is rewritten here. AS holds no range, so the band is
     written as its first year; the De-identification Method says the output was generalised.
     """
-    band = age_band(age_years(_text(ds, "PatientAge")))
+    band = age_band(age_years(_text(ds, _AGE_TAG)))
     if band is not None:
         ds.PatientAge = f"{band[0]:03d}Y"
