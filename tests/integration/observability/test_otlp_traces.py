@@ -33,6 +33,9 @@ from tests.unit.deid.deid_canary import CANARY_UID_ROOT, canary_dataset, to_byte
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 PLANTED = ("CNRY", CANARY_UID_ROOT, "DOE^JANE", "PLANTED-PHI-QUERY")
+#: Quasi-identifiers deid retains (Retain Device Identity) and turns into class keys (issue 21):
+#: kept in the de-identified file, never in a span, log line, header or metric label.
+RETAINED = ("ZQXQISTATION", "ZQXQISERIAL", "ZQXQIMODEL")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +122,7 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(
     tracer = provider.get_tracer("sightline.test")
     ds = canary_dataset("XC", 1)
     ds.PatientName = "DOE^JANE"
+    ds.StationName, ds.DeviceSerialNumber, ds.ManufacturerModelName = RETAINED
     body = to_bytes(ds)
     with tracer.start_as_current_span("POST /v1/studies", kind=SpanKind.SERVER) as root:
         with tracer.start_as_current_span("deid", kind=SpanKind.CLIENT) as call:
@@ -130,6 +134,12 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(
                 params={"note": "PLANTED-PHI-QUERY"},
                 content=body,
                 headers=headers,
+                timeout=30,
+            )
+            generalised = httpx.post(
+                f"{url}/v1/deidentify",
+                content=body,
+                headers={**headers, "X-Sightline-Deid-Generalise": "1"},
                 timeout=30,
             )
         # A refusal path too: a burned-in study is refused, and the refusal is traced.
@@ -145,7 +155,11 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(
             )
     provider.shutdown()
     assert r.status_code == 200, r.text
+    assert generalised.status_code == 200, generalised.text
     assert refused.status_code == 422
+    assert RETAINED[0].encode() in r.content and RETAINED[0].encode() not in generalised.content
+    for response in (r, generalised):  # the class keys are hashes: no retained value in a header
+        assert not [v for v in RETAINED if v in str(response.headers)]
     trace_id = format(root.get_span_context().trace_id, "032x")
     call_id = format(call.get_span_context().span_id, "016x")
 
@@ -165,17 +179,17 @@ def test_trace_crosses_services_with_parent_links_and_no_phi(
 
     # No planted string anywhere in what the receiver got (attributes, events, names, raw bytes).
     for raw in receivers.store.raw:
-        for planted in PLANTED:
+        for planted in (*PLANTED, *RETAINED):
             assert planted.encode() not in raw, f"planted {planted!r} reached an exported span"
     # ... nor in the service's log records (DEBUG level) ...
     text = log.read_text(errors="replace")
     assert "deid" in text
-    for planted in PLANTED:
+    for planted in (*PLANTED, *RETAINED):
         assert planted not in text, f"planted {planted!r} in the deid log"
     # ... nor in any metric label.
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
     assert "sightline_deid_requests_total" in metrics
-    for planted in PLANTED:
+    for planted in (*PLANTED, *RETAINED):
         assert planted not in metrics, f"planted {planted!r} in a metric label"
 
 
