@@ -25,6 +25,8 @@ from sightline_gateway.api.deps import Gateway
 from sightline_gateway.api.review import install_review
 from sightline_gateway.api.routes import dicomweb, router
 from sightline_gateway.clients.health import http_ready
+from sightline_gateway.clients.pacs import CStoreSender, PacsSender, StowRsSender
+from sightline_gateway.clients.retry import RetryPolicy
 from sightline_gateway.clients.services import (
     Deid,
     Explain,
@@ -35,6 +37,7 @@ from sightline_gateway.clients.services import (
 )
 from sightline_gateway.core.auth import TokenVerifier
 from sightline_gateway.core.circuits import Circuits
+from sightline_gateway.core.envelope import TenantKeys
 from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
 from sightline_gateway.core.monitoring import run_outcome_metrics
 from sightline_gateway.db.audit import AuditLog
@@ -73,6 +76,8 @@ class Dependencies:
     preprocess: Preprocess | None = None
     explain: Explain | None = None
     store: ObjectStore | None = None
+    #: PACS senders by kind (``stow-rs``, ``c-store``); None: the real ones.
+    senders: dict[str, PacsSender] | None = None
     ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None
 
 
@@ -82,6 +87,17 @@ def _instrument() -> None:
         from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
 
         GrpcAioInstrumentorClient().instrument()
+
+
+def _tenant_keys(settings: GatewaySettings) -> TenantKeys | None:
+    """The tenant keys of re-identification records; every tenant with a PACS must have one."""
+    if settings.reidentification_keys_file is None:
+        return None
+    keys = TenantKeys.load(settings.reidentification_keys_file)
+    missing = sorted(t for t in settings.pacs_destinations if not keys.holds(t))
+    if missing:
+        raise ValueError(f"reidentification_keys_file has no key for tenants with a PACS: {missing}")
+    return keys
 
 
 def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> FastAPI:
@@ -143,6 +159,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
     # queues studies; their circuits hold the jobs, and /health/ready reports them as degraded.
     probes = {name: checks.pop(name) for name in NON_GATING if name in checks}
     circuits = Circuits(probes, cooldown_s=settings.job_backoff_s)
+    tenant_keys = _tenant_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +192,15 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             drift=DriftMonitor(observations_file=settings.drift_observations_file),
             circuits=circuits,
             reidentification_k=settings.reidentification_k,
+            destinations=settings.pacs_destinations,
+            tenant_keys=tenant_keys,
+            senders=deps.senders or {"stow-rs": StowRsSender(http), "c-store": CStoreSender()},
+            delivery_policy=RetryPolicy(
+                budget_s=settings.delivery_retry_budget_s,
+                first_s=settings.delivery_backoff_s,
+                cap_s=settings.delivery_backoff_max_s,
+            ),
+            delivery_lease_s=settings.delivery_lease_s,
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -193,6 +219,8 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         stop = asyncio.Event()
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
         tasks.append(asyncio.create_task(pipeline.run_backlog_metrics(stop)))
+        for _ in range(settings.delivery_concurrency):
+            tasks.append(asyncio.create_task(pipeline.run_forwarder(stop)))
         tasks.append(asyncio.create_task(pipeline.run_circuits(stop, settings.dependency_probe_s)))
         tasks.append(
             asyncio.create_task(

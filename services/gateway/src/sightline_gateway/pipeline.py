@@ -16,20 +16,25 @@ from sightline_common.drift import DriftMonitor
 from sightline_common.storage import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sightline_gateway.clients.pacs import PacsSender
 from sightline_gateway.clients.retry import RetryPolicy
 from sightline_gateway.clients.services import Deid, Explain, Preprocess
 from sightline_gateway.core.circuits import Circuits
+from sightline_gateway.core.envelope import TenantKeys
+from sightline_gateway.core.forwarder import Forwarder
 from sightline_gateway.core.intake import Accepted, Intake
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.retention import Retention
 from sightline_gateway.core.risk import ReidentificationRisk
-from sightline_gateway.core.routing import Router
+from sightline_gateway.core.routing import Header, Router
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.core.worker import Worker, run_backlog_metrics
 from sightline_gateway.core.workflow import Workflow
 from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.deliveries import Deliveries
 from sightline_gateway.db.jobs import JobQueue
 from sightline_gateway.db.models import Job, Study
+from sightline_gateway.settings import PacsDestination
 
 __all__ = ["Accepted", "Pipeline"]
 
@@ -58,6 +63,11 @@ class Pipeline:
         drift: DriftMonitor | None = None,
         circuits: Circuits | None = None,
         reidentification_k: int = 5,
+        destinations: Mapping[str, PacsDestination] | None = None,
+        tenant_keys: TenantKeys | None = None,
+        senders: Mapping[str, PacsSender] | None = None,
+        delivery_policy: RetryPolicy | None = None,
+        delivery_lease_s: float = 120.0,
     ) -> None:
         self.audit = audit
         policy = RetryPolicy(budget_s=retry_budget_s, first_s=backoff_s, cap_s=backoff_max_s)
@@ -67,6 +77,21 @@ class Pipeline:
         self.router = Router(self.manifests, models, models_enabled)
         self.queue = JobQueue(sessions, audit, lease_s=lease_s)
         self.risk = ReidentificationRisk(sessions, reidentification_k)
+        self.deliveries = Deliveries(sessions, audit, lease_s=delivery_lease_s)
+        #: The way back to tenants' PACS; None when no tenant has one.
+        self.forwarder: Forwarder | None = None
+        if destinations:
+            if tenant_keys is None or senders is None:
+                raise ValueError("PACS destinations need the tenant keys and the senders")
+            self.forwarder = Forwarder(
+                deliveries=self.deliveries,
+                store=store,
+                keys=tenant_keys,
+                destinations=destinations,
+                senders=senders,
+                policy=delivery_policy or RetryPolicy(budget_s=24 * 3600.0, first_s=5.0, cap_s=600.0),
+                poll_s=poll_s,
+            )
         self.intake = Intake(
             sessions=sessions,
             store=store,
@@ -79,6 +104,7 @@ class Pipeline:
             backoff_s=backoff_s,
             deid_budget_s=deid_retry_budget_s,
             risk=self.risk,
+            forwarder=self.forwarder,
         )
         self.workflow = Workflow(
             store=store,
@@ -89,6 +115,7 @@ class Pipeline:
             default_model=models[0],
             policy=policy,
             drift=drift,
+            forwarder=self.forwarder,
         )
         self.worker = Worker(
             queue=self.queue,
@@ -110,6 +137,8 @@ class Pipeline:
     def store(self, store: ObjectStore) -> None:
         """Swap the object store of every part (tests move a running app onto S3)."""
         self.intake.store = self.workflow.store = self.retention.store = store
+        if self.forwarder is not None:
+            self.forwarder.store = store
 
     @property
     def explain(self) -> Explain:
@@ -136,6 +165,7 @@ class Pipeline:
         watch: bool = False,
         fingerprint: str | None = None,
         models: Sequence[str] | None = None,
+        headers: Sequence[Header] | None = None,
     ) -> Accepted:
         """See :meth:`Intake.accept`."""
         return await self.intake.accept(
@@ -148,6 +178,7 @@ class Pipeline:
             watch=watch,
             fingerprint=fingerprint,
             models=models,
+            headers=headers,
         )
 
     async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:
@@ -182,6 +213,13 @@ class Pipeline:
     def stop_workers(self) -> None:
         """Wake every idle worker so that it sees its stop event at once."""
         self.wake.notify_all()
+
+    # ---- the way back --------------------------------------------------------------------
+
+    async def run_forwarder(self, stop: asyncio.Event) -> None:
+        """Deliver results to tenants' PACS (see ``core.forwarder``); returns at once without any."""
+        if self.forwarder is not None:
+            await self.forwarder.run(stop)
 
     # ---- retention ----------------------------------------------------------------------
 

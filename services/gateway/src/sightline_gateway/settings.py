@@ -4,9 +4,47 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 from sightline_common.settings import ObjectStorageSettings, ServiceSettings, refuse_weak_secret
+
+
+class PacsDestination(BaseModel):
+    """A tenant's PACS, where its results are filed back: DICOMweb STOW-RS or DIMSE C-STORE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", description="shown in delivery status"
+    )
+    stow_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="STOW-RS endpoint (the DICOMweb studies resource, e.g. https://pacs/dicom-web/studies)",
+    )
+    authorization_file: Path | None = Field(
+        default=None, description="file holding the STOW-RS Authorization header value (read per delivery)"
+    )
+    host: str | None = Field(default=None, description="C-STORE SCP host")
+    port: int | None = Field(default=None, ge=1, le=65535, description="C-STORE SCP port")
+    called_ae_title: str | None = Field(
+        default=None, min_length=1, max_length=16, description="the PACS's AE"
+    )
+    calling_ae_title: str = Field(default="SIGHTLINE", min_length=1, max_length=16)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PacsDestination:
+        dimse = (self.host, self.port, self.called_ae_title)
+        if self.stow_url is not None and any(v is not None for v in dimse):
+            raise ValueError("a destination is STOW-RS (stow_url) or C-STORE (host, port, called_ae_title)")
+        if self.stow_url is None and any(v is None for v in dimse):
+            raise ValueError("a C-STORE destination needs host, port and called_ae_title (or set stow_url)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "stow-rs" if self.stow_url is not None else "c-store"
 
 
 class GatewaySettings(ServiceSettings, ObjectStorageSettings):
@@ -145,6 +183,25 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
         default=60.0, gt=0, description="refresh period of the share-below-k gauges"
     )
 
+    # the way back: results re-identified and filed in each tenant's PACS
+    pacs_destinations: dict[str, PacsDestination] = Field(
+        default_factory=dict,
+        description="tenant -> its PACS; a tenant with one has its studies' original identifiers kept "
+        "(sealed under its key in reidentification_keys_file) and its results forwarded there",
+    )
+    reidentification_keys_file: Path | None = Field(
+        default=None,
+        description='JSON {"tenant": "<base64 32-byte key>" | [current, older...]}: the tenant keys that '
+        "wrap re-identification records (a Secret in the chart); needed for every tenant with a PACS",
+    )
+    delivery_retry_budget_s: float = Field(
+        default=24 * 3600.0, ge=0, description="how long a result's delivery is retried before it is failed"
+    )
+    delivery_backoff_s: float = Field(default=5.0, gt=0, description="first delivery retry delay; doubles")
+    delivery_backoff_max_s: float = Field(default=600.0, gt=0, description="cap of the delivery retry delay")
+    delivery_lease_s: float = Field(default=120.0, gt=1)
+    delivery_concurrency: int = Field(default=1, ge=0, le=64, description="0 forwards nothing from here")
+
     @model_validator(mode="after")
     def _models(self) -> GatewaySettings:
         if len(set(self.models)) != len(self.models):
@@ -161,6 +218,8 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
             raise ValueError(
                 "deid_retry_budget_s must be below sync_timeout_s (a sync caller waits for both)"
             )
+        if self.pacs_destinations and self.reidentification_keys_file is None:
+            raise ValueError("pacs_destinations need reidentification_keys_file (the tenant keys)")
         refuse_weak_secret(self.jwt_secret, "SIGHTLINE_GATEWAY_JWT_SECRET", self.environment)
         if self.environment == "production" and self.database_url.startswith("sqlite"):
             raise ValueError("SQLite is the embedded development default; use PostgreSQL in production")

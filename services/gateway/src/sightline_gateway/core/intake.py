@@ -29,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.clients.retry import call_with_retry
 from sightline_gateway.clients.services import Deid, DeidOutcome
+from sightline_gateway.core.forwarder import Forwarder
 from sightline_gateway.core.objects import delete_objects, instance_key
+from sightline_gateway.core.reidentify import OriginalStudy
 from sightline_gateway.core.risk import Placement, ReidentificationRisk
 from sightline_gateway.core.routing import (
     REFUSAL_ACTION,
@@ -38,6 +40,7 @@ from sightline_gateway.core.routing import (
     REFUSED,
     ROUTED,
     SERVED_PER_STUDY,
+    Header,
     Router,
     read_header,
 )
@@ -83,12 +86,15 @@ class Intake:
         backoff_s: float,
         deid_budget_s: float = 20.0,
         risk: ReidentificationRisk | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.sessions, self.store, self.audit, self.queue = sessions, store, audit, queue
         self.deid, self.wake, self.watchers, self.backoff_s = deid, wake, watchers, backoff_s
         self.deid_budget_s, self.router = deid_budget_s, router
         #: Measures each study's re-identification risk and decides generalisation (None: off).
         self.risk = risk
+        #: Keeps the original identifiers of tenants with a PACS, sealed (None: no way back).
+        self.forwarder = forwarder
 
     async def find_idempotent(self, tenant: str, key: str | None) -> Study | None:
         if not key:
@@ -112,6 +118,7 @@ class Intake:
         watch: bool = False,
         fingerprint: str | None = None,
         models: Sequence[str] | None = None,
+        headers: Sequence[Header] | None = None,
     ) -> Accepted:
         """Route the study, de-identify every instance, store the results, and queue one durable job.
 
@@ -124,6 +131,11 @@ class Intake:
         received, and a study no enabled model accepts is refused (:class:`NoModelAccepts`)
         before de-identification: nothing of it is sent, stored or queued, and the refusal is
         audited (``study.refused``: the caller and the rule that refused each model, no study value).
+        ``headers``: the instances' headers as the caller already read them (``read_header``).
+
+        For a tenant with a PACS, the instances' original identifiers are sealed in its
+        re-identification record (``core.forwarder``), committed with the study; they are in
+        memory only until then.
         """
         existing = await self.find_idempotent(tenant, idempotency_key)
         if existing is not None:
@@ -151,6 +163,12 @@ class Intake:
                 ROUTED.labels(name).inc()
         if not models:
             raise ValueError("a study needs at least one model")
+        original: OriginalStudy | None = None
+        if self.forwarder is not None and self.forwarder.keeps(tenant):
+            if headers is None or len(headers) != len(instances):
+                headers = await asyncio.to_thread(lambda: [read_header(i) for i in instances])
+            original = OriginalStudy.from_headers(headers)
+        del headers
         study_id = str(uuid.uuid4())
         timings: dict[str, float] = {}
         keys: list[str] = []
@@ -206,6 +224,8 @@ class Intake:
                 await session.flush()
                 if placement is not None:
                     session.add(ReidentificationRisk.row(study_id, tenant, placement))
+                if original is not None and self.forwarder is not None:
+                    session.add(self.forwarder.record(tenant, study_id, original))
                 session.add(self.queue.new_job(study_id))
                 await session.flush()
                 await self.audit.add(

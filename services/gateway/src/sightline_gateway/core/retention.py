@@ -1,4 +1,5 @@
-"""Retention: the de-identified images and heatmaps of old studies are deleted; results stay."""
+"""Retention: the de-identified images, heatmaps and re-identification records of old studies are
+deleted; results (and their delivery status) stay."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.core.objects import delete_objects, study_prefix
 from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.deliveries import purge_record
 from sightline_gateway.db.jobs import NO_SYNC, SYSTEM
 from sightline_gateway.db.models import Study, utcnow
 
@@ -27,7 +29,8 @@ class Retention:
         self.sessions, self.store, self.audit = sessions, store, audit
 
     async def purge_expired(self, older_than: timedelta) -> int:
-        """Delete the de-identified images and heatmaps of finished studies older than ``older_than``."""
+        """Delete the de-identified images, heatmaps and re-identification records of finished studies
+        older than ``older_than``."""
         cutoff = utcnow() - older_than
         async with self.sessions() as session:
             studies = (
@@ -46,6 +49,7 @@ class Retention:
             await delete_objects(self.store, keys)
             now = utcnow()
             async with self.sessions() as session, session.begin():
+                await purge_record(session, study.id)
                 await session.execute(
                     update(Study)
                     .where(Study.id == study.id)

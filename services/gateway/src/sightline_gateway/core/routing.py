@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 from pydicom import dcmread
@@ -58,11 +58,40 @@ SERVED_PER_STUDY = 1
 DEFAULT_TENANT = "*"
 
 _TAGS = ["SOPClassUID", "Modality", "BodyPartExamined", "PhotometricInterpretation", "Rows", "Columns"]
+#: The identifiers the result forwarder needs to file results back (``core.reidentify``): read in
+#: the same pass, kept only in memory until sealed in the tenant's re-identification record.
+_IDENTITY_TAGS = [
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+]
+
+
+@dataclass(frozen=True, repr=False)
+class Identifiers:
+    """An instance's original identifiers as received (PHI: in memory only, never logged)."""
+
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    patient_id: str = ""
+    issuer: str = ""
+    accession: str = ""
+
+    def __repr__(self) -> str:
+        return "Identifiers(<withheld>)"
 
 
 @dataclass(frozen=True)
 class Header:
-    """The attributes of one instance that routing reads (held in memory only, never logged)."""
+    """The attributes of one instance that routing reads (held in memory only, never logged).
+
+    ``identity``: the instance's original identifiers, for its tenant's re-identification record
+    only; out of ``repr`` so that no log or error message can show them.
+    """
 
     sop_class: str
     modality: str
@@ -70,12 +99,13 @@ class Header:
     photometric: str = ""
     rows: int = 0
     columns: int = 0
+    identity: Identifiers = field(default_factory=Identifiers, repr=False, compare=False)
 
 
 def read_header(data: bytes) -> Header:
     """The routing attributes of a DICOM instance as received (no pixel data is read)."""
     try:
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_TAGS)
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=_TAGS + _IDENTITY_TAGS)
         header = Header(
             sop_class=str(ds.get("SOPClassUID", "") or ""),
             modality=str(ds.get("Modality", "") or "").strip().upper(),
@@ -83,6 +113,14 @@ def read_header(data: bytes) -> Header:
             photometric=str(ds.get("PhotometricInterpretation", "") or "").strip().upper(),
             rows=int(ds.get("Rows", 0) or 0),
             columns=int(ds.get("Columns", 0) or 0),
+            identity=Identifiers(
+                study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+                series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+                sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+                patient_id=str(ds.get("PatientID", "") or ""),
+                issuer=str(ds.get("IssuerOfPatientID", "") or ""),
+                accession=str(ds.get("AccessionNumber", "") or ""),
+            ),
         )
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError, AttributeError):
         raise InvalidInput("the DICOM header cannot be read") from None

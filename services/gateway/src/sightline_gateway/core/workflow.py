@@ -22,6 +22,7 @@ from sightline_common.telemetry import current_trace_id
 
 from sightline_gateway.clients.retry import RetryPolicy, call_with_retry
 from sightline_gateway.clients.services import Explain, Inference, Preprocess
+from sightline_gateway.core.forwarder import Forwarder
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.objects import explain_prefix
 from sightline_gateway.db.jobs import JobQueue
@@ -64,11 +65,13 @@ class Workflow:
         default_model: str,
         policy: RetryPolicy,
         drift: DriftMonitor | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self.store, self.queue, self.preprocess, self.explain = store, queue, preprocess, explain
         self.manifests, self.default_model = manifests, default_model
         self.policy = policy
         self.drift = drift
+        self.forwarder = forwarder
         self._drift_registered: set[tuple[str, int]] = set()
 
     def manifest(self, study: Study | None = None) -> ModelManifest:
@@ -170,7 +173,9 @@ class Workflow:
         backfill = (
             {"explain_request": explain_request(study, manifest, top).model_dump()} if pending else None
         )
-        if await self.queue.complete(job, study, result, timings, backfill=backfill):
+        # The result's way back to the tenant's PACS is durable from the commit that stores it.
+        delivery = self.forwarder.delivery_for(study) if self.forwarder is not None else None
+        if await self.queue.complete(job, study, result, timings, backfill=backfill, delivery=delivery):
             self._observe_drift(manifest, version, top, result.refer, study.tenant_id)
 
     def _observe_drift(

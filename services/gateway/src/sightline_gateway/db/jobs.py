@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.db.audit import AuditLog
-from sightline_gateway.db.models import Job, Result, Study, utcnow
+from sightline_gateway.db.models import Delivery, Job, Result, Study, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -167,18 +167,22 @@ class JobQueue:
         result: Result,
         timings: dict[str, Any],
         backfill: dict[str, Any] | None = None,
+        delivery: Delivery | None = None,
     ) -> bool:
         """Store the result and end the job; ``False`` when another worker stored one first.
 
         The result, the job's and study's end and the audit event commit together. A worker
         that lost its lease mid-job finds the other's result and keeps it. ``backfill``: the
         explanation is pending; the job stays queued at stage ``backfill`` with this state.
+        ``delivery``: the result's delivery to the tenant's PACS, durable from the same commit.
         """
         now = utcnow()
         try:
             async with self.audit.transaction() as session:
                 session.add(result)
                 await session.flush()
+                if delivery is not None:
+                    session.add(delivery)
                 await self._finish(session, job, study, "completed", timings, now, backfill)
                 await self.audit.add(
                     session,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -229,3 +230,45 @@ class StudyRiskClass(Base):
         Index("ix_study_risk_classes_exact", "tenant_id", "exact_class"),
         Index("ix_study_risk_classes_general", "tenant_id", "general_class"),
     )
+
+
+class ReidentificationRecord(Base):
+    """A study's original identifiers, sealed under its tenant's key (``core.envelope``).
+
+    The only place identified values are kept, and only as ciphertext: ``wrapped_key`` is the
+    record's data key sealed under the tenant key ``key_id``; ``ciphertext`` the identifiers
+    sealed under the data key. Read by the result forwarder alone; deleted with the study's
+    retention.
+    """
+
+    __tablename__ = "reidentification_records"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """A study's result on its way to the tenant's PACS: durable, retried under a lease like a job.
+
+    ``destination`` is the configured destination's name; ``last_error`` a status code or error
+    class, never a value from the study.
+    """
+
+    __tablename__ = "deliveries"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

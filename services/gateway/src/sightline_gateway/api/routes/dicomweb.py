@@ -69,6 +69,7 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
     if refused is not None:  # who sent what was refused, and which rules refused it (no study values)
         await gw.record(who, REFUSAL_ACTION, REFUSAL_RESOURCE, refused, outcome=REFUSAL_OUTCOME)
     storable = [p.data for p in parts if p.failure is None]
+    headers = [p.header for p in parts if p.failure is None and p.header is not None]
     location: str | None = None
     if storable:
         try:
@@ -81,11 +82,12 @@ async def stow_rs(request: Request, gw: GW, who: Caller) -> Response:
                 explain=True,
                 roles=sorted(who.roles),
                 models=models,
+                headers=headers if len(headers) == len(storable) else None,
             )
             location = f"/v1/studies/{accepted.study.id}"
         except (InvalidInput, UnprocessableInput):
             parts = stow.all_failed(parts)  # de-identification refused the study: fails closed, whole
-    del storable
+    del storable, headers
     retrieve_url = f"{str(request.base_url).rstrip('/')}{location}" if location else None
     status, body = stow.response(parts, retrieve_url)
     return JSONResponse(

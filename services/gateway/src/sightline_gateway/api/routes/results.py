@@ -21,6 +21,7 @@ from sightline_gateway.core.auth import Principal, Role
 from sightline_gateway.core.heatmap_dicom import heatmap_segmentation
 from sightline_gateway.core.reports import fhir_bundle, imaging_study, result_body, structured_report
 from sightline_gateway.core.review import REVIEW_VERDICTS
+from sightline_gateway.db.deliveries import delivery_body
 from sightline_gateway.db.models import Result, Review, Study, utcnow
 
 router = APIRouter()
@@ -77,6 +78,9 @@ async def result_response(
         links=_links(gw, request, result, study.purged_at is not None),
         reviews=reviews,
     )
+    delivery = await gw.pipeline.deliveries.status_of(study.id)
+    if delivery is not None:  # the tenant has a PACS: where its result stands on the way back
+        body["delivery"] = delivery_body(delivery)
     return JSONResponse(body, headers=headers)
 
 

@@ -1,0 +1,191 @@
+"""The way back: a study's result re-identified and filed in its tenant's PACS (a recording fake here;
+Orthanc in tests/integration/gateway/test_pacs_forwarding.py).
+
+The SR and the heatmap Segmentation arrive under the original StudyInstanceUID, PatientID and
+accession, with their own new series and instance UIDs and references to the original images;
+the gateway keeps only the sealed record; delivery is retried, failed and audited; retention
+purges the record.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
+from sightline_gateway.core import dicomweb
+
+from tests.unit.gateway.forwarding_fixtures import RecordingSender, forwarding_harness, wait_delivery
+from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, token
+
+
+def original(data: bytes) -> Dataset:
+    return dcmread(io.BytesIO(data), stop_before_pixels=True)
+
+
+def referenced_sop_uids(ds: Dataset) -> set[str]:
+    """Every ReferencedSOPInstanceUID at any depth."""
+    found: set[str] = set()
+    for element in ds.iterall():
+        if element.keyword == "ReferencedSOPInstanceUID":
+            found.add(str(element.value))
+    return found
+
+
+def database_text(tmp: Path) -> bytes:
+    con = sqlite3.connect(tmp / "gw.db")
+    try:
+        return b"\n".join(
+            repr(row).encode()
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+            for row in con.execute(f'SELECT * FROM "{table}"').fetchall()
+        )
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def h(tmp_path: Path, sender: RecordingSender) -> Iterator[Harness]:
+    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
+        yield h
+
+
+def submit(h: Harness, data: bytes) -> str:
+    r = h.submit(data, mode="sync")
+    assert r.status_code in (200, 201), r.text
+    return str(r.headers["Location"]).rsplit("/", 1)[1]
+
+
+def test_the_sr_and_heatmap_are_filed_under_the_original_study(
+    h: Harness, sender: RecordingSender, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    data = phi_dicom(seed=3)
+    sent = original(data)
+    study_id = submit(h, data)
+    body = wait_delivery(h, study_id)
+    assert body["delivery"] == {
+        "status": "delivered",
+        "attempts": 1,
+        "destination": "pacs-a",
+        "delivered_at": body["delivery"]["delivered_at"],
+        "last_error": None,
+    }
+    (objects,) = sender.sent
+    sr, seg = (dcmread(io.BytesIO(o)) for o in objects)
+    assert (sr.SOPClassUID, seg.SOPClassUID) == (Comprehensive3DSRStorage, SegmentationStorage)
+    for ds in (sr, seg):
+        assert ds.StudyInstanceUID == sent.StudyInstanceUID
+        assert ds.PatientID == sent.PatientID and ds.AccessionNumber == sent.AccessionNumber
+        assert "PatientIdentityRemoved" not in ds and "DeidentificationMethod" not in ds
+        # New objects of Sightline's own: never the original series or instance.
+        assert ds.SeriesInstanceUID != sent.SeriesInstanceUID and ds.SOPInstanceUID != sent.SOPInstanceUID
+    # The SR's and the Segmentation's evidence is the image the hospital sent, by its own UIDs.
+    assert referenced_sop_uids(sr) == {sent.SOPInstanceUID}
+    assert referenced_sop_uids(seg) == {sent.SOPInstanceUID}
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == sent.StudyInstanceUID
+    assert evidence.ReferencedSeriesSequence[0].SeriesInstanceUID == sent.SeriesInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sent.SeriesInstanceUID
+    # The same objects as the de-identified DICOMweb names (stable series and instance UIDs).
+    assert sr.SOPInstanceUID == dicomweb.result_object(study_id, "x").sop_instance_uid
+    assert seg.SOPInstanceUID == dicomweb.heatmap_uids(study_id)[1]
+
+    # Nothing identified is kept: not the planted PHI, not the original UIDs (only the sealed record).
+    stored = database_text(tmp_path) + b"".join(
+        p.read_bytes() for p in (tmp_path / "objects").rglob("*") if p.is_file()
+    )
+    for value in (PHI, str(sent.StudyInstanceUID), str(sent.SOPInstanceUID), str(sent.SeriesInstanceUID)):
+        assert value.encode() not in stored
+        assert value not in caplog.text
+    events = h.client.get("/v1/audit", params={"action": "result.deliver"}, headers=token(roles=("auditor",)))
+    (event,) = events.json()["events"]
+    assert (event["resource_id"], event["outcome"]) == (study_id, "success")
+
+
+def test_a_pacs_that_stays_down_is_retried_then_reported_failed_and_nothing_is_lost(
+    tmp_path: Path, sender: RecordingSender
+) -> None:
+    sender.fail = True
+    with forwarding_harness(tmp_path, {"stow-rs": sender}, delivery_retry_budget_s=1.0) as h:
+        study_id = submit(h, phi_dicom())
+        body = wait_delivery(h, study_id)
+        delivery = body["delivery"]
+        assert delivery["status"] == "failed" and delivery["attempts"] == sender.attempts >= 3
+        assert "retry budget exhausted" in delivery["last_error"] and PHI not in delivery["last_error"]
+        # The result stands, and the record is kept until retention: nothing is lost.
+        assert body["probability"] > 0
+        con = sqlite3.connect(tmp_path / "gw.db")
+        assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
+        events = h.client.get(
+            "/v1/audit", params={"action": "result.deliver"}, headers=token(roles=("auditor",))
+        )
+        assert [e["outcome"] for e in events.json()["events"]] == ["failure"]
+
+
+def test_a_final_refusal_is_not_retried(tmp_path: Path, sender: RecordingSender) -> None:
+    sender.refuse = True
+    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
+        delivery = wait_delivery(h, submit(h, phi_dicom()))["delivery"]
+    assert (delivery["status"], delivery["attempts"], sender.attempts) == ("failed", 1, 1)
+    assert delivery["last_error"] == "STOW-RS answered 409"
+
+
+def test_retention_purges_the_record(h: Harness, tmp_path: Path) -> None:
+    study_id = submit(h, phi_dicom())
+    wait_delivery(h, study_id)
+    con = sqlite3.connect(tmp_path / "gw.db")
+    assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
+    assert h.client.portal.call(h.client.app.state.gateway.pipeline.purge_expired, timedelta(0)) == 1  # type: ignore[attr-defined]
+    assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (0,)
+    # The delivery's status stays with the result.
+    assert (
+        h.client.get(f"/v1/studies/{study_id}/result", headers=token()).json()["delivery"]["status"]
+        == "delivered"
+    )
+
+
+def test_a_tenant_without_a_pacs_keeps_no_record(h: Harness, tmp_path: Path) -> None:
+    other = {"Authorization": token(tenant="hospital-b")["Authorization"]}
+    r = h.submit(phi_dicom(), headers=other, mode="sync")
+    study_id = r.headers["Location"].rsplit("/", 1)[1]
+    body = h.client.get(f"/v1/studies/{study_id}/result", headers=token(tenant="hospital-b")).json()
+    assert "delivery" not in body
+    con = sqlite3.connect(tmp_path / "gw.db")
+    assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (0,)
+
+
+def test_stow_rs_intake_keeps_the_record_from_the_headers_it_read(
+    h: Harness, sender: RecordingSender
+) -> None:
+    data = phi_dicom(seed=5)
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = h.client.post(
+        "/dicomweb/studies",
+        content=body,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            **token(),
+        },
+    )
+    assert r.status_code == 200, r.text
+    study_id = r.headers["Location"].rsplit("/", 1)[1]
+    wait_delivery(h, study_id)
+    (objects,) = sender.sent
+    assert dcmread(io.BytesIO(objects[0])).StudyInstanceUID == original(data).StudyInstanceUID
