@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -68,19 +69,24 @@ class HeatmapExplain(FakeExplain):
 
 
 def key_file(tmp: Path, *tenants: str) -> Path:
+    """The tenant keys of ``tmp``'s gateway, made once (a restarted gateway must open its records)."""
     path = tmp / "tenant-keys.json"
-    path.write_text(json.dumps({t: base64.b64encode(os.urandom(32)).decode() for t in tenants}))
+    if not path.exists():
+        path.write_text(json.dumps({t: base64.b64encode(os.urandom(32)).decode() for t in tenants}))
     return path
 
 
 @contextmanager
 def forwarding_harness(
     tmp: Path,
-    senders: dict[str, PacsSender],
+    senders: dict[str, PacsSender] | None,
     destination: PacsDestination | None = None,
     **overrides: Any,
 ) -> Iterator[Harness]:
-    """A gateway on fakes (real deid) whose tenant ``hospital-a`` files results in ``destination``."""
+    """A gateway on fakes (real deid) whose tenant ``hospital-a`` files results in ``destination``.
+
+    ``senders``: PACS senders by kind; None: the real STOW-RS and C-STORE senders.
+    """
     values: dict[str, Any] = {
         "pacs_destinations": {
             TENANT: destination or PacsDestination(name="pacs-a", stow_url="http://pacs.invalid")
@@ -123,3 +129,19 @@ def wait_delivery(h: Harness, study_id: str, timeout_s: float = 20) -> dict[str,
             return body
         assert time.monotonic() < deadline, f"delivery did not end: {body}"
         time.sleep(0.05)
+
+
+def database_text(tmp: Path) -> bytes:
+    """Every row of the harness's SQLite database, as text to scan for planted PHI."""
+    con = sqlite3.connect(tmp / "gw.db")
+    try:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()]
+        return "\n".join(repr(row) for t in tables for row in con.execute(f'SELECT * FROM "{t}"')).encode()
+    finally:
+        con.close()
+
+
+def stored_text(tmp: Path) -> bytes:
+    """The database's rows and every stored object, to scan for planted PHI."""
+    objects = b"".join(p.read_bytes() for p in (tmp / "objects").rglob("*") if p.is_file())
+    return database_text(tmp) + objects

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +23,13 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 from sightline_gateway.core import dicomweb
 
-from tests.unit.gateway.forwarding_fixtures import RecordingSender, forwarding_harness, wait_delivery
+from tests.conftest import skip_or_fail_in_ci
+from tests.unit.gateway.forwarding_fixtures import (
+    RecordingSender,
+    forwarding_harness,
+    stored_text,
+    wait_delivery,
+)
 from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, token
 
 
@@ -36,18 +44,6 @@ def referenced_sop_uids(ds: Dataset) -> set[str]:
         if element.keyword == "ReferencedSOPInstanceUID":
             found.add(str(element.value))
     return found
-
-
-def database_text(tmp: Path) -> bytes:
-    con = sqlite3.connect(tmp / "gw.db")
-    try:
-        return b"\n".join(
-            repr(row).encode()
-            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-            for row in con.execute(f'SELECT * FROM "{table}"').fetchall()
-        )
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -103,15 +99,24 @@ def test_the_sr_and_heatmap_are_filed_under_the_original_study(
     assert seg.SOPInstanceUID == dicomweb.heatmap_uids(study_id)[1]
 
     # Nothing identified is kept: not the planted PHI, not the original UIDs (only the sealed record).
-    stored = database_text(tmp_path) + b"".join(
-        p.read_bytes() for p in (tmp_path / "objects").rglob("*") if p.is_file()
-    )
+    stored = stored_text(tmp_path)
     for value in (PHI, str(sent.StudyInstanceUID), str(sent.SOPInstanceUID), str(sent.SeriesInstanceUID)):
         assert value.encode() not in stored
         assert value not in caplog.text
     events = h.client.get("/v1/audit", params={"action": "result.deliver"}, headers=token(roles=("auditor",)))
     (event,) = events.json()["events"]
     assert (event["resource_id"], event["outcome"]) == (study_id, "success")
+
+    # Still valid IODs once re-identified (dicom3tools).
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        skip_or_fail_in_ci("dciodvfy not installed (make tools: scripts/get-dicom3tools.sh)")
+    for name, data in zip(("sr", "seg"), objects, strict=True):
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(data)
+        out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], (name, errors)
 
 
 def test_a_pacs_that_stays_down_is_retried_then_reported_failed_and_nothing_is_lost(
@@ -147,7 +152,8 @@ def test_retention_purges_the_record(h: Harness, tmp_path: Path) -> None:
     wait_delivery(h, study_id)
     con = sqlite3.connect(tmp_path / "gw.db")
     assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
-    assert h.client.portal.call(h.client.app.state.gateway.pipeline.purge_expired, timedelta(0)) == 1  # type: ignore[attr-defined]
+    portal, pipeline = h.client.portal, h.client.app.state.gateway.pipeline  # type: ignore[attr-defined]
+    assert portal is not None and portal.call(pipeline.purge_expired, timedelta(0)) == 1
     assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (0,)
     # The delivery's status stays with the result.
     assert (

@@ -1,0 +1,163 @@
+"""Issue 18, the way back: a study submitted to the gateway comes back to the hospital's PACS (Debian's
+Orthanc, started here on loopback) as an SR and a heatmap Segmentation under the patient's ORIGINAL
+StudyInstanceUID, PatientID and accession, by STOW-RS and by C-STORE, while the gateway keeps
+nothing identified (database, object store, logs, spans); a PACS that is down is retried (also
+across a gateway restart), then reported failed with nothing lost.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydicom import dcmread
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
+from sightline_gateway.settings import PacsDestination
+
+from tests.integration.gateway.pacs import AE_TITLE, Orthanc, value
+from tests.unit.gateway.forwarding_fixtures import forwarding_harness, stored_text, wait_delivery
+from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, token
+
+pytestmark = [pytest.mark.integration]
+
+STUDY, SERIES, SOP_INSTANCE, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
+PATIENT_ID, ACCESSION, MODALITY = "00100020", "00080050", "00080060"
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    pacs = Orthanc(tmp_path / "orthanc")
+    try:
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield exporter
+    finally:
+        exporter.shutdown()
+
+
+def destination(orthanc: Orthanc, kind: str) -> PacsDestination:
+    if kind == "stow-rs":
+        return PacsDestination(name="orthanc", stow_url=orthanc.stow_url, timeout_s=10)
+    return PacsDestination(
+        name="orthanc", host="127.0.0.1", port=orthanc.dicom_port, called_ae_title=AE_TITLE, timeout_s=10
+    )
+
+
+def submit(h: Harness, data: bytes) -> str:
+    r = h.submit(data, mode="sync")
+    assert r.status_code in (200, 201), r.text
+    return str(r.headers["Location"]).rsplit("/", 1)[1]
+
+
+def identified_anywhere(tmp: Path, values: list[str]) -> list[str]:
+    """The values found in the gateway's database or object store (planted-PHI scan)."""
+    stored = stored_text(tmp)
+    return [v for v in values if v.encode() in stored]
+
+
+@pytest.mark.parametrize("kind", ["stow-rs", "c-store"])
+def test_results_arrive_in_the_pacs_under_the_original_study_and_nothing_identified_stays(
+    tmp_path: Path,
+    orthanc: Orthanc,
+    kind: str,
+    spans: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    orthanc.start()
+    data = phi_dicom(seed=11)
+    sent = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    with forwarding_harness(tmp_path, None, destination(orthanc, kind)) as h:
+        study_id = submit(h, data)
+        delivery = wait_delivery(h, study_id)["delivery"]
+        assert delivery["status"] == "delivered", delivery
+        assert (delivery["attempts"], delivery["destination"]) == (1, "orthanc")
+    gateway_logs = caplog.text  # before this test's own requests to Orthanc name the study
+
+    # Orthanc's QIDO-RS: the patient's own study, with Sightline's two AI series in it.
+    (study,) = orthanc.qido("studies", StudyInstanceUID=str(sent.StudyInstanceUID))
+    assert value(study, PATIENT_ID) == sent.PatientID and value(study, ACCESSION) == sent.AccessionNumber
+    series = orthanc.qido(f"studies/{sent.StudyInstanceUID}/series")
+    assert sorted(value(s, MODALITY) for s in series) == ["SEG", "SR"]
+    assert sent.SeriesInstanceUID not in {value(s, SERIES) for s in series}  # new series of their own
+    instances = orthanc.qido(f"studies/{sent.StudyInstanceUID}/instances")
+    assert {value(i, SOP_CLASS) for i in instances} == {Comprehensive3DSRStorage, SegmentationStorage}
+    # WADO-RS metadata: the SR's evidence and the Segmentation's source are the original image.
+    metadata = orthanc.qido(f"studies/{sent.StudyInstanceUID}/metadata")
+    text = str(metadata)
+    assert str(sent.SOPInstanceUID) in text and str(sent.SeriesInstanceUID) in text
+    for item in metadata:
+        assert value(item, PATIENT_ID) == sent.PatientID
+
+    # The gateway kept nothing identified: database, objects, logs, spans.
+    originals = [str(sent.StudyInstanceUID), str(sent.SeriesInstanceUID), str(sent.SOPInstanceUID)]
+    planted = [PHI, str(sent.PatientID), str(sent.AccessionNumber), *originals]
+    assert identified_anywhere(tmp_path, planted) == []
+    for v in planted:
+        assert v not in gateway_logs
+    attributes = str([dict(s.attributes or {}) for s in spans.get_finished_spans()])
+    assert any(s.name == "gateway.deliver" for s in spans.get_finished_spans())
+    for v in planted:
+        assert v not in attributes
+
+
+def test_a_pacs_that_is_down_is_retried_across_a_gateway_restart_until_it_is_back(
+    tmp_path: Path, orthanc: Orthanc
+) -> None:
+    data = phi_dicom(seed=12)
+    sent = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    with forwarding_harness(tmp_path, None, destination(orthanc, "stow-rs")) as h:
+        study_id = submit(h, data)
+        deadline = time.monotonic() + 20
+        while (
+            h.client.get(f"/v1/studies/{study_id}/result", headers=token()).json()["delivery"]["attempts"] < 2
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    # The gateway stopped with the delivery pending; the PACS comes back, and so does the gateway.
+    orthanc.start()
+    with forwarding_harness(tmp_path, None, destination(orthanc, "stow-rs")) as h:
+        delivery = wait_delivery(h, study_id)["delivery"]
+    assert delivery["status"] == "delivered" and delivery["attempts"] >= 3
+    (study,) = orthanc.qido("studies", StudyInstanceUID=str(sent.StudyInstanceUID))
+    assert value(study, PATIENT_ID) == sent.PatientID
+
+
+@pytest.mark.parametrize("kind", ["stow-rs", "c-store"])
+def test_a_pacs_that_stays_down_is_reported_failed_and_nothing_is_lost(
+    tmp_path: Path, orthanc: Orthanc, kind: str
+) -> None:
+    with forwarding_harness(tmp_path, None, destination(orthanc, kind), delivery_retry_budget_s=1.5) as h:
+        study_id = submit(h, phi_dicom(seed=13))
+        body = wait_delivery(h, study_id)
+        delivery = body["delivery"]
+        assert delivery["status"] == "failed" and delivery["attempts"] >= 2
+        assert "retry budget exhausted" in delivery["last_error"]
+        # Nothing lost: the result, its SR and the sealed record are all still there.
+        assert body["probability"] > 0
+        assert h.client.get(f"/v1/studies/{study_id}/result.dcm", headers=token()).status_code == 200
+        events = h.client.get(
+            "/v1/audit", params={"action": "result.deliver"}, headers=token(roles=("auditor",))
+        )
+        assert [(e["resource_id"], e["outcome"]) for e in events.json()["events"]] == [(study_id, "failure")]
+    con = sqlite3.connect(tmp_path / "gw.db")
+    assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
