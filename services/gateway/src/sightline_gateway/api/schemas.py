@@ -22,7 +22,11 @@ class StudyOut(_Body):
     instances: int
     explain: bool
     stage_timings_ms: dict[str, float]
-    deid: dict[str, Any] = Field(description="what de-identification did: counts per action and the recipe")
+    deid: dict[str, Any] = Field(
+        description="what de-identification did: counts per action and the recipe; `reidentification`: "
+        "k of the study's quasi-identifier class when stored, the threshold, whether it was stored "
+        "generalised (figures only, never values)"
+    )
     error: dict[str, str] | None = None
     result_url: str | None = None
     trace_id: str | None = None
