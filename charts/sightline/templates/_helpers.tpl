@@ -183,6 +183,12 @@ app.kubernetes.io/part-of: sightline
 - name: {{ $prefix }}RATE_LIMIT_STORAGE
   valueFrom: {secretKeyRef: {name: {{ . }}, key: {{ $ctx.Values.rateLimit.redis.urlKey }}}}
 {{- end }}
+{{- with $ctx.Values.pacsForwarding.destinations }}
+{{- /* The way back: destinations per tenant, the tenant keys mounted from their Secret. */}}
+- {name: {{ $prefix }}PACS_DESTINATIONS, value: {{ toJson . | quote }}}
+- {name: {{ $prefix }}REIDENTIFICATION_KEYS_FILE, value: "/etc/sightline/tenant-keys/tenant-keys.json"}
+- {name: {{ $prefix }}DELIVERY_RETRY_BUDGET_S, value: {{ $ctx.Values.pacsForwarding.retryBudgetSeconds | quote }}}
+{{- end }}
 {{- end }}
 {{- if has "objectStorage" $c.uses }}
 - {name: {{ $prefix }}S3_ENDPOINT, value: {{ include "sightline.objectStorageEndpoint" $ctx | quote }}}
