@@ -7,11 +7,14 @@ across a gateway restart), then reported failed with nothing lost.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,14 +24,19 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydicom import dcmread
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
+from sightline_gateway.db.engine import make_engine
 from sightline_gateway.settings import PacsDestination
+from sqlalchemy import text
 
+from tests.conftest import skip_or_fail_in_ci
+from tests.integration.gateway.conftest import drop_schema
 from tests.integration.gateway.pacs import AE_TITLE, Orthanc, value
 from tests.unit.gateway.forwarding_fixtures import forwarding_harness, stored_text, wait_delivery
 from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, token
 
 pytestmark = [pytest.mark.integration]
 
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 STUDY, SERIES, SOP_INSTANCE, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
 PATIENT_ID, ACCESSION, MODALITY = "00100020", "00080050", "00080060"
 
@@ -161,3 +169,53 @@ def test_a_pacs_that_stays_down_is_reported_failed_and_nothing_is_lost(
         assert [(e["resource_id"], e["outcome"]) for e in events.json()["events"]] == [(study_id, "failure")]
     con = sqlite3.connect(tmp_path / "gw.db")
     assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
+
+
+def test_on_postgresql_the_record_and_delivery_work_and_retention_purges_the_record(
+    tmp_path: Path, orthanc: Orthanc
+) -> None:
+    """The same way back on PostgreSQL (bytea ciphertexts, the delivery claim), then the purge."""
+    if not asyncio.run(_pg_reachable()):
+        skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
+    schema = "gw_pacs_" + secrets.token_hex(6)
+    orthanc.start()
+    data = phi_dicom(seed=14)
+    sent = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    try:
+        with forwarding_harness(
+            tmp_path, None, destination(orthanc, "stow-rs"), database_url=PG_URL, database_schema=schema
+        ) as h:
+            study_id = submit(h, data)
+            assert wait_delivery(h, study_id)["delivery"]["status"] == "delivered"
+            pipeline = h.client.app.state.gateway.pipeline  # type: ignore[attr-defined]
+            assert asyncio.run(_records(schema)) == 1
+            portal = h.client.portal
+            assert portal is not None and portal.call(pipeline.purge_expired, timedelta(0)) == 1
+            assert asyncio.run(_records(schema)) == 0
+        (study,) = orthanc.qido("studies", StudyInstanceUID=str(sent.StudyInstanceUID))
+        assert value(study, PATIENT_ID) == sent.PatientID
+    finally:
+        asyncio.run(drop_schema(PG_URL, schema))
+
+
+async def _pg_reachable() -> bool:
+    engine = make_engine(PG_URL)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except OSError:
+        return False
+    finally:
+        await engine.dispose()
+
+
+async def _records(schema: str) -> int:
+    engine = make_engine(PG_URL, schema)
+    try:
+        async with engine.connect() as conn:
+            return int(
+                (await conn.execute(text("SELECT count(*) FROM reidentification_records"))).scalar_one()
+            )
+    finally:
+        await engine.dispose()

@@ -19,18 +19,23 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from pydicom import Dataset, dcmread
 from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
+from sightline_gateway.app import create_app
 from sightline_gateway.core import dicomweb
+from sightline_gateway.settings import PacsDestination
 
 from tests.conftest import skip_or_fail_in_ci
 from tests.unit.gateway.forwarding_fixtures import (
+    TENANT,
     RecordingSender,
     forwarding_harness,
+    key_file,
     stored_text,
     wait_delivery,
 )
-from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, token
+from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, settings, token
 
 
 def original(data: bytes) -> Dataset:
@@ -195,3 +200,20 @@ def test_stow_rs_intake_keeps_the_record_from_the_headers_it_read(
     wait_delivery(h, study_id)
     (objects,) = sender.sent
     assert dcmread(io.BytesIO(objects[0])).StudyInstanceUID == original(data).StudyInstanceUID
+
+
+def test_a_destination_is_one_kind_and_needs_the_tenant_keys(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"STOW-RS .* or C-STORE"):
+        PacsDestination(name="p", stow_url="http://pacs/dicom-web/studies", host="pacs", port=104)
+    with pytest.raises(ValidationError, match="needs host, port and called_ae_title"):
+        PacsDestination(name="p", host="pacs", port=104)
+    dest = {TENANT: PacsDestination(name="p", stow_url="http://pacs/dicom-web/studies")}
+    with pytest.raises(ValidationError, match="reidentification_keys_file"):
+        settings(tmp_path, pacs_destinations=dest)
+
+
+def test_the_gateway_refuses_to_start_without_a_key_for_a_tenant_with_a_pacs(tmp_path: Path) -> None:
+    dest = {"hospital-z": PacsDestination(name="p", stow_url="http://pacs/dicom-web/studies")}
+    s = settings(tmp_path, pacs_destinations=dest, reidentification_keys_file=key_file(tmp_path, TENANT))
+    with pytest.raises(ValueError, match=r"no key for tenants with a PACS: \['hospital-z'\]"):
+        create_app(s)
