@@ -86,7 +86,12 @@ async def result_response(
 
 @router.get("/studies/{study_id}/result", tags=["results"], responses=ERRORS)
 async def get_result(study_id: StudyId, request: Request, gw: GW, who: Caller) -> JSONResponse:
-    """The model's result: probability, threshold, decision, explanation links; preliminary until reviewed."""
+    """The model's result: probability, threshold, decision, explanation links; preliminary until reviewed.
+
+    For a tenant with a PACS, ``delivery`` says where the result stands on its way back there
+    (re-identified under the patient's own study): ``status`` pending, delivered or failed,
+    ``attempts``, ``destination`` (the configured name), ``delivered_at`` and ``last_error``.
+    """
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read")
     return await result_response(request, gw, who, study)
