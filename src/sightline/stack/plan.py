@@ -13,6 +13,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 from sightline_common.manifest import load_manifest
@@ -20,7 +21,7 @@ from sightline_common.model_repository import served_models
 from sightline_common.settings import ServiceSettings, TelemetrySettings
 from sightline_deid.settings import DeidSettings
 from sightline_explain.settings import ExplainSettings
-from sightline_gateway.settings import GatewaySettings
+from sightline_gateway.settings import GatewaySettings, PacsDestination
 from sightline_preprocess.settings import PreprocessSettings
 from sightline_receiver.settings import ReceiverSettings, TenantSenders
 
@@ -94,6 +95,31 @@ def receiver_spool_key(data_dir: Path) -> Path:
     return path
 
 
+def gateway_tenant_keys(data_dir: Path) -> Path:
+    """The development tenant's re-identification key file (JSON: tenant -> 32 random bytes, base64;
+    mode 0600), made once per data directory: another key would leave the kept records unopenable.
+    In a cluster it comes from a Secret (``pacsForwarding.tenantKeySecret``).
+    """
+    path = data_dir / "tenant-keys.json"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as fh:
+        json.dump({DEV_TENANT: base64.b64encode(secrets.token_bytes(32)).decode()}, fh)
+    return path
+
+
+def pacs_forwarding(settings: StackSettings, data_dir: Path) -> dict[str, Any]:
+    """The gateway settings of the way back: the development tenant's PACS and its key, if it has one."""
+    if settings.pacs_stow_url is None:
+        return {}
+    return {
+        "pacs_destinations": {DEV_TENANT: PacsDestination(name="dev-pacs", stow_url=settings.pacs_stow_url)},
+        "reidentification_keys_file": gateway_tenant_keys(data_dir),
+    }
+
+
 def telemetry_settings(settings: StackSettings) -> TelemetrySettings:
     """Where every service of the stack sends its traces (a JSON-lines file by default)."""
     return build_settings(
@@ -160,6 +186,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             jwt_secret=keys.jwt_secret,
             drift_observations_file=data / "drift-observations.jsonl",
             outcome_metrics_interval_s=settings.outcome_metrics_interval_s,
+            **pacs_forwarding(settings, data),
         ),
         "receiver": build_settings(
             ReceiverSettings,

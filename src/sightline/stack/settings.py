@@ -44,6 +44,11 @@ class StackSettings(BaseSettings):
     explain_object_store_mb: int = 128
     #: How often the gateway recomputes its real-world performance gauges from confirmed outcomes.
     outcome_metrics_interval_s: float = Field(default=60.0, gt=0)
+    #: The development tenant's PACS as a STOW-RS URL (e.g. a local Orthanc's
+    #: http://127.0.0.1:8042/dicom-web/studies): its results are re-identified and filed there, and
+    #: its studies' original identifiers are kept sealed under a key file of the data directory.
+    #: None: no way back, nothing kept.
+    pacs_stow_url: str | None = Field(default=None, pattern=r"^https?://")
 
     @model_validator(mode="after")
     def _ports_unique(self) -> StackSettings:
