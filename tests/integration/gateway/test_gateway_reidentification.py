@@ -14,7 +14,9 @@ import asyncio
 import io
 import logging
 import secrets
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +168,23 @@ def test_the_report_needs_the_auditor_role_and_is_audited(h: Harness) -> None:
         headers=token(tenant=tenant, roles=("auditor",)),
     ).json()["events"]
     assert len(events) == 2 and all(e["resource_id"] == tenant for e in events)
+
+
+def test_studies_whose_images_retention_purged_no_longer_count(h: Harness) -> None:
+    tenant = "hospital-purge-" + secrets.token_hex(3)
+    ids = [submit(h, tenant, study("042Y", n))["id"] for n in range(2)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        statuses = {
+            h.client.get(f"/v1/studies/{i}", headers=token(tenant=tenant)).json()["status"] for i in ids
+        }
+        if statuses <= {"completed", "failed"}:
+            break
+        time.sleep(0.05)
+    assert report(h, tenant).json()["studies"] == 2
+    pipeline = h.client.app.state.gateway.pipeline  # type: ignore[attr-defined]
+    assert h.client.portal.call(pipeline.purge_expired, timedelta(0)) >= 2  # type: ignore[union-attr]
+    body = report(h, tenant).json()
+    assert (body["studies"], body["below_k"], body["distribution"]) == (0, 0, [])
+    # A new study of the same class starts it again: the purged ones are not in what is held.
+    assert submit(h, tenant, study("042Y", 5))["deid"]["reidentification"]["k"] == 1

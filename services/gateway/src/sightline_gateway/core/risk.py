@@ -11,7 +11,8 @@ k of a study
     quasi-identifiers cannot rule out in what Sightline stored: the studies stored exactly with
     the same values, plus those stored generalised into the same bands (a "42, station A" patient
     may be any "40-44, model M" study). That is the prosecutor's candidate set; its inverse is the
-    chance of picking the right study. It is computed live, so it grows as the tenant's studies do.
+    chance of picking the right study. It is computed live over the studies whose images are still
+    held (retention's purge takes a study out), so it moves as the tenant's studies come and go.
 Share below k
     The share of the tenant's studies whose k is below the threshold (setting, default 5): a
     Prometheus gauge per tenant (``sightline_reidentification_share_below_k``) and the audit
