@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,19 @@ class LiveGateway:
 @pytest.fixture
 def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
     """The gateway app on a free loopback port, served by uvicorn in a thread."""
+    with serve_gateway(tmp_path) as gateway:
+        yield gateway
+
+
+@contextmanager
+def serve_gateway(
+    tmp_path: Path, explain: Callable[[Any], FakeExplain] = FakeExplain, **overrides: Any
+) -> Iterator[LiveGateway]:
+    """The gateway (settings ``overrides``) on a free loopback port, served by uvicorn in a thread."""
     (port,) = free_ports(1)
-    s = settings(tmp_path / "gateway", port=port)
+    s = settings(tmp_path / "gateway", port=port, **overrides)
     store = LocalDirStore(s.storage_dir)
-    pre, exp = FakePreprocess(), FakeExplain(store)
+    pre, exp = FakePreprocess(), explain(store)
     deid = httpx.AsyncClient(transport=httpx.ASGITransport(app=deid_app()), base_url="http://deid")
 
     async def ok() -> bool:
