@@ -1,7 +1,8 @@
 """Triton python-backend model: runs this version's model.onnx with ONNX Runtime on the CPU.
 
 Copied by the exporter to ``<version>/model.py``. All requests of a dynamic batch are
-concatenated into one ONNX Runtime call and split back.
+concatenated into one ONNX Runtime call and split back. Every output the configuration declares
+(the logit, and the out-of-scope score when the model has one) comes from that one call.
 """
 
 import json
@@ -17,7 +18,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         self.input_name = config["input"][0]["name"]
-        self.output_name = config["output"][0]["name"]
+        self.output_names = [o["name"] for o in config["output"]]
         params = config.get("parameters", {})
         threads = int(params.get("onnx_threads", {}).get("string_value", "1"))
         options = ort.SessionOptions()
@@ -32,11 +33,14 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         sizes = [b.shape[0] for b in batches]
-        outputs = self.session.run([self.output_name], {self.input_name: np.concatenate(batches)})[0]
+        outputs = self.session.run(self.output_names, {self.input_name: np.concatenate(batches)})
         responses = []
         start = 0
         for size in sizes:
-            out = np.ascontiguousarray(outputs[start : start + size], dtype=np.float32)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)]))
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(out[start : start + size], dtype=np.float32))
+                for name, out in zip(self.output_names, outputs, strict=True)
+            ]
+            responses.append(pb_utils.InferenceResponse(tensors))
             start += size
         return responses

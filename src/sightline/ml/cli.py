@@ -127,6 +127,29 @@ def evaluate_command(
         console.print(f"updated {repository / model}: manifest.json metrics, evaluation/, MODEL_CARD.md")
 
 
+@ml_app.command("fit-out-of-scope")
+def fit_out_of_scope_command(
+    repository: Annotated[Path, typer.Option(help="model repository")] = Path("model_repository"),
+    model: Annotated[str, typer.Option(help="model name")] = "derm-cnn",
+    dataset: Annotated[
+        str | None, typer.Option(help="training dataset folder; default the one the model was trained on")
+    ] = None,
+    quantile: Annotated[
+        float, typer.Option(min=0.5, max=0.9999, help="validation quantile of the score used as threshold")
+    ] = 0.99,
+    cache_dir: Annotated[Path, typer.Option(help="image cache")] = Path(".cache"),
+) -> None:
+    """Fit the out-of-scope score on the training split, threshold it on validation, and make it
+    a second output of the served model (model.onnx, Triton configs, manifest)."""
+    from sightline.ml.out_of_scope import fit_out_of_scope
+
+    manifest = fit_out_of_scope(repository, model, dataset=dataset, cache_dir=cache_dir, quantile=quantile)
+    oos = manifest.out_of_scope
+    assert oos is not None
+    typer.echo(f"{model} v{manifest.version}: out-of-scope threshold {oos.threshold} ({oos.artifact})")
+    typer.echo(oos.threshold_rationale)
+
+
 @ml_app.command("model-card")
 def model_card_command(
     repository: Annotated[Path, typer.Option(help="model repository")] = Path("model_repository"),

@@ -33,7 +33,7 @@ name: "{name}"
 backend: "onnxruntime"
 max_batch_size: {max_batch}
 input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ {c}, {h}, {w} ] }} ]
-output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+output [{outputs}]
 instance_group [ {{ kind: KIND_GPU, count: 1 }} ]
 dynamic_batching {{
   preferred_batch_size: [ 8, 16, 32 ]
@@ -66,7 +66,7 @@ name: "{name}"
 backend: "python"
 max_batch_size: {max_batch}
 input [ {{ name: "{input}", data_type: TYPE_FP32, dims: [ {c}, {h}, {w} ] }} ]
-output [ {{ name: "{output}", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+output [{outputs}]
 # Two single-threaded instances and no batching delay: measured on a 2-core host (see
 # benchmarks/bench_inference.py), a held request cost more than batching gained, and two ONNX
 # threads per call starved the preprocess service's decoding.
@@ -79,8 +79,19 @@ version_policy: {{ latest: {{ num_versions: 1 }} }}
 """
 
 
-def export_onnx(model: nn.Module, path: Path, height: int, width: int, channels: int = 3) -> None:
-    """TorchScript-based ONNX export with a dynamic batch dimension."""
+#: The second output of a model with an out-of-scope score (``sightline.ml.out_of_scope``).
+OUT_OF_SCOPE_OUTPUT = "out_of_scope_score"
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    height: int,
+    width: int,
+    channels: int = 3,
+    output_names: tuple[str, ...] = (OUTPUT_NAME,),
+) -> None:
+    """TorchScript-based ONNX export with a dynamic batch dimension (every output (N, 1))."""
     model = model.eval()
     example = torch.zeros(1, channels, height, width)
     torch.onnx.export(
@@ -88,8 +99,8 @@ def export_onnx(model: nn.Module, path: Path, height: int, width: int, channels:
         (example,),
         str(path),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        output_names=list(output_names),
+        dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in output_names}},
         opset_version=17,
         dynamo=False,
     )
@@ -120,14 +131,27 @@ def export_model(
 
 
 def write_serving_files(
-    root: Path, name: str, version: int, height: int, width: int, channels: int = 3
+    root: Path,
+    name: str,
+    version: int,
+    height: int,
+    width: int,
+    channels: int = 3,
+    *,
+    out_of_scope: bool = False,
 ) -> None:
-    """Triton configurations (production and local) and the python-backend model file."""
+    """Triton configurations (production and local) and the python-backend model file.
+
+    ``out_of_scope``: the model's ONNX has the out-of-scope score as a second output, declared
+    after the logit (services take the first output as the logit, the second as the score).
+    """
+    names = (OUTPUT_NAME, OUT_OF_SCOPE_OUTPUT) if out_of_scope else (OUTPUT_NAME,)
+    outputs = ",".join(f' {{ name: "{n}", data_type: TYPE_FP32, dims: [ 1 ] }}' for n in names) + " "
     fmt = {
         "name": name,
         "max_batch": MAX_BATCH,
         "input": INPUT_NAME,
-        "output": OUTPUT_NAME,
+        "outputs": outputs,
         "h": height,
         "w": width,
         "c": channels,
@@ -157,7 +181,15 @@ def refresh_serving_files(repository: Path, name: str) -> ModelManifest:
     root = repository / name
     manifest = ModelManifest.model_validate(json.loads((root / "manifest.json").read_text()))
     spec = manifest.preprocessing
-    write_serving_files(root, name, manifest.version, spec.height, spec.width, channels(spec))
+    write_serving_files(
+        root,
+        name,
+        manifest.version,
+        spec.height,
+        spec.width,
+        channels(spec),
+        out_of_scope=manifest.out_of_scope is not None,
+    )
     manifest = manifest.model_copy(update={"artifacts": artifact_digests(root)})
     (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
     return manifest

@@ -111,6 +111,28 @@ def test_probability_matches_the_in_process_model(channel: grpc.Channel, manifes
     assert not np.allclose(batched["probability"], batched["probability"][0])  # different images
 
 
+def test_out_of_scope_score_is_the_served_graphs_second_output(
+    channel: grpc.Channel, manifest: ModelManifest
+) -> None:
+    """Triton's python backend returns the score beside the logit; preprocess passes it on, equal
+    to ONNX Runtime in process. The test files (ultrasound, secondary-capture photographs of
+    non-skin scenes) are not dermoscopy: each is flagged."""
+    import onnxruntime as ort
+
+    oos = manifest.out_of_scope
+    if oos is None:
+        pytest.skip("derm-cnn has no out-of-scope score")
+    items = [to_bytes(accepted(n, manifest.preprocessing)) for n in COLOUR_FILES]
+    batch, _ = transform_batch(items, manifest.preprocessing, 1 << 26)
+    onnx_path = REPO / "model_repository" / manifest.name / "1" / "model.onnx"
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = session.run(["out_of_scope_score"], {"image": batch})[0]
+    served = outputs(call(channel, items))["out_of_scope_score"]
+    assert served.shape == (len(items), 1)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
+    assert (served[:, 0] > oos.threshold).all()
+
+
 def test_both_models_are_ready_in_one_triton(stack: Stack) -> None:
     """One tritonserver serves every model of the repository; preprocess serves one KServe model each."""
     for name in ("derm-cnn", XRAY_MODEL):

@@ -17,7 +17,12 @@ from sightline_preprocess.core.transform import STAT_FIELDS, transform_batch
 
 from tests.unit.preprocess.preprocess_files import REPO, accepted, real_dataset, to_bytes
 
-SPEC = load_manifest(REPO / "model_repository", "derm-cnn").preprocessing
+MANIFEST = load_manifest(REPO / "model_repository", "derm-cnn")
+SPEC = MANIFEST.preprocessing
+LOGIT = TensorSpec("logit", "FP32", (-1, 1))
+SCORE = TensorSpec("out_of_scope_score", "FP32", (-1, 1))
+#: What the repository's derm-cnn declares: the logit, then the out-of-scope score when it has one.
+OUTPUTS = (LOGIT, SCORE) if MANIFEST.out_of_scope is not None else (LOGIT,)
 
 
 def _metadata(shape: tuple[int, ...] | None = None, dtype: str = "FP32", **kw: Any) -> ModelMetadata:
@@ -25,7 +30,7 @@ def _metadata(shape: tuple[int, ...] | None = None, dtype: str = "FP32", **kw: A
     if shape is None:
         shape = (-1, 3, SPEC.height, SPEC.width)
     inputs = kw.get("inputs", (TensorSpec("image", dtype, shape),))
-    outputs = kw.get("outputs", (TensorSpec("logit", "FP32", (-1, 1)),))
+    outputs = kw.get("outputs", OUTPUTS)
     return ModelMetadata("derm-cnn", ("1",), inputs, outputs)
 
 
@@ -106,10 +111,12 @@ def test_contract_agrees_with_the_placeholder(manifest: ModelManifest) -> None:
         (_metadata(shape=(-1, 3, SPEC.height + 16, SPEC.width)), "shape"),
         (_metadata(shape=(-1, 1, SPEC.height, SPEC.width)), "shape"),
         (_metadata(dtype="UINT8"), "UINT8"),
-        (_metadata(outputs=(TensorSpec("logit", "FP32", (-1, 2)),)), "output"),
-        (_metadata(outputs=(TensorSpec("logit", "FP16", (-1, 1)),)), "output"),
+        (_metadata(outputs=(TensorSpec("logit", "FP32", (-1, 2)), *OUTPUTS[1:])), "output"),
+        (_metadata(outputs=(TensorSpec("logit", "FP16", (-1, 1)), *OUTPUTS[1:])), "output"),
+        (_metadata(outputs=(LOGIT, TensorSpec("out_of_scope_score", "FP32", (-1, 2)))), "output"),
+        (_metadata(outputs=(LOGIT, SCORE, SCORE)), "output tensor"),
         (_metadata(inputs=_metadata().inputs * 2), "one input"),
-        (_metadata(outputs=()), "one output"),
+        (_metadata(outputs=()), "output tensor"),
     ],
 )
 def test_contract_disagreements_are_named(
@@ -134,11 +141,14 @@ class FakeTriton:
             raise DependencyUnavailable("down")
         return self.md
 
-    async def infer(self, model: str, input_name: str, batch: Any, output_name: str) -> tuple[Any, str]:
+    async def infer(
+        self, model: str, input_name: str, batch: Any, output_names: list[str]
+    ) -> tuple[list[Any], str]:
         self.calls += 1
         if not self.ready:
             raise DependencyUnavailable("Triton inference failed (AioRpcError)")
-        return np.full((batch.shape[0], 1), 0.5, np.float32), "1"
+        values = {"logit": 0.5, "out_of_scope_score": 7.25}
+        return [np.full((batch.shape[0], 1), values[n], np.float32) for n in output_names], "1"
 
 
 def _transformer(manifest: ModelManifest, triton: FakeTriton) -> Any:
@@ -187,6 +197,22 @@ def test_outputs_and_parameters(manifest: ModelManifest, spec: PreprocessSpec) -
     assert out["image_stats"].shape == (2, len(STAT_FIELDS))
     assert response.parameters["image_stats_fields"] == ",".join(STAT_FIELDS)
     assert response.model_version == "1"
+    if manifest.out_of_scope is not None:
+        assert out["out_of_scope_score"].shape == (2, 1) and np.allclose(out["out_of_scope_score"], 7.25)
+
+
+def test_a_model_with_an_out_of_scope_score_needs_its_second_output(manifest: ModelManifest) -> None:
+    """A Triton config that lost the score output would serve results without the flag: not ready."""
+    from sightline_common.manifest import OutOfScopeSpec
+
+    with_score = manifest.model_copy(
+        update={"out_of_scope": OutOfScopeSpec(method="m", artifact="1/out_of_scope.npz", threshold=3.0)}
+    )
+    without = manifest.model_copy(update={"out_of_scope": None})
+    assert contract_problems(with_score, _metadata(outputs=(LOGIT, SCORE))) == []
+    assert any("two output" in p for p in contract_problems(with_score, _metadata(outputs=(LOGIT,))))
+    assert contract_problems(without, _metadata(outputs=(LOGIT,))) == []
+    assert contract_problems(without, _metadata(outputs=(LOGIT, SCORE)))
 
 
 def test_errors_keep_their_sightline_code(manifest: ModelManifest, spec: PreprocessSpec) -> None:

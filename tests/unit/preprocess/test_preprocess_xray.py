@@ -139,9 +139,10 @@ class _Triton:
     def _metadata(m: ModelManifest) -> ModelMetadata:
         spec = m.preprocessing
         shape = (-1, channels(spec), spec.height, spec.width)
-        return ModelMetadata(
-            m.name, ("1",), (TensorSpec("image", "FP32", shape),), (TensorSpec("logit", "FP32", (-1, 1)),)
-        )
+        outputs = [TensorSpec("logit", "FP32", (-1, 1))]
+        if m.out_of_scope is not None:
+            outputs.append(TensorSpec("out_of_scope_score", "FP32", (-1, 1)))
+        return ModelMetadata(m.name, ("1",), (TensorSpec("image", "FP32", shape),), tuple(outputs))
 
     async def model_ready(self, model: str) -> bool:
         return True
@@ -149,9 +150,11 @@ class _Triton:
     async def metadata(self, model: str) -> ModelMetadata:
         return self.md[model]
 
-    async def infer(self, model: str, input_name: str, batch: Any, output_name: str) -> tuple[Any, str]:
+    async def infer(
+        self, model: str, input_name: str, batch: Any, output_names: list[str]
+    ) -> tuple[list[Any], str]:
         self.calls.append((model, tuple(batch.shape)))
-        return np.zeros((batch.shape[0], 1), np.float32), "1"
+        return [np.zeros((batch.shape[0], 1), np.float32) for _ in output_names], "1"
 
 
 def test_one_kserve_model_per_manifest_each_with_its_preprocessing(

@@ -43,6 +43,30 @@ class PreprocessSpec(BaseModel):
     min_columns: int = Field(default=0, ge=0, description="smallest Columns accepted")
 
 
+class OutOfScopeSpec(BaseModel):
+    """How a model version says an image is unlike its training data (the out-of-scope flag).
+
+    The score is computed inside the served graph (a second output beside the logit, so Triton,
+    evaluation and every backend run one function); ``artifact`` holds the fitted statistics it
+    was built from. A score above ``threshold`` flags the image: its probability is not one the
+    model's evaluation vouches for, whatever its value.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="what the score is, in words")
+    artifact: str = Field(description="fitted statistics, relative to the model folder (in artifacts)")
+    threshold: float = Field(gt=0.0, description="a score above this flags the image")
+    threshold_rationale: str = ""
+    fitted_on: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+
+    def flagged(self, score: float) -> bool:
+        """True when the image is out of scope (a missing or non-finite score flags too)."""
+        return not math.isfinite(score) or score > self.threshold
+
+
 class ModelManifest(BaseModel):
     """What a model version is; written by export, read by every service that touches it."""
 
@@ -62,6 +86,7 @@ class ModelManifest(BaseModel):
     training_data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     reference_distribution: dict[str, Any] = Field(default_factory=dict)
+    out_of_scope: OutOfScopeSpec | None = None
     intended_use: str
     limitations: list[str]
     licence: str

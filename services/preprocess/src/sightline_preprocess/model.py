@@ -1,4 +1,5 @@
-"""The KServe transformer: DICOM bytes in, calibrated probability and image statistics out."""
+"""The KServe transformer: DICOM bytes in, calibrated probability and image statistics out
+(and the out-of-scope score, ``out_of_scope_score``, for a model that has one)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 DICOM_INPUT = "dicom"
+OUT_OF_SCOPE_OUTPUT = "out_of_scope_score"
 
 
 class Unprocessable(KServeInvalidInput):  # type: ignore[misc]
@@ -124,25 +126,28 @@ class DicomTransformer(Model):  # type: ignore[misc]
             with tracer.start_as_current_span("triton.infer") as span:
                 span.set_attribute("sightline.model.name", self.name)
                 span.set_attribute("sightline.batch_size", int(batch.shape[0]))
-                logits, version = await self.triton.infer(
-                    self.name, md.inputs[0].name, batch, md.outputs[0].name
+                outputs, version = await self.triton.infer(
+                    self.name, md.inputs[0].name, batch, [o.name for o in md.outputs]
                 )
                 span.set_attribute("sightline.model.version", version)
             STAGE_DURATION.labels("preprocess", "inference").observe(time.perf_counter() - start)
         except SightlineError as exc:
             raise _as_kserve_error(exc) from exc
-        return logits, stats, version
+        return outputs, stats, version
 
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None, **_: Any) -> Any:
-        logits, stats, version = result
-        logits = logits.reshape(-1)
+        model_outputs, stats, version = result
+        logits = model_outputs[0].reshape(-1)
         probs = np.asarray([self.manifest.calibrated_probability(float(z)) for z in logits], np.float32)
-        outputs = []
-        for name, arr in (
+        named = [
             ("probability", probs.reshape(-1, 1)),
             ("logit", logits.reshape(-1, 1).astype(np.float32)),
             ("image_stats", stats),
-        ):
+        ]
+        if len(model_outputs) > 1:  # the contract allows a second output only as the out-of-scope score
+            named.append((OUT_OF_SCOPE_OUTPUT, model_outputs[1].reshape(-1, 1).astype(np.float32)))
+        outputs = []
+        for name, arr in named:
             out = InferOutput(name=name, shape=list(arr.shape), datatype="FP32")
             out.set_data_from_numpy(arr, binary_data=True)
             outputs.append(out)

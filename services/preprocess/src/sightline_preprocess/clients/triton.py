@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,9 +78,9 @@ class TritonClient:
         return ModelMetadata(md.name, tuple(md.versions), specs(md.inputs), specs(md.outputs))
 
     async def infer(
-        self, model: str, input_name: str, batch: NDArray[np.float32], output_name: str
-    ) -> tuple[NDArray[np.float32], str]:
-        """Run one batch; return the named output and the model version that served it."""
+        self, model: str, input_name: str, batch: NDArray[np.float32], output_names: Sequence[str]
+    ) -> tuple[list[NDArray[np.float32]], str]:
+        """Run one batch; return the named outputs (in that order) and the model version that served it."""
         tensor = InferInput(input_name, list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch, binary_data=True)
         request = InferRequest(model_name=model, infer_inputs=[tensor])
@@ -87,10 +88,12 @@ class TritonClient:
             response = await self._client.infer(request, timeout=self.timeout_s)
         except Exception as exc:
             raise DependencyUnavailable(f"Triton inference failed ({type(exc).__name__})") from exc
-        for out in response.outputs:
-            if out.name == output_name:
-                return out.as_numpy().astype(np.float32), str(response.model_version or "")
-        raise DependencyUnavailable(f"Triton response has no output {output_name}")
+        by_name = {out.name: out for out in response.outputs}
+        missing = [n for n in output_names if n not in by_name]
+        if missing:
+            raise DependencyUnavailable(f"Triton response has no output {', '.join(missing)}")
+        arrays = [by_name[n].as_numpy().astype(np.float32) for n in output_names]
+        return arrays, str(response.model_version or "")
 
     async def close(self) -> None:
         if self._grpc is not None:
