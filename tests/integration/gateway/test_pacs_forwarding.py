@@ -151,11 +151,13 @@ def test_a_pacs_that_is_down_is_retried_across_a_gateway_restart_until_it_is_bac
 
 
 @pytest.mark.parametrize("kind", ["stow-rs", "c-store"])
-def test_a_pacs_that_stays_down_is_reported_failed_and_nothing_is_lost(
+def test_a_pacs_that_stays_down_is_reported_failed_nothing_is_lost_and_an_admin_sends_it_again(
     tmp_path: Path, orthanc: Orthanc, kind: str
 ) -> None:
+    data = phi_dicom(seed=13)
+    sent = dcmread(io.BytesIO(data), stop_before_pixels=True)
     with forwarding_harness(tmp_path, None, destination(orthanc, kind), delivery_retry_budget_s=1.5) as h:
-        study_id = submit(h, phi_dicom(seed=13))
+        study_id = submit(h, data)
         body = wait_delivery(h, study_id)
         delivery = body["delivery"]
         assert delivery["status"] == "failed" and delivery["attempts"] >= 2
@@ -167,8 +169,15 @@ def test_a_pacs_that_stays_down_is_reported_failed_and_nothing_is_lost(
             "/v1/audit", params={"action": "result.deliver"}, headers=token(roles=("auditor",))
         )
         assert [(e["resource_id"], e["outcome"]) for e in events.json()["events"]] == [(study_id, "failure")]
-    con = sqlite3.connect(tmp_path / "gw.db")
-    assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
+        con = sqlite3.connect(tmp_path / "gw.db")
+        assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (1,)
+        # The PACS is back: an admin sends the result again, and it is filed under the patient's study.
+        orthanc.start()
+        r = h.client.post(f"/v1/studies/{study_id}/delivery", headers=token(roles=("admin",)))
+        assert r.status_code == 202, r.text
+        assert wait_delivery(h, study_id)["delivery"]["status"] == "delivered"
+    (study,) = orthanc.qido("studies", StudyInstanceUID=str(sent.StudyInstanceUID))
+    assert value(study, PATIENT_ID) == sent.PatientID
 
 
 def test_on_postgresql_the_record_and_delivery_work_and_retention_purges_the_record(

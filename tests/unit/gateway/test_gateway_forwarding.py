@@ -144,6 +144,35 @@ def test_a_pacs_that_stays_down_is_retried_then_reported_failed_and_nothing_is_l
         assert [e["outcome"] for e in events.json()["events"]] == ["failure"]
 
 
+def test_an_admin_sends_a_failed_delivery_again_once_the_pacs_is_back(
+    tmp_path: Path, sender: RecordingSender
+) -> None:
+    sender.fail = True
+    admin = token(roles=("admin",))
+    with forwarding_harness(tmp_path, {"stow-rs": sender}, delivery_retry_budget_s=0.5) as h:
+        study_id = submit(h, phi_dicom())
+        assert wait_delivery(h, study_id)["delivery"]["status"] == "failed"
+        assert h.client.post(f"/v1/studies/{study_id}/delivery", headers=token()).status_code == 403
+        sender.fail = False
+        r = h.client.post(f"/v1/studies/{study_id}/delivery", headers=admin)
+        assert r.status_code == 202, r.text
+        assert r.json()["delivery"]["status"] == "pending"
+        delivery = wait_delivery(h, study_id)["delivery"]
+        assert delivery["status"] == "delivered" and len(sender.sent) == 1
+        again = h.client.post(f"/v1/studies/{study_id}/delivery", headers=admin)
+        assert again.status_code == 409  # only a failed delivery is sent again
+        events = h.client.get("/v1/audit", headers=token(roles=("auditor",))).json()["events"]
+        trail = [(e["action"], e["outcome"]) for e in events if e["action"].startswith("result.")]
+        assert ("result.redeliver", "success") in trail
+        assert [o for a, o in trail if a == "result.deliver"] == ["failure", "success"]
+        other = h.submit(phi_dicom(seed=9), headers=token(tenant="hospital-b"), mode="sync")
+        other_id = other.headers["Location"].rsplit("/", 1)[1]
+        r = h.client.post(
+            f"/v1/studies/{other_id}/delivery", headers=token(tenant="hospital-b", roles=("admin",))
+        )
+        assert r.status_code == 404  # a tenant without a PACS has no delivery
+
+
 def test_a_final_refusal_is_not_retried(tmp_path: Path, sender: RecordingSender) -> None:
     sender.refuse = True
     with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:

@@ -131,6 +131,40 @@ class Deliveries:
                 trace_id=current_trace_id(),
             )
 
+    async def requeue(self, study_id: str, who: str, roles: list[str], trace_id: str | None) -> bool:
+        """Make a failed delivery pending again, due now with a fresh retry budget, audited
+        (``result.redeliver``); ``False`` when it is not failed (pending or delivered)."""
+        now = utcnow()
+        async with self.audit.transaction() as session:
+            requeued = await session.execute(
+                update(Delivery)
+                .where(Delivery.study_id == study_id, Delivery.status == FAILED)
+                .values(
+                    status=PENDING,
+                    next_attempt_at=now,
+                    created_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+                .execution_options(**NO_SYNC)
+            )
+            if requeued.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            delivery = await session.get(Delivery, study_id)
+            assert delivery is not None
+            await self.audit.add(
+                session,
+                actor=who,
+                roles=roles,
+                tenant_id=delivery.tenant_id,
+                action="result.redeliver",
+                resource_type="delivery",
+                resource_id=study_id,
+                trace_id=trace_id,
+            )
+        return True
+
     async def status_of(self, study_id: str) -> Delivery | None:
         async with self.sessions() as session:
             return await session.get(Delivery, study_id)

@@ -9,12 +9,13 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sightline_common.errors import NotFound, UnprocessableInput
+from sightline_common.errors import Conflict, NotFound, UnprocessableInput
 from sightline_common.storage import S3Store
+from sightline_common.telemetry import current_trace_id
 from sqlalchemy import select, update
 
 from sightline_gateway.api.deps import GW, Caller, Gateway, StudyId
-from sightline_gateway.api.problems import ERRORS
+from sightline_gateway.api.problems import ERRORS, PROBLEM
 from sightline_gateway.api.schemas import ReviewIn, ReviewOut
 from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
@@ -95,6 +96,29 @@ async def get_result(study_id: StudyId, request: Request, gw: GW, who: Caller) -
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read")
     return await result_response(request, gw, who, study)
+
+
+@router.post(
+    "/studies/{study_id}/delivery",
+    status_code=202,
+    tags=["results"],
+    responses={
+        409: {**PROBLEM, "description": "the delivery is not failed (pending or delivered)"},
+        **ERRORS,
+    },
+)
+async def redeliver(study_id: StudyId, gw: GW, who: Caller) -> JSONResponse:
+    """Send a result whose delivery to the tenant's PACS failed again (admin): pending from now, with a
+    fresh retry budget; the sealed record was kept, so nothing is lost while the PACS was away."""
+    who.require(Role.ADMIN)
+    study = await gw.own_study(who, study_id, "result.redeliver")
+    if await gw.pipeline.deliveries.status_of(study.id) is None:
+        raise NotFound("this study's result has no delivery (its tenant has no PACS, or no result yet)")
+    if not await gw.pipeline.deliveries.requeue(study.id, who.subject, sorted(who.roles), current_trace_id()):
+        raise Conflict("only a failed delivery is sent again; this one is pending or delivered")
+    delivery = await gw.pipeline.deliveries.status_of(study.id)
+    assert delivery is not None
+    return JSONResponse({"delivery": delivery_body(delivery)}, status_code=202)
 
 
 @router.get(
