@@ -14,6 +14,7 @@ import logging
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -246,3 +247,20 @@ def test_the_gateway_refuses_to_start_without_a_key_for_a_tenant_with_a_pacs(tmp
     s = settings(tmp_path, pacs_destinations=dest, reidentification_keys_file=key_file(tmp_path, TENANT))
     with pytest.raises(ValueError, match=r"no key for tenants with a PACS: \['hospital-z'\]"):
         create_app(s)
+
+
+def test_a_pending_delivery_to_a_destination_no_longer_configured_fails_saying_so(
+    tmp_path: Path, sender: RecordingSender
+) -> None:
+    sender.fail = True
+    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
+        study_id = submit(h, phi_dicom())
+        deadline = time.monotonic() + 10
+        while sender.attempts < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    renamed = PacsDestination(name="pacs-b", stow_url="http://pacs-b.invalid/dicom-web/studies")
+    with forwarding_harness(tmp_path, {"stow-rs": sender}, renamed) as h:
+        delivery = wait_delivery(h, study_id)["delivery"]
+    assert (delivery["status"], delivery["destination"]) == ("failed", "pacs-a")
+    assert delivery["last_error"] == "destination no longer configured"

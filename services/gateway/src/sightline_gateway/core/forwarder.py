@@ -117,7 +117,8 @@ class Forwarder:
         destination = self.destinations.get(delivery.tenant_id)
         elapsed = (utcnow() - delivery.created_at).total_seconds()
         if destination is None or destination.name != delivery.destination:
-            await self._end(delivery, "c-store", FAILED, "destination no longer configured")
+            kind = destination.kind if destination is not None else "none"
+            await self._end(delivery, kind, FAILED, "destination no longer configured")
             return
         try:
             objects = await self._objects(delivery, waiting=elapsed < self.policy.budget_s)
