@@ -99,6 +99,7 @@ class FakePreprocess:
         self.delay_s = 0.0
         self.seen: list[bytes] = []
         self.models: list[str] = []
+        self.out_of_scope_score: float | None = None  # a model with the score sends it
 
     async def infer(self, dicom: bytes, model: str) -> Inference:
         self.calls += 1
@@ -112,7 +113,9 @@ class FakePreprocess:
             self.fail_times -= 1
             raise DependencyUnavailable("preprocess unavailable (UNAVAILABLE)")
         p = 1 / (1 + np.exp(-self.logit))
-        return Inference(float(p), self.logit, {"mean_r": 0.5}, 1, "1", True)
+        return Inference(
+            float(p), self.logit, {"mean_r": 0.5}, 1, "1", True, out_of_scope_score=self.out_of_scope_score
+        )
 
 
 class FakeExplain:

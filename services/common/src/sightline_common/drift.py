@@ -76,6 +76,20 @@ MODEL_DECISIONS = Counter(
     "Decisions per model version: positive (refer for review at the operating threshold) or negative.",
     ["model", "version", "decision"],
 )
+OUT_OF_SCOPE_RESULTS = Counter(
+    "sightline_model_out_of_scope_results_total",
+    "Results per model version and segment by their out-of-scope flag (flagged: the image is unlike "
+    "the model's training data; about 1% of in-distribution images are flagged by design).",
+    ["model", "version", "segment", "flagged"],
+)
+OUT_OF_SCOPE_SHARE = Gauge(
+    "sightline_drift_out_of_scope_share",
+    "Share of the drift window's results flagged out of scope (published with the PSI, once the "
+    "window holds the minimum count).",
+    ["model", "version", "segment"],
+)
+#: Row key of the out-of-scope flag (1.0 flagged, 0.0 not) in a drift window.
+OUT_OF_SCOPE = "out_of_scope"
 REFERENCE_POSITIVE_RATE = Gauge(
     "sightline_model_reference_positive_rate",
     "Share of positive decisions on the model's validation split (baseline for positive-rate shift).",
@@ -288,30 +302,47 @@ class DriftMonitor:
         score: float,
         decision: bool,
         segment: str | None = None,
+        out_of_scope: bool | None = None,
     ) -> None:
-        """Record one study's image statistics, calibrated score and decision.
+        """Record one study's image statistics, calibrated score, decision and out-of-scope flag.
 
         ``segment`` is a coarse site/device label (letters, digits, ``._-``), never an identifier.
         Unknown model versions still count in the score and decision metrics; drift needs
-        :meth:`register` first.
+        :meth:`register` first. ``out_of_scope`` (None: the model has no such score) is counted
+        per segment and its share over the window published beside the PSI: a site whose images
+        the model was not trained for shows both.
         """
         version = str(version)
         MODEL_SCORE.labels(model, version).observe(score)
         MODEL_DECISIONS.labels(model, version, "positive" if decision else "negative").inc()
         row = {k: float(v) for k, v in stats.items()} | {SCORE: float(score)}
+        if out_of_scope is not None:
+            row[OUT_OF_SCOPE] = 1.0 if out_of_scope else 0.0
         with self._lock:
             entry = self._models.get((model, version))
             if entry is None:
+                if out_of_scope is not None:
+                    OUT_OF_SCOPE_RESULTS.labels(model, version, ALL, str(out_of_scope).lower()).inc()
                 return
             seg = self._segment(entry, segment)
+            if out_of_scope is not None:
+                OUT_OF_SCOPE_RESULTS.labels(
+                    model, version, seg if seg is not None else ALL, str(out_of_scope).lower()
+                ).inc()
             due = [self._push(entry, ALL, row)]
             if seg is not None and seg != ALL:
                 due.append(self._push(entry, seg, row))
-            results = [(name, self._compute(entry.reference, win)) for name, win in due if win is not None]
-        for name, (psi, ks) in results:
+            results = [
+                (name, self._compute(entry.reference, win), out_of_scope_share(win))
+                for name, win in due
+                if win is not None
+            ]
+        for name, (psi, ks), share in results:
             for feature, value in psi.items():
                 DRIFT_PSI.labels(model, version, feature, name).set(value)
                 DRIFT_KS.labels(model, version, feature, name).set(ks[feature])
+            if share is not None:
+                OUT_OF_SCOPE_SHARE.labels(model, version, name).set(share)
         if self.observations_file is not None:
             self._append(model, version, row, decision, segment)
 
@@ -349,6 +380,15 @@ class DriftMonitor:
             return {}
         return drift_of(reference, rows)[0]
 
+    def current_out_of_scope_share(self, model: str, version: int | str, segment: str = ALL) -> float | None:
+        """Share of the current window flagged out of scope (None below ``min_count`` or unflagged)."""
+        with self._lock:
+            entry = self._models.get((model, str(version)))
+            if entry is None or segment not in entry.windows:
+                return None
+            rows = list(entry.windows[segment].rows)
+        return out_of_scope_share(rows) if len(rows) >= self.min_count else None
+
     def drifted(self, model: str, version: int | str, segment: str = ALL) -> dict[str, float]:
         """Features whose PSI is above the threshold now."""
         return {k: v for k, v in self.current(model, version, segment).items() if v > self.threshold}
@@ -372,6 +412,12 @@ class DriftMonitor:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+
+def out_of_scope_share(rows: list[dict[str, float]]) -> float | None:
+    """Share of the rows flagged out of scope (None when no row carries the flag)."""
+    flags = [r[OUT_OF_SCOPE] for r in rows if OUT_OF_SCOPE in r]
+    return float(np.mean(flags)) if flags else None
 
 
 def drift_of(reference: Reference, rows: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:

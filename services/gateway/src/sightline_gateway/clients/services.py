@@ -124,6 +124,8 @@ class Inference:
     manifest_version: str
     placeholder: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    #: How unlike the model's training images this one is (None: the model has no such score).
+    out_of_scope_score: float | None = None
 
 
 class Preprocess(Protocol):
@@ -162,7 +164,9 @@ class GrpcPreprocess:
         g = self._mod
         tensor = g.InferInput("dicom", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([dicom], dtype=np.object_))
-        outputs = [g.InferRequestedOutput(n) for n in ("probability", "logit", "image_stats")]
+        outputs = [
+            g.InferRequestedOutput(n) for n in ("probability", "logit", "image_stats", "out_of_scope_score")
+        ]
         try:
             result = await self.client.infer(
                 model,
@@ -182,6 +186,8 @@ class GrpcPreprocess:
         if prob is None or logit is None:
             raise DependencyUnavailable("preprocess returned no probability")
         values = [float(v) for v in (stats.reshape(-1) if stats is not None else [])]
+        # Sent only for a model with an out-of-scope score; asking for it costs nothing otherwise.
+        oos = result.as_numpy("out_of_scope_score")
         return Inference(
             probability=float(prob.reshape(-1)[0]),
             logit=float(logit.reshape(-1)[0]),
@@ -189,6 +195,7 @@ class GrpcPreprocess:
             model_version=int(response.model_version or 0) or 1,
             manifest_version=_param(params, "manifest_version"),
             placeholder=_param(params, "placeholder") == "true",
+            out_of_scope_score=float(oos.reshape(-1)[0]) if oos is not None else None,
         )
 
 

@@ -2,7 +2,8 @@
 
 Every form says the same three things: the model and its digest, the calibrated probability
 against the operating threshold, and that the finding is assistive and preliminary until a
-clinician reviews it.
+clinician reviews it. For a model with an out-of-scope score, each form also says whether an
+image was flagged as unlike the model's training data (and then warns in words).
 """
 
 from __future__ import annotations
@@ -21,6 +22,33 @@ ASSISTIVE_STATEMENT = (
 REFER = "refer for clinician review"
 NO_REFER = "no referral suggested by the model (clinician review still required)"
 PLACEHOLDER_NOTE = "PLACEHOLDER MODEL (untrained weights): not for any clinical use."
+OUT_OF_SCOPE_NOTE = (
+    "OUT OF SCOPE: at least one image is unlike the images this model was trained and evaluated on "
+    "(another modality, a non-dermoscopic photograph, a blurred or badly exposed image, or an unseen "
+    "device). Do not rely on this probability; review the image itself."
+)
+
+
+OUT_OF_SCOPE_FLAG = "out of scope: unlike the training images"
+
+
+def out_of_scope_summary(result: Any) -> dict[str, Any] | None:
+    """Whether any instance was flagged, which, the highest score and the threshold; None when the
+    result carries no out-of-scope assessment (a model without the score, an older result)."""
+    entries = [
+        (int(i.get("index", n)), i["out_of_scope"])
+        for n, i in enumerate(result.instances or [])
+        if isinstance(i, dict) and isinstance(i.get("out_of_scope"), dict)
+    ]
+    if not entries:
+        return None
+    flagged = [n for n, e in entries if e.get("flagged")]
+    return {
+        "flagged": bool(flagged),
+        "flagged_instances": flagged,
+        "max_score": max(float(e["score"]) for _, e in entries),
+        "threshold": entries[0][1]["threshold"],
+    }
 
 
 def result_body(
@@ -66,6 +94,11 @@ def result_body(
     }
     if result.placeholder:
         body["warning"] = PLACEHOLDER_NOTE
+    scope = out_of_scope_summary(result)
+    if scope is not None:
+        body["out_of_scope"] = scope
+        if scope["flagged"]:
+            body["out_of_scope_warning"] = OUT_OF_SCOPE_NOTE
     return body
 
 
@@ -118,6 +151,9 @@ def fhir_bundle(
     )
     issued = (result.finalised_at or result.created_at).astimezone(UTC).isoformat()
     note = ASSISTIVE_STATEMENT + (" " + PLACEHOLDER_NOTE if result.placeholder else "")
+    scope = out_of_scope_summary(result)
+    if scope is not None and scope["flagged"]:
+        note += " " + OUT_OF_SCOPE_NOTE
     device = {
         "resourceType": "Device",
         "id": device_id,
@@ -146,6 +182,22 @@ def fhir_bundle(
         "issued": issued,
         "note": [{"text": ASSISTIVE_STATEMENT}],
     }
+    if scope is not None:
+        observation["component"] = [
+            {
+                "code": {"text": f"{result.model_name}: out-of-scope score (highest of the study's images)"},
+                "valueQuantity": {
+                    "value": round(scope["max_score"], 4),
+                    "unit": "1",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "1",
+                },
+                "interpretation": [{"text": OUT_OF_SCOPE_FLAG if scope["flagged"] else "within scope"}],
+                "referenceRange": [{"text": f"flagged above {scope['threshold']}"}],
+            }
+        ]
+        if scope["flagged"]:
+            observation["note"].append({"text": OUT_OF_SCOPE_NOTE})
     report = {
         "resourceType": "DiagnosticReport",
         "id": report_id,
@@ -204,19 +256,43 @@ def structured_report(
         unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
         algorithm_id=hd.sr.AlgorithmIdentification(name=result.model_name, version=str(result.model_version)),
     )
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="whole image"),
-        measurements=[probability],
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(
-                name=hd.sr.CodedConcept("sightline-decision", "99SIGHTLINE", "Model decision"),
-                value=hd.sr.CodedConcept(
-                    "refer" if result.refer else "no-refer",
-                    "99SIGHTLINE",
-                    "Refer for clinician review" if result.refer else "No referral suggested",
+    measurements = [probability]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(
+            name=hd.sr.CodedConcept("sightline-decision", "99SIGHTLINE", "Model decision"),
+            value=hd.sr.CodedConcept(
+                "refer" if result.refer else "no-refer",
+                "99SIGHTLINE",
+                "Refer for clinician review" if result.refer else "No referral suggested",
+            ),
+        )
+    ]
+    scope = out_of_scope_summary(result)
+    if scope is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=hd.sr.CodedConcept("sightline-oos-score", "99SIGHTLINE", "Out-of-scope score"),
+                value=round(float(scope["max_score"]), 4),
+                unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+                algorithm_id=hd.sr.AlgorithmIdentification(
+                    name=result.model_name, version=str(result.model_version)
                 ),
             )
-        ],
+        )
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                name=hd.sr.CodedConcept("sightline-scope", "99SIGHTLINE", "Image within model scope"),
+                value=hd.sr.CodedConcept(
+                    "out-of-scope" if scope["flagged"] else "in-scope",
+                    "99SIGHTLINE",
+                    "Out of scope: unlike the training images" if scope["flagged"] else "Within scope",
+                ),
+            )
+        )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="whole image"),
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)],
     )
     report = hd.sr.MeasurementReport(

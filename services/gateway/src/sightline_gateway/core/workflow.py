@@ -45,6 +45,18 @@ def explain_request(study: Study, manifest: ModelManifest, top: dict[str, Any]) 
     )
 
 
+def out_of_scope_entry(manifest: ModelManifest, score: float | None) -> dict[str, Any] | None:
+    """An instance's ``out_of_scope`` field: the score, the manifest's threshold, and the flag.
+
+    None when the model has no out-of-scope score or preprocess sent none (the result then says
+    nothing about scope rather than something untested).
+    """
+    spec = manifest.out_of_scope
+    if spec is None or score is None:
+        return None
+    return {"score": round(float(score), 4), "threshold": spec.threshold, "flagged": spec.flagged(score)}
+
+
 def study_model(study: Study | None) -> str | None:
     """The model a study was routed to at intake; ``None`` for a study stored before routing."""
     models = (study.models if study is not None else None) or []
@@ -162,8 +174,10 @@ class Workflow:
                     "probability": i["probability"],
                     "logit": i["logit"],
                     "image_stats": i["image_stats"],
+                    **({"out_of_scope": oos} if oos is not None else {}),
                 }
                 for n, i in enumerate(inferences)
+                for oos in [out_of_scope_entry(manifest, i.get("out_of_scope_score"))]
             ],
             explanation=explanation,
             status="preliminary",
@@ -173,15 +187,24 @@ class Workflow:
         backfill = (
             {"explain_request": explain_request(study, manifest, top).model_dump()} if pending else None
         )
+        flags = [i["out_of_scope"]["flagged"] for i in result.instances if "out_of_scope" in i]
+        out_of_scope = any(flags) if flags else None
         # The result's way back to the tenant's PACS is durable from the commit that stores it.
         delivery = self.forwarder.delivery_for(study) if self.forwarder is not None else None
         if await self.queue.complete(job, study, result, timings, backfill=backfill, delivery=delivery):
-            self._observe_drift(manifest, version, top, result.refer, study.tenant_id)
+            self._observe_drift(manifest, version, top, result.refer, study.tenant_id, out_of_scope)
 
     def _observe_drift(
-        self, manifest: ModelManifest, version: int, top: dict[str, Any], refer: bool, segment: str
+        self,
+        manifest: ModelManifest,
+        version: int,
+        top: dict[str, Any],
+        refer: bool,
+        segment: str,
+        out_of_scope: bool | None = None,
     ) -> None:
-        """Feed the drift monitor: image statistics, calibrated score and decision, per tenant (site)."""
+        """Feed the drift monitor: image statistics, calibrated score, decision and out-of-scope
+        flag (any instance flagged), per tenant (site)."""
         if self.drift is None:
             return
         if (manifest.name, manifest.version) not in self._drift_registered:
@@ -194,4 +217,5 @@ class Workflow:
             score=float(top["probability"]),
             decision=refer,
             segment=segment,
+            out_of_scope=out_of_scope,
         )

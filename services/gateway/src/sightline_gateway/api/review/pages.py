@@ -25,7 +25,14 @@ from sightline_gateway.api.deps import GW, Gateway, StudyId
 from sightline_gateway.api.review.session import Clinician, ReviewPageError, check_csrf, render, secured
 from sightline_gateway.api.routes.results import load_result, record_review
 from sightline_gateway.api.schemas import ReviewIn
-from sightline_gateway.core.reports import ASSISTIVE_STATEMENT, NO_REFER, PLACEHOLDER_NOTE, REFER
+from sightline_gateway.core.reports import (
+    ASSISTIVE_STATEMENT,
+    NO_REFER,
+    OUT_OF_SCOPE_NOTE,
+    PLACEHOLDER_NOTE,
+    REFER,
+    out_of_scope_summary,
+)
 from sightline_gateway.core.review import (
     age_band,
     agreement,
@@ -145,6 +152,8 @@ async def study_page(request: Request, study_id: StudyId, gw: GW, me: Clinician)
             manifest=manifest,
             decision=REFER if result.refer else NO_REFER,
             placeholder_note=PLACEHOLDER_NOTE if result.placeholder else None,
+            out_of_scope=out_of_scope_summary(result),
+            out_of_scope_note=OUT_OF_SCOPE_NOTE,
             calibration=calibration_sentence(result.probability, manifest),
             subgroup=subgroup,
             performance=[
