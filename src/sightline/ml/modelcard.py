@@ -103,6 +103,53 @@ def _findings(evaluation: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _out_of_scope_section(manifest: ModelManifest) -> list[str]:
+    """The out-of-scope flag: what it is, its threshold, and how well it separates (if evaluated)."""
+    oos = manifest.out_of_scope
+    if oos is None:
+        return [
+            "### Out-of-scope flag",
+            "",
+            "None: this model has no out-of-scope score; nothing marks images unlike its training data.",
+            "",
+        ]
+    lines = [
+        "### Out-of-scope flag",
+        "",
+        f"Every result carries `out_of_scope: {{score, threshold, flagged}}` per image: {oos.method}. "
+        f"Flagged above {oos.threshold}. {oos.threshold_rationale}",
+        "",
+    ]
+    ev = oos.evaluation
+    if not ev:
+        return [*lines, "Not evaluated yet (`python -m benchmarks.bench_out_of_scope --write-manifest`).", ""]
+    lo, hi = ev["auroc_ci95"]
+    ind = ev["in_distribution"]
+    lines += [
+        f"Separating the test split ({ind['n']} images, {ind['flagged']:.1%} flagged) from "
+        f"{ev['out_of_scope_n']} out-of-scope images: AUROC {ev['auroc']:.4f} (95% CI {lo:.4f}-{hi:.4f}; "
+        f"{ev['bootstrap']}); the maximum softmax probability gives {ev['msp_baseline_auroc']:.4f}. "
+        f"Each part alone: feature distance {ev['parts_alone_auroc']['distance']:.4f}, "
+        f"blur {ev['parts_alone_auroc']['blur']:.4f}. Command: `{ev['command']}`.",
+        "",
+        "| images | n | AUROC vs test | flagged |",
+        "|---|---|---|---|",
+        *[
+            f"| {kind} | {k['n']} | {k['auroc']:.4f} | {k['flagged']:.1%} |"
+            for kind, k in ev["kinds"].items()
+        ],
+        "",
+        "Test split flagged per site: "
+        + ", ".join(f"{site} {rate:.1%}" for site, rate in ev["test_flagged_by_site"].items())
+        + ". The degraded images are synthetic (blur, exposure applied to test images) and the "
+        "photographs are crops of three pictures: a real clinic's out-of-scope images will differ. "
+        "A flag is a prompt to look at the image, not a verdict; an unflagged image can still be "
+        "outside what the model knows.",
+        "",
+    ]
+    return lines
+
+
 def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> str:
     """MODEL_CARD.md text: the sections of Mitchell et al. (2019), filled from manifest and evaluation.
 
@@ -262,6 +309,7 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         "",
         ext_text,
         "",
+        *_out_of_scope_section(manifest),
     ]
     sections += [
         "## Ethical considerations",
@@ -393,6 +441,7 @@ def render_card_without_subgroups(manifest: ModelManifest, evaluation: dict[str,
         "validation images from the original training folder, so a shift between the folders shows "
         "as test calibration and specificity differing from validation.",
         "",
+        *_out_of_scope_section(manifest),
         "## Ethical considerations",
         "",
         f"- Assistive only: every output is preliminary until a clinician reviews it; a missed {positive} "
