@@ -74,9 +74,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     async def ok() -> bool:
         return True
 
+    preprocess = FakePreprocess()
+    preprocess.out_of_scope_score = 50.0  # far above derm-cnn's threshold: every study flagged
     deps = Dependencies(
         deid=HttpDeid(deid, "http://deid", 10),
-        preprocess=FakePreprocess(),
+        preprocess=preprocess,
         explain=HeatmapExplain(store),
         store=store,
         ready_checks={"fake": ok},
@@ -225,6 +227,8 @@ def test_clinician_reviews_a_study_in_chromium(server: str, browser: Any, axe: s
     click_and_load(browser, browser.find_element(By.CSS_SELECTOR, f'tr[data-study="{study_id}"] a.open'))
     assert browser.title == "Study · Sightline review" and study_id in browser.current_url
     no_phi(browser)
+    warning = browser.find_element(By.ID, "out-of-scope-warning")
+    assert warning.is_displayed() and warning.text.startswith("OUT OF SCOPE")
     accessible(browser, axe)
     overlay = browser.find_element(By.ID, "overlay")
     loaded = "return arguments[0].complete && arguments[0].naturalWidth"
