@@ -4,7 +4,8 @@ The out-of-scope set (built here, nothing committed):
 - other modalities as a photograph would carry them: every pydicom and pydicom-data test image
   with pixel data, decoded to RGB as the preprocessing does, near-duplicates (one image in several
   transfer syntaxes) removed by an 8x8 average hash;
-- chest X-rays (the shared chest_xray_pneumonia test split, a random sample) for a skin model;
+- the other reference model's images (a random sample of the shared test split): chest X-rays
+  for a skin model, dermoscopy photographs for a chest model;
 - non-dermoscopic photographs: random crops of the three natural photographs shipped offline
   (scikit-learn's china.jpg and flower.jpg, matplotlib's grace_hopper.jpg): few sources, so
   this kind's figure is indicative only;
@@ -89,8 +90,9 @@ def other_modalities(spec: PreprocessSpec) -> tuple[NDArray[np.uint8], list[str]
     return np.stack(images), names
 
 
-def chest_xrays(spec: PreprocessSpec, n: int) -> NDArray[np.uint8]:
-    root = ds.shared_dataset("chest_xray_pneumonia")
+def other_dataset(name: str, spec: PreprocessSpec, n: int) -> NDArray[np.uint8]:
+    """A random sample of another shared dataset's test split (the other model's images)."""
+    root = ds.shared_dataset(name)
     meta = pd.read_csv(root / "metadata.csv")
     meta = meta[meta["split"] == "test"] if "split" in meta.columns else meta
     rows = meta.sample(min(n, len(meta)), random_state=SEED)
@@ -178,7 +180,7 @@ def main() -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--model", default="derm-cnn")
     parser.add_argument("--dataset", default=None, help="default: the model's training dataset")
-    parser.add_argument("--xrays", type=int, default=300)
+    parser.add_argument("--others", type=int, default=300, help="images of the other model's dataset")
     parser.add_argument("--crops", type=int, default=10, help="crops per natural photograph")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
@@ -201,8 +203,10 @@ def main() -> None:
     modalities, names = other_modalities(spec)
     sets["other modality (pydicom test images)"] = modalities
     if spec.colour == "RGB":
-        sets["chest X-ray"] = chest_xrays(spec, args.xrays)
-        sets["natural photograph (crops)"] = photographs(spec, args.crops)
+        sets["chest X-ray"] = other_dataset("chest_xray_pneumonia", spec, args.others)
+    else:
+        sets["dermoscopy photograph"] = other_dataset("ham10000", spec, args.others)
+    sets["natural photograph (crops)"] = photographs(spec, args.crops)
     for kind in ("blurred (slightly, sigma 1 px)", "blurred", "over-exposed", "under-exposed"):
         sets[f"{kind} test image"] = degrade(test.images, kind)
 

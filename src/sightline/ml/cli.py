@@ -122,6 +122,9 @@ def evaluate_command(
         console.print(f"[red]evaluation failed:[/] {exc.detail}")
         raise typer.Exit(2) from exc
     console.print(summary_table(result))
+    if result.get("out_of_scope", {}).get("flagged") is not None:
+        oos = result["out_of_scope"]
+        console.print(f"out of scope: {oos['flagged']:.1%} of {oos['n']} images flagged (about 1% expected)")
     console.print(f"report: {Path(result['out']) / 'REPORT.md'}")
     if update_manifest:
         console.print(f"updated {repository / model}: manifest.json metrics, evaluation/, MODEL_CARD.md")

@@ -131,6 +131,23 @@ def _plot_evaluation(
     )
 
 
+def out_of_scope_rates(scored: Scored, threshold: float) -> dict[str, Any]:
+    """Share of the evaluated images the served model flags out of scope, overall and per site.
+
+    On data like the training data about 1% is expected (the threshold is the validation 0.99
+    quantile); much more says the model is being evaluated, or would be used, outside its scope.
+    """
+    assert scored.out_of_scope is not None
+    flagged = scored.out_of_scope > threshold
+    sites = scored.meta["site"].astype(str).to_numpy()
+    return {
+        "threshold": threshold,
+        "n": len(flagged),
+        "flagged": round(float(flagged.mean()), 4) if len(flagged) else None,
+        "by_site": {str(site): round(float(flagged[sites == site].mean()), 4) for site in sorted(set(sites))},
+    }
+
+
 def run_evaluation(
     repository: Path,
     name: str,
@@ -212,6 +229,8 @@ def run_evaluation(
     )
     if external:
         result["external"] = external
+    if manifest.out_of_scope is not None and scored.out_of_scope is not None:
+        result["out_of_scope"] = out_of_scope_rates(scored, manifest.out_of_scope.threshold)
     out = served_eval if update_manifest else (out or default_out(manifest, root, label, external))
     out.mkdir(parents=True, exist_ok=True)
     _plot_evaluation(scored, manifest, attributes, label, out)

@@ -24,6 +24,8 @@ class Scored:
     labels: NDArray[np.int64]
     logits: NDArray[np.float64]
     probs: NDArray[np.float64]
+    #: The served graph's out-of-scope score (None for a model without one).
+    out_of_scope: NDArray[np.float64] | None = None
 
 
 def served_onnx(manifest: ModelManifest) -> str:
@@ -53,10 +55,15 @@ def score(
     session = onnx_session(repository, manifest)
     inputs = model_inputs(data.images, manifest.preprocessing)
     name_in = session.get_inputs()[0].name
-    parts = []
+    with_score = manifest.out_of_scope is not None and len(session.get_outputs()) > 1
+    parts, oos = [], []
     for i in range(0, len(inputs), batch):
-        parts.append(session.run(None, {name_in: inputs[i : i + batch]})[0][:, 0])
+        outputs = session.run(None, {name_in: inputs[i : i + batch]})
+        parts.append(outputs[0][:, 0])
+        if with_score:
+            oos.append(outputs[1][:, 0])
         if advance is not None:
             advance(len(parts[-1]))
     logits = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
-    return Scored(data.meta, data.labels, logits, sigmoid(logits / manifest.temperature))
+    scores = (np.concatenate(oos).astype(np.float64) if oos else np.zeros(0)) if with_score else None
+    return Scored(data.meta, data.labels, logits, sigmoid(logits / manifest.temperature), scores)

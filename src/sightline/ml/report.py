@@ -87,6 +87,17 @@ def render_report(result: dict[str, Any]) -> str:
         f"{f['tolerance']})"
         for f in result["flagged_gaps"]
     ] or ["None above tolerance."]
+    oos = result.get("out_of_scope")
+    if oos is not None and oos.get("flagged") is not None:
+        lines += [
+            "",
+            "## Out-of-scope flag",
+            "",
+            f"{oos['flagged']:.1%} of these {oos['n']} images are flagged out of scope by the served model "
+            f"(score above {oos['threshold']}; about 1% expected on images like the training data). By site: "
+            + ", ".join(f"{site} {rate:.1%}" for site, rate in oos["by_site"].items())
+            + ".",
+        ]
     for entry in loso_entries(result):
         lines += _loso_details(entry, result["split"])
     return "\n".join(lines) + "\n"

@@ -107,3 +107,24 @@ def test_the_served_model_computes_its_fitted_artifact(name: str) -> None:
         np.stack([np.full((spec.height, spec.width, 3), v, np.uint8) for v in (128, 250)]), spec
     )
     assert (session.run([OUT_OF_SCOPE_OUTPUT], {"image": flat})[0][:, 0] > oos.threshold).all()
+
+
+def test_evaluation_reports_how_many_images_are_out_of_scope(tmp_path: Path) -> None:
+    """Evaluating the served model on drawn cartoon lesions: the report says they are out of scope."""
+    from sightline.ml.evaluate import run_evaluation
+
+    from .conftest import make_tiny_dataset
+
+    folder = make_tiny_dataset(tmp_path / "folder", per_split_label=6)
+    result = run_evaluation(
+        REPOSITORY,
+        "derm-cnn",
+        dataset=folder,
+        split="test",
+        out=tmp_path / "out",
+        cache_dir=None,
+        n_bootstrap=20,
+    )
+    oos = result["out_of_scope"]
+    assert oos["n"] == 12 and oos["flagged"] >= 0.5 and set(oos["by_site"]) == {"vidir_modern", "rosendahl"}
+    assert "## Out-of-scope flag" in (tmp_path / "out" / "REPORT.md").read_text()

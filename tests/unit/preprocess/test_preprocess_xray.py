@@ -119,7 +119,7 @@ def test_triton_contract_has_one_input_channel(cxr: ModelManifest) -> None:
         MODEL,
         ("1",),
         (TensorSpec("image", "FP32", (-1, 1, spec.height, spec.width)),),
-        (TensorSpec("logit", "FP32", (-1, 1)),),
+        _Triton._metadata(cxr).outputs,
     )
     three = ModelMetadata(
         MODEL, ("1",), (TensorSpec("image", "FP32", (-1, 3, spec.height, spec.width)),), one.outputs
