@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sightline_common.settings import TelemetrySettings
 from sightline_deid.app import create_app
+from sightline_deid.core.ocr import TesseractDetector
 from sightline_deid.settings import DeidSettings
 
+from tests.conftest import skip_or_fail_in_ci
 from tests.unit.deid.deid_canary import canary_dataset, survivors, to_bytes
 
 pytestmark = pytest.mark.integration
@@ -29,6 +31,8 @@ HEADERS = {"content-type": "application/dicom", "X-Sightline-Tenant": "hospital-
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
+    if not TesseractDetector.available():  # XC and US canaries are OCR'd
+        skip_or_fail_in_ci("tesseract is not installed (make tools: scripts/get-tesseract.sh)")
     settings = DeidSettings(recipe="sightline-basic", environment="test", max_request_bytes=200_000,
                             telemetry=TelemetrySettings(exporter="none"))
     return TestClient(create_app(settings))
@@ -95,8 +99,27 @@ def test_metrics_and_health(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'sightline_deid_actions_total{action="X"}' in metrics
     assert 'sightline_stage_duration_seconds_count{service="deid",stage="deid"}' in metrics
-    assert client.get("/health/ready").json()["checks"] == {"recipe": True}
+    assert client.get("/health/ready").json()["checks"] == {"recipe": True, "ocr": True}
     assert client.get("/v1/recipe").json()["name"] == "sightline-basic"
+
+
+def test_not_ready_without_the_ocr_engine(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sightline_deid.core.ocr.TESSERACT", "no-such-tesseract-binary")
+    r = client.get("/health/ready")
+    assert r.status_code == 503 and r.json()["checks"]["ocr"] is False
+    r = client.post("/v1/deidentify", content=to_bytes(canary_dataset("XC", 1)), headers=HEADERS)
+    assert r.status_code == 503 and r.json()["reason"] == "ocr-unavailable"
+
+
+def test_more_frames_than_the_ocr_limit_is_413_with_a_reason() -> None:
+    settings = DeidSettings(recipe="sightline-basic", environment="test", ocr_max_frames=1,
+                            telemetry=TelemetrySettings(exporter="none"))
+    ds = canary_dataset("XC", 1)
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+    r = TestClient(create_app(settings)).post("/v1/deidentify", content=to_bytes(ds), headers=HEADERS)
+    assert r.status_code == 413 and r.json()["reason"] == "burned-in-frame-limit"
+    assert "CNRY" not in r.text
 
 
 def _free_port() -> int:

@@ -6,7 +6,9 @@ from fastapi import FastAPI
 from sightline_common.web import service_app
 
 from sightline_deid.api.routes import build_router
+from sightline_deid.core import burned_in
 from sightline_deid.core.engine import Deidentifier, Limits
+from sightline_deid.core.ocr import TesseractDetector
 from sightline_deid.core.recipe import Recipe, load_recipe
 from sightline_deid.settings import DeidSettings
 
@@ -26,12 +28,19 @@ def create_app(settings: DeidSettings, recipe: Recipe | None = None) -> FastAPI:
             max_compression_ratio=settings.max_compression_ratio,
             max_sequence_depth=settings.max_sequence_depth,
         ),
+        burned_in.detector_for(recipe.burned_in.ocr, timeout_s=settings.ocr_timeout_s,
+                               max_frames=settings.ocr_max_frames),
     )
 
     async def recipe_loaded() -> bool:
         return bool(engine.recipe.rules) and engine.recipe.private_rule is not None
 
-    app = service_app(SERVICE, title="Sightline de-identification", ready_checks={"recipe": recipe_loaded})
+    async def ocr_installed() -> bool:
+        # Objects the recipe sends to OCR are refused (503) without it.
+        return TesseractDetector.available()
+
+    app = service_app(SERVICE, title="Sightline de-identification",
+                      ready_checks={"recipe": recipe_loaded, "ocr": ocr_installed})
     app.state.engine = engine
     app.include_router(build_router(engine))
     return app

@@ -29,6 +29,14 @@ class DeidSettings(ServiceSettings):
     max_decoded_pixel_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_compression_ratio: float = Field(default=2000.0, gt=1)
     max_sequence_depth: int = Field(default=16, gt=0, le=64)
+    ocr_max_frames: int = Field(
+        default=64, gt=0, le=4096,
+        description="frames of one object the burned-in text check reads; more is refused (413)",
+    )
+    ocr_timeout_s: float = Field(
+        default=20.0, gt=0, le=600,
+        description="time one OCR run on one frame may take; beyond it the object is refused (422)",
+    )
 
     @model_validator(mode="after")
     def _strong_key_outside_development(self) -> DeidSettings:

@@ -25,6 +25,7 @@ from sightline_deid.core import burned_in, guards, quasi, writer
 from sightline_deid.core.actions import Context, Summary, date_shift, walk
 from sightline_deid.core.decoding import INPUT_ERRORS, quiet_pydicom
 from sightline_deid.core.guards import Limits
+from sightline_deid.core.ocr import TextDetector
 from sightline_deid.core.pseudonym import Pseudonymizer
 from sightline_deid.core.quasi import ClassKeys
 from sightline_deid.core.recipe import Recipe
@@ -50,10 +51,13 @@ class Result:
 class Deidentifier:
     """Applies one recipe; holds no per-request state, so one instance serves all threads."""
 
-    def __init__(self, recipe: Recipe, secret: bytes, limits: Limits | None = None) -> None:
+    def __init__(self, recipe: Recipe, secret: bytes, limits: Limits | None = None,
+                 detector: TextDetector | None = None) -> None:
         self.recipe = recipe
         self._secret = secret
         self.limits = limits or Limits()
+        #: Reads burned-in text for the recipe's ``ocr`` rules (Tesseract unless one is given).
+        self.detector = detector or burned_in.detector_for(recipe.burned_in.ocr)
         self._pseudonymizers: dict[str, Pseudonymizer] = {}
         self._marks: dict[tuple[bool, bool, bool, bool], _Marks] = {}
         quiet_pydicom()
@@ -93,13 +97,14 @@ class Deidentifier:
         decision = burned_in.decide(self.recipe, ds)
         ctx.summary.burned_in = decision.label
         ctx.shift = date_shift(ds, ctx)
-        if decision.blank is not None:
-            burned_in.blank(ds, decision.blank)
+        if decision.ocr is not None:
+            cleaned = burned_in.clean(ds, decision, self.recipe.burned_in.ocr, self.detector)
+            ctx.summary.burned_in = cleaned.label(decision.ocr.name)
         walk(ds, ctx)
         if generalise:
             quasi.generalise(ds)
         classes = quasi.class_keys(ctx.pseudo, quasi.quasi_identifiers(ds))
-        self._mark(ds, ctx, pixels_cleaned=decision.blank is not None)
+        self._mark(ds, ctx, pixels_cleaned=decision.ocr is not None)
         out = writer.write(ds)
         _verify(out)
         ctx.summary.seconds = time.perf_counter() - start

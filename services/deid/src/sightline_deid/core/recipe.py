@@ -19,6 +19,7 @@ import yaml
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from sightline_deid.core.descriptors import DescriptorPolicy, load_names
+from sightline_deid.core.ocr import PASSES
 from sightline_deid.core.temporal import TIME_MODES
 
 Action = Literal["X", "Z", "D", "K", "C", "U", "U*", "H"]
@@ -100,24 +101,39 @@ class BlankRegion:
 
 @dataclass(frozen=True)
 class BurnedInRule:
-    """A burned-in annotation rule: which images it matches and what to do (pass or blank)."""
+    """A burned-in text rule: which objects it matches and what to do (pass, ocr or refuse).
+
+    ``pass`` leaves the pixels unchecked (the recipe's reason says why the object is text-free);
+    ``ocr`` blanks ``regions`` (if any) and blacks out every word OCR finds in every frame.
+    """
 
     name: str
     sop_classes: frozenset[str]
     modalities: frozenset[str]
     burned_in_annotation: str | None
-    action: Literal["pass", "blank", "refuse"]
+    action: Literal["pass", "ocr", "refuse"]
     regions: tuple[BlankRegion, ...] = ()
 
 
 @dataclass(frozen=True)
+class OcrPolicy:
+    """How OCR looks for text and which text may stay (``keep``: full-match, case-insensitive)."""
+
+    passes: tuple[str, ...]
+    scale: int
+    min_confidence: float
+    #: Blacked-out boxes grow by this fraction of their height on every side (at least 2 px).
+    margin: float
+    keep: tuple[re.Pattern[str], ...]
+
+
+@dataclass(frozen=True)
 class BurnedInPolicy:
-    """When pixel text is likely, and the ordered rules that decide what happens."""
+    """The ordered rules that decide what happens to pixel text, the default and the OCR settings."""
 
     default: Literal["refuse", "pass"]
-    risky_sop_classes: frozenset[str]
-    risky_modalities: frozenset[str]
     rules: tuple[BurnedInRule, ...]
+    ocr: OcrPolicy
 
 
 @dataclass(frozen=True)
@@ -236,15 +252,31 @@ def _region(raw: Mapping[str, Any]) -> BlankRegion:
     return BlankRegion(int(raw["x"]), int(raw["y"]), dim(raw["width"]), dim(raw["height"]))
 
 
+def _ocr(raw: Mapping[str, Any]) -> OcrPolicy:
+    passes = tuple(str(p) for p in raw.get("passes", PASSES))
+    if not passes or set(passes) - set(PASSES):
+        raise RecipeError(f"burned_in.ocr.passes must be a non-empty subset of {list(PASSES)}")
+    try:
+        keep = tuple(re.compile(str(p), re.IGNORECASE) for p in raw.get("keep") or [])
+    except re.error as exc:
+        raise RecipeError(f"burned_in.ocr.keep: invalid pattern ({exc})") from None
+    scale, margin = int(raw.get("scale", 2)), float(raw.get("margin", 0.25))
+    if scale < 1 or margin < 0:
+        raise RecipeError("burned_in.ocr: scale must be >= 1 and margin >= 0")
+    return OcrPolicy(passes, scale, float(raw.get("min_confidence", 0.0)), margin, keep)
+
+
 def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:
     rules = []
     for item in raw.get("rules", []):
         action = item["action"]
-        if action not in ("pass", "blank", "refuse"):
+        if action not in ("pass", "ocr", "refuse"):
+            # 'blank' (fixed regions only) was removed: a band says nothing about the rest of the
+            # frame, so it could not honestly set BurnedInAnnotation; use 'ocr' with regions.
             raise RecipeError(f"burned_in rule {item.get('name')}: unknown action {action}")
+        if action == "pass" and not item.get("reason"):
+            raise RecipeError(f"burned_in rule {item.get('name')}: 'pass' needs a reason")
         regions = tuple(_region(r) for r in item.get("regions", []))
-        if action == "blank" and not regions:
-            raise RecipeError(f"burned_in rule {item['name']}: 'blank' needs regions")
         bia = item.get("burned_in_annotation")
         rules.append(BurnedInRule(
             name=str(item["name"]),
@@ -257,12 +289,7 @@ def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:
     default = raw.get("default", "refuse")
     if default not in ("refuse", "pass"):
         raise RecipeError("burned_in.default must be 'refuse' or 'pass'")
-    return BurnedInPolicy(
-        default=default,
-        risky_sop_classes=frozenset(map(str, raw.get("risky_sop_classes", []))),
-        risky_modalities=frozenset(map(str, raw.get("risky_modalities", []))),
-        rules=tuple(rules),
-    )
+    return BurnedInPolicy(default=default, rules=tuple(rules), ocr=_ocr(raw.get("ocr") or {}))
 
 
 def _descriptors(raw: Mapping[str, Any], options: Mapping[str, bool]) -> DescriptorPolicy:
