@@ -19,6 +19,7 @@ $(STAMP):
 install: $(STAMP)
 
 up: install
+	@bash scripts/get-tesseract.sh  # deid reads burned-in text with it: not ready without it
 	$(VENV)/bin/sightline up --demo
 
 down:
@@ -27,7 +28,7 @@ down:
 status:
 	$(VENV)/bin/sightline status
 
-tools:  # every scripts/get-*.sh: helm, checkov, promtool, chromium, dcmtk/orthanc, dicom3tools, axe-core, CRD validators
+tools:  # every scripts/get-*.sh: helm, checkov, promtool, chromium, dcmtk/orthanc, dicom3tools, axe-core, CRD validators, tesseract
 	@for s in scripts/get-*.sh; do bash $$s || exit 1; done
 
 test: install tools lint
