@@ -16,6 +16,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import SecondaryCaptureImageStorage, UltrasoundMultiFrameImageStorage
 from sightline_common.errors import DependencyUnavailable, PayloadTooLarge, UnprocessableInput
 from sightline_deid.core.engine import Deidentifier
@@ -225,3 +226,15 @@ def test_recipe_refuses_dishonest_burned_in_rules(rule: str, message: str) -> No
     )
     with pytest.raises(RecipeError, match=message):
         parse_recipe(text)
+
+
+def test_single_bit_pixels_are_blacked_out_and_packed_again(recipe: Recipe) -> None:
+    engine = Deidentifier(recipe, SECRET, detector=FakeDetector(boxes=[TextBox(4, 4, 4, 4, "X", 99.0)]))
+    ds = canary_dataset("CT", 1)
+    ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.7.1", "OT"  # Multi-frame Single Bit SC
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 1, 1, 0
+    bits = np.ones((16, 16), np.uint8)
+    bits[12:] = 0
+    ds.PixelData = pack_bits(bits)
+    pixels = pydicom.dcmread(BytesIO(engine.deidentify(to_bytes(ds), "tenant-a").data)).pixel_array
+    assert (pixels[2:10, 2:10] == 0).all() and (pixels[:2] == 1).all() and (pixels[12:] == 0).all()
