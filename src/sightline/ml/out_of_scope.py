@@ -314,8 +314,8 @@ def fit_out_of_scope(
             f"The {quantile:.2f} quantile of the score on the validation split ({len(val_scores)} images, "
             f"never used to fit it): {flagged_val:.3f} of in-distribution validation images are flagged. "
             "A flag says the probability comes from an image unlike those the model was evaluated on "
-            "(another modality, a non-dermoscopic photograph, a blurred or badly exposed image, an "
-            "unseen device): the clinician should not rely on it."
+            "(another modality or body part, a photograph of something else, a blurred or badly exposed "
+            "image, an unseen device): the clinician should not rely on it."
         ),
         "fitted_on": {
             "splits": train_splits,
