@@ -6,7 +6,7 @@ The text is drawn by these tests (DejaVu fonts from ``make tools``); OCR is Debi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 
@@ -222,7 +222,7 @@ def test_recipe_refuses_dishonest_burned_in_rules(rule: str, message: str) -> No
 
     text = resources.files("sightline_deid.resources.recipes").joinpath("sightline-basic.yaml").read_text()
     text = text.replace(
-        "  rules:\n    - name: declared-burned-in", f"  rules:\n    - {rule}\n    - name: declared-burned-in"
+        "  rules:\n    - name: encapsulated-documents", f"  rules:\n    - {rule}\n    - name: encapsulated-documents"
     )
     with pytest.raises(RecipeError, match=message):
         parse_recipe(text)
@@ -238,3 +238,34 @@ def test_single_bit_pixels_are_blacked_out_and_packed_again(recipe: Recipe) -> N
     ds.PixelData = pack_bits(bits)
     pixels = pydicom.dcmread(BytesIO(engine.deidentify(to_bytes(ds), "tenant-a").data)).pixel_array
     assert (pixels[2:10, 2:10] == 0).all() and (pixels[:2] == 1).all() and (pixels[12:] == 0).all()
+
+
+def test_recipe_rule_encapsulated_documents_refused_even_when_declared(engine: Deidentifier) -> None:
+    ds = canary_dataset("CT", 1)
+    ds.SOPClassUID, ds.Modality, ds.BurnedInAnnotation = "1.2.840.10008.5.1.4.1.1.104.1", "DOC", "YES"
+    for keyword in (
+        "PixelData",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "PixelRepresentation",
+    ):
+        delattr(ds, keyword)
+    with pytest.raises(UnprocessableInput) as info:
+        engine.deidentify(to_bytes(ds), "tenant-a")
+    assert info.value.extra["reason"] == "burned-in-annotation"
+
+
+def test_a_pass_rule_never_passes_a_declared_yes(recipe: Recipe) -> None:
+    fake = FakeDetector(boxes=[TextBox(10, 10, 30, 10, "CNRY", 95.0)])
+    rules = (recipe.burned_in.rules[3], *recipe.burned_in.rules)  # cross-sectional pass first
+    assert rules[0].action == "pass"
+    reordered = replace(recipe, burned_in=replace(recipe.burned_in, rules=rules))
+    ds = canary_dataset("CT", 1)
+    ds.BurnedInAnnotation = "YES"
+    result = Deidentifier(reordered, SECRET, detector=fake).deidentify(to_bytes(ds), "tenant-a")
+    assert result.summary.burned_in.startswith("ocr:declared-burned-in:") and fake.seen == 1

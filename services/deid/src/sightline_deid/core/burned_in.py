@@ -89,6 +89,8 @@ def decide(recipe: Recipe, ds: Dataset) -> Decision:
         if rule.burned_in_annotation is not None and bia != rule.burned_in_annotation:
             continue
         if rule.action == "pass":
+            if bia == "YES" and rule.burned_in_annotation != "YES":
+                continue  # the sender's YES is never passed unread by a rule not written for it
             return Decision(f"passed:{rule.name}")
         if rule.action == "ocr":
             if "PixelData" not in ds:
