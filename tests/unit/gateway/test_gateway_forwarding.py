@@ -197,12 +197,34 @@ def test_retention_purges_the_record(h: Harness, tmp_path: Path) -> None:
     )
 
 
+def test_the_tenants_own_system_finds_its_accession_in_the_fhir_report(h: Harness) -> None:
+    """The hospital's system files the FHIR report by its order; a clinician's read never shows it."""
+    data = phi_dicom(seed=5)
+    accession = str(original(data).AccessionNumber)
+    study_id = submit(h, data)
+    url = f"/v1/studies/{study_id}/result.fhir"
+
+    own = h.client.get(url, headers=token(roles=("submitter",)))
+    assert own.status_code == 200, own.text
+    report = own.json()["entry"][0]["resource"]
+    assert report["resourceType"] == "DiagnosticReport"
+    (order,) = report["basedOn"]
+    assert order["type"] == "ServiceRequest" and order["identifier"]["value"] == accession
+    assert order["identifier"]["type"]["coding"][0]["code"] == "ACSN"
+
+    clinician = h.client.get(url, headers=token(roles=("clinician",)))
+    assert clinician.status_code == 200 and accession not in clinician.text
+    assert "basedOn" not in clinician.json()["entry"][0]["resource"]
+
+
 def test_a_tenant_without_a_pacs_keeps_no_record(h: Harness, tmp_path: Path) -> None:
     other = {"Authorization": token(tenant="hospital-b")["Authorization"]}
     r = h.submit(phi_dicom(), headers=other, mode="sync")
     study_id = r.headers["Location"].rsplit("/", 1)[1]
     body = h.client.get(f"/v1/studies/{study_id}/result", headers=token(tenant="hospital-b")).json()
     assert "delivery" not in body
+    fhir = h.client.get(f"/v1/studies/{study_id}/result.fhir", headers=token(tenant="hospital-b"))
+    assert fhir.status_code == 200 and "basedOn" not in fhir.json()["entry"][0]["resource"]
     con = sqlite3.connect(tmp_path / "gw.db")
     assert con.execute("SELECT count(*) FROM reidentification_records").fetchone() == (0,)
 

@@ -1,6 +1,8 @@
 """The result forwarder: results re-identified and filed in the tenant's PACS, retried until delivered.
 
-The only code path that opens a re-identification record. For each due delivery it opens the
+The only module that opens a re-identification record: for a delivery, and for the accession
+number alone when the tenant's own system reads its FHIR result (``accession``). For each due
+delivery it opens the
 study's record with the tenant's key, builds the AI objects from the de-identified image (the SR
 and, when there is one, the heatmap Segmentation), files them under the patient's own study
 (``core.reidentify``) and sends them by STOW-RS or C-STORE. The identified objects exist only in
@@ -80,6 +82,28 @@ class Forwarder:
             ciphertext=sealed.ciphertext,
             created_at=utcnow(),
         )
+
+    async def accession(self, study_id: str) -> str | None:
+        """The study's original accession number, for the tenant's own system (FHIR), else None.
+
+        None when no record is kept (no PACS for the tenant, purged) or it does not open; only
+        the accession leaves this method, never the patient's identifiers or the original UIDs.
+        """
+        _, _, record = await self.deliveries.load(study_id)
+        if record is None:
+            return None
+        try:
+            plain = self.keys.open(
+                record.tenant_id,
+                record.study_id,
+                Sealed(record.key_id, record.wrapped_key, record.ciphertext),
+            )
+        except Unopenable as exc:
+            log.warning("re-identification record of a study did not open: %s", type(exc).__name__)
+            return None
+        accession = OriginalStudy.from_bytes(plain).accession
+        del plain
+        return accession or None
 
     # ---- result: the delivery -------------------------------------------------------------
 

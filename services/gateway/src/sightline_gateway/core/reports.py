@@ -133,13 +133,24 @@ def imaging_study(study_id: str, study_uid: str, series_uid: str, sop_instance_u
     }
 
 
+#: HL7 v2 table 0203 identifier type of an accession number (the order's number at the hospital).
+ACCESSION_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
+
+
 def fhir_bundle(
-    *, study_id: str, result: Any, base_url: str, study: dict[str, Any] | None = None
+    *,
+    study_id: str,
+    result: Any,
+    base_url: str,
+    study: dict[str, Any] | None = None,
+    accession: str | None = None,
 ) -> dict[str, Any]:
     """A FHIR R4 (R4B models) collection Bundle: DiagnosticReport, Observation and Device, validated.
 
     ``study``: an :func:`imaging_study` the report and observation then reference (when the
-    de-identified study is still known).
+    de-identified study is still known). ``accession``: the hospital's original accession number,
+    given only to the tenant's own system; the report is then ``basedOn`` that order (a logical
+    reference by identifier) so the hospital can file it without a lookup.
     """
     from fhir.resources.R4B.bundle import Bundle
 
@@ -208,6 +219,9 @@ def fhir_bundle(
         "result": [{"reference": f"Observation/{obs_id}"}],
         "conclusion": (REFER if result.refer else NO_REFER) + ". " + note,
     }
+    if accession:
+        order = {"type": "ServiceRequest", "identifier": {"type": ACCESSION_TYPE, "value": accession}}
+        report["basedOn"] = [order]
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "collection",

@@ -128,7 +128,12 @@ async def redeliver(study_id: StudyId, gw: GW, who: Caller) -> JSONResponse:
     response_class=JSONResponse,
 )
 async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Caller) -> JSONResponse:
-    """FHIR R4 Bundle: DiagnosticReport, Observation (probability) and Device (the model)."""
+    """FHIR R4 Bundle: DiagnosticReport, Observation (probability) and Device (the model).
+
+    When the caller is the tenant's own system (the submitter role) and the tenant files results
+    in its PACS, the report names the original accession number (``basedOn``) from the study's
+    re-identification record; a clinician reading through Sightline never gets it.
+    """
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.fhir")
     result, _ = await load_result(gw, study)
@@ -136,8 +141,16 @@ async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Call
     if study.deid_study_uid:
         obj = dicomweb.result_object(study.id, study.deid_study_uid)
         imaging = imaging_study(study.id, obj.study_uid, obj.series_uid, obj.sop_instance_uid)
+    accession = None
+    forwarder = gw.pipeline.forwarder
+    if Role.SUBMITTER in who.roles and forwarder is not None:
+        accession = await forwarder.accession(study.id)
     bundle = fhir_bundle(
-        study_id=study.id, result=result, base_url=str(request.base_url).rstrip("/"), study=imaging
+        study_id=study.id,
+        result=result,
+        base_url=str(request.base_url).rstrip("/"),
+        study=imaging,
+        accession=accession,
     )
     await gw.record(who, "result.read.fhir", "result", study.id)
     return JSONResponse(bundle, media_type="application/fhir+json")
