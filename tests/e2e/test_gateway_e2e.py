@@ -61,6 +61,9 @@ def test_phi_goes_in_and_comes_out_nowhere(stack: tuple[str, str, Path]) -> None
         assert result["model"]["name"] == "derm-cnn" and len(result["model"]["sha256"]) == 64
         assert 0.0 <= result["probability"] <= 1.0 and result["status"] == "preliminary"
         assert result["trace_id"] and "does not diagnose" in result["statement"]
+        # The planted image is random noise, not dermoscopy: the served graph's score flags it.
+        assert result["instances"][0]["out_of_scope"]["flagged"] is True, result["instances"]
+        assert result["out_of_scope"]["flagged"] and result["out_of_scope_warning"].startswith("OUT OF SCOPE")
         explanation = result.get("explanation") or {}
         assert explanation.get("status") == "available", explanation
         links = explanation.get("links") or {}
