@@ -221,9 +221,8 @@ def test_recipe_refuses_dishonest_burned_in_rules(rule: str, message: str) -> No
     from importlib import resources
 
     text = resources.files("sightline_deid.resources.recipes").joinpath("sightline-basic.yaml").read_text()
-    text = text.replace(
-        "  rules:\n    - name: encapsulated-documents", f"  rules:\n    - {rule}\n    - name: encapsulated-documents"
-    )
+    first = "    - name: encapsulated-documents"
+    text = text.replace(f"  rules:\n{first}", f"  rules:\n    - {rule}\n{first}")
     with pytest.raises(RecipeError, match=message):
         parse_recipe(text)
 
