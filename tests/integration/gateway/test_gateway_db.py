@@ -21,10 +21,10 @@ from sightline_gateway.pipeline import Pipeline
 from sqlalchemy import func, select, text
 
 from tests.conftest import skip_or_fail_in_ci
+from tests.integration.gateway.conftest import PG_URL
 from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
 
 pytestmark = pytest.mark.integration
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 class PassDeid:

@@ -20,8 +20,7 @@ from sightline_gateway.db.models import Study
 from sqlalchemy import select
 
 from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.conftest import drop_schema
-from tests.integration.gateway.test_gateway_tenants import PG_URL, _pg_reachable
+from tests.integration.gateway.conftest import PG_URL, drop_schema, pg_reachable
 from tests.unit.gateway.gateway_fixtures import harness, phi_dicom, token
 
 pytestmark = pytest.mark.integration
@@ -87,7 +86,7 @@ class CuttableProxy:
 
 @pytest.fixture
 def proxied_pg() -> Iterator[tuple[CuttableProxy, str]]:
-    if not asyncio.run(_pg_reachable()):
+    if not asyncio.run(pg_reachable()):
         skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
     proxy = CuttableProxy()
     proxy.start()

@@ -27,29 +27,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
-from sightline_gateway.db.engine import make_engine
-from sqlalchemy import text
 
 from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.conftest import drop_schema
+from tests.integration.gateway.conftest import PG_URL, drop_schema, pg_reachable
 from tests.unit.gateway.gateway_fixtures import Harness, harness, phi_dicom, token
 
 pytestmark = pytest.mark.integration
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 K = 3
 STATION, SERIAL, MODEL = "ZQXQISTATION", "ZQXQISERIAL", "ZQXQIMODEL"
-
-
-async def _pg_reachable() -> bool:
-    engine = make_engine(PG_URL)
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except OSError:
-        return False
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,7 +43,7 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
         with harness(tmp_path, reidentification_k=K) as hh:
             yield hh
         return
-    if not asyncio.run(_pg_reachable()):
+    if not asyncio.run(pg_reachable()):
         skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
     schema = "gw_risk_" + secrets.token_hex(6)
     try:

@@ -12,8 +12,7 @@ from sightline_gateway.db.engine import make_engine
 from sqlalchemy import text
 
 from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.conftest import drop_schema
-from tests.integration.gateway.test_gateway_db import PG_URL
+from tests.integration.gateway.conftest import PG_URL, drop_schema
 from tests.unit.gateway.gateway_fixtures import FakeExplain, harness, token
 from tests.unit.gateway.routing_fixtures import CHEST, DERM, chest_xray, ct_slice, repository
 from tests.unit.gateway.test_gateway_routing_api import CountingDeid

@@ -14,29 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sightline_gateway.db.engine import make_engine
 from sightline_gateway.db.models import Tenant
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.conftest import drop_schema
+from tests.integration.gateway.conftest import PG_URL, drop_schema, pg_reachable
 from tests.unit.gateway.gateway_fixtures import harness, phi_dicom, token
 
 pytestmark = pytest.mark.integration
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 PARALLEL = 4
-
-
-async def _pg_reachable() -> bool:
-    engine = make_engine(PG_URL)
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except OSError:
-        return False
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,7 +30,7 @@ def database(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, dict[
     if request.param == "sqlite":
         yield None, {}
         return
-    if not asyncio.run(_pg_reachable()):
+    if not asyncio.run(pg_reachable()):
         skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
     schema = "gw_tenant_" + secrets.token_hex(6)
     try:

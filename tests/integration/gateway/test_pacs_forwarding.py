@@ -29,14 +29,13 @@ from sightline_gateway.settings import PacsDestination
 from sqlalchemy import text
 
 from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.conftest import drop_schema
+from tests.integration.gateway.conftest import PG_URL, drop_schema, pg_reachable
 from tests.integration.gateway.pacs import AE_TITLE, Orthanc, value
 from tests.unit.gateway.forwarding_fixtures import forwarding_harness, stored_text, wait_delivery
 from tests.unit.gateway.gateway_fixtures import PHI, Harness, phi_dicom, token
 
 pytestmark = [pytest.mark.integration]
 
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 STUDY, SERIES, SOP_INSTANCE, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
 PATIENT_ID, ACCESSION, MODALITY = "00100020", "00080050", "00080060"
 
@@ -184,7 +183,7 @@ def test_on_postgresql_the_record_and_delivery_work_and_retention_purges_the_rec
     tmp_path: Path, orthanc: Orthanc
 ) -> None:
     """The same way back on PostgreSQL (bytea ciphertexts, the delivery claim), then the purge."""
-    if not asyncio.run(_pg_reachable()):
+    if not asyncio.run(pg_reachable()):
         skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
     schema = "gw_pacs_" + secrets.token_hex(6)
     orthanc.start()
@@ -205,18 +204,6 @@ def test_on_postgresql_the_record_and_delivery_work_and_retention_purges_the_rec
         assert value(study, PATIENT_ID) == sent.PatientID
     finally:
         asyncio.run(drop_schema(PG_URL, schema))
-
-
-async def _pg_reachable() -> bool:
-    engine = make_engine(PG_URL)
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except OSError:
-        return False
-    finally:
-        await engine.dispose()
 
 
 async def _records(schema: str) -> int:

@@ -93,17 +93,18 @@ class Forwarder:
         if record is None:
             return None
         try:
-            plain = self.keys.open(
-                record.tenant_id,
-                record.study_id,
-                Sealed(record.key_id, record.wrapped_key, record.ciphertext),
-            )
+            accession = self._open(record).accession
         except Unopenable as exc:
             log.warning("re-identification record of a study did not open: %s", type(exc).__name__)
             return None
-        accession = OriginalStudy.from_bytes(plain).accession
-        del plain
         return accession or None
+
+    def _open(self, record: ReidentificationRecord) -> OriginalStudy:
+        """The record's original identifiers (raises :class:`Unopenable`); kept in memory only."""
+        plain = self.keys.open(
+            record.tenant_id, record.study_id, Sealed(record.key_id, record.wrapped_key, record.ciphertext)
+        )
+        return OriginalStudy.from_bytes(plain)
 
     # ---- result: the delivery -------------------------------------------------------------
 
@@ -184,15 +185,9 @@ class Forwarder:
         if study.purged_at is not None or not study.instance_keys:
             raise Undeliverable("the de-identified images were purged")
         try:
-            plain = self.keys.open(
-                record.tenant_id,
-                record.study_id,
-                Sealed(record.key_id, record.wrapped_key, record.ciphertext),
-            )
+            original = self._open(record)
         except Unopenable as exc:
             raise Undeliverable(f"re-identification record: {exc}") from None
-        original = OriginalStudy.from_bytes(plain)
-        del plain
         return await asyncio.to_thread(self._build, study, result, original)
 
     def _build(self, study: Study, result: Result, original: OriginalStudy) -> list[bytes]:
