@@ -14,12 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sightline_common.storage import LocalDirStore
-from sightline_gateway.app import Dependencies, create_app
-from sightline_gateway.clients.services import HttpDeid
 
 from tests.conftest import free_ports, skip_or_fail_in_ci
-from tests.unit.gateway.gateway_fixtures import FakeExplain, FakePreprocess, deid_app, settings, token
+from tests.unit.gateway.gateway_fixtures import FakeExplain, FakePreprocess, app_on_fakes, settings, token
 
 
 def dicom_tool(name: str) -> str:
@@ -64,24 +61,7 @@ def serve_gateway(
 ) -> Iterator[LiveGateway]:
     """The gateway (settings ``overrides``) on a free loopback port, served by uvicorn in a thread."""
     (port,) = free_ports(1)
-    s = settings(tmp_path / "gateway", port=port, **overrides)
-    store = LocalDirStore(s.storage_dir)
-    pre, exp = FakePreprocess(), explain(store)
-    deid = httpx.AsyncClient(transport=httpx.ASGITransport(app=deid_app()), base_url="http://deid")
-
-    async def ok() -> bool:
-        return True
-
-    app = create_app(
-        s,
-        Dependencies(
-            deid=HttpDeid(deid, "http://deid", 10),
-            preprocess=pre,
-            explain=exp,
-            store=store,
-            ready_checks={"fake": ok},
-        ),
-    )
+    app, _, pre, exp = app_on_fakes(settings(tmp_path / "gateway", port=port, **overrides), explain)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -17,21 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 from sightline_common.contracts import ExplainRequest, ExplainResponse
-from sightline_common.storage import LocalDirStore
-from sightline_gateway.app import Dependencies, create_app
 from sightline_gateway.clients.pacs import PacsSender, SendFailed
-from sightline_gateway.clients.services import HttpDeid
 from sightline_gateway.settings import PacsDestination
 
 from tests.unit.gateway.gateway_fixtures import (
     FakeExplain,
-    FakePreprocess,
     Harness,
-    deid_app,
+    app_on_fakes,
     settings,
     token,
 )
@@ -96,25 +91,7 @@ def forwarding_harness(
         "delivery_backoff_max_s": 0.2,
         **overrides,
     }
-    s = settings(tmp, **values)
-    store = LocalDirStore(s.storage_dir)
-    pre, exp = FakePreprocess(), HeatmapExplain(store)
-    deid = httpx.AsyncClient(transport=httpx.ASGITransport(app=deid_app()), base_url="http://deid")
-
-    async def ok() -> bool:
-        return True
-
-    app = create_app(
-        s,
-        Dependencies(
-            deid=HttpDeid(deid, "http://deid", 10),
-            preprocess=pre,
-            explain=exp,
-            store=store,
-            senders=senders,
-            ready_checks={"fake": ok},
-        ),
-    )
+    app, store, pre, exp = app_on_fakes(settings(tmp, **values), HeatmapExplain, senders=senders)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Harness(client, pre, exp, store)
 

@@ -10,13 +10,14 @@ import asyncio
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -196,16 +197,21 @@ class Harness:
         )
 
 
-@contextmanager
-def harness(
-    tmp: Path, database_url: str | None = None, ready: dict[str, Any] | None = None, **overrides: Any
-) -> Iterator[Harness]:
-    """A gateway on fakes; ``ready``: extra readiness checks by name (``preprocess``, ``explain``...)."""
+def app_on_fakes(
+    s: GatewaySettings,
+    explain: Callable[[Any], FakeExplain] | None = None,
+    ready: dict[str, Any] | None = None,
+    senders: dict[str, Any] | None = None,
+) -> tuple[FastAPI, Any, FakePreprocess, FakeExplain]:
+    """The gateway app with the real deid in process (ASGI) and fake preprocess/explain.
+
+    ``explain``: the fake explain's class (given the store); ``ready``: extra readiness checks by
+    name; ``senders``: PACS senders by kind. Returns the app, its store and the two fakes.
+    """
     from sightline_common.storage import LocalDirStore
 
-    s = settings(tmp, database_url, **overrides)
     store = LocalDirStore(s.storage_dir)
-    pre, exp = FakePreprocess(), FakeExplain(store)
+    pre, exp = FakePreprocess(), (explain or FakeExplain)(store)
     deid_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=deid_app()), base_url="http://deid")
 
     async def ok() -> bool:
@@ -216,9 +222,18 @@ def harness(
         preprocess=pre,
         explain=exp,
         store=store,
+        senders=senders,
         ready_checks={"fake": ok, **(ready or {})},
     )
-    app = create_app(s, deps)
+    return create_app(s, deps), store, pre, exp
+
+
+@contextmanager
+def harness(
+    tmp: Path, database_url: str | None = None, ready: dict[str, Any] | None = None, **overrides: Any
+) -> Iterator[Harness]:
+    """A gateway on fakes; ``ready``: extra readiness checks by name (``preprocess``, ``explain``...)."""
+    app, store, pre, exp = app_on_fakes(settings(tmp, database_url, **overrides), ready=ready)
     if os.environ.get("SIGHTLINE_TEST_TRACEBACKS"):
         import traceback
 
