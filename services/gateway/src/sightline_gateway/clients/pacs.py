@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import secrets
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -17,6 +16,7 @@ import httpx
 from pydicom import dcmread
 from pynetdicom import AE
 
+from sightline_gateway.core.dicomweb import multipart_related
 from sightline_gateway.settings import PacsDestination
 
 #: HTTP answers worth retrying: the PACS is busy or down, or our credential/URL is (still) wrong.
@@ -44,18 +44,8 @@ class StowRsSender:
 
     async def send(self, destination: PacsDestination, objects: Sequence[bytes]) -> None:
         assert destination.stow_url is not None
-        boundary = f"sightline-{secrets.token_hex(12)}"
-        body = (
-            b"".join(
-                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
-                for data in objects
-            )
-            + f"--{boundary}--\r\n".encode()
-        )
-        headers = {
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Accept": "application/dicom+json",
-        }
+        body, content_type = multipart_related(objects)
+        headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
         if destination.authorization_file is not None:
             try:
                 headers["Authorization"] = destination.authorization_file.read_text().strip()
