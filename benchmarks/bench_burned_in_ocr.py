@@ -34,8 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from sightline_deid.core import burned_in
-from sightline_deid.core.ocr import TesseractDetector, TextBox
-from sightline_deid.core.recipe import load_recipe
+from sightline_deid.core.ocr import TesseractDetector, TextBox, TextDetector
+from sightline_deid.core.recipe import OcrPolicy, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -144,7 +144,7 @@ def redaction(
     return mask, len(found), len(confident) - len(found)
 
 
-def timed(detector: TesseractDetector, frame: NDArray[np.uint8]) -> tuple[list[TextBox], float]:
+def timed(detector: TextDetector, frame: NDArray[np.uint8]) -> tuple[list[TextBox], float]:
     start = time.perf_counter()
     boxes = detector.find_text(frame)
     return boxes, time.perf_counter() - start
@@ -155,6 +155,59 @@ def bucket(height: int) -> str:
         if low <= height < high:
             return f"{low}-{high - 1}px" if high < 1000 else f">={low}px"
     return "?"
+
+
+def text_figures(
+    samples: list[tuple[str, NDArray[np.uint8], list[Glyph], list[TextBox]]], margin: float, threshold: float
+) -> str:
+    """Recall of characters and text pixels, and the non-text area blacked out, at ``threshold``."""
+    chars: dict[str, list[int]] = {}
+    kinds: dict[str, list[int]] = {}
+    ink_total = ink_hit = 0
+    false_area: list[float] = []
+    for kind, img, glyphs, boxes in samples:
+        mask, _, _ = redaction(img.shape, boxes, margin, threshold)
+        ink = np.zeros(img.shape, dtype=bool)
+        for glyph in glyphs:
+            found = float(mask[glyph.mask].mean()) >= FOUND_SHARE
+            for key, table in ((bucket(glyph.height), chars), (kind, kinds)):
+                if key == kind and glyph.height < 8:
+                    continue
+                hit, total = table.get(key, [0, 0])
+                table[key] = [hit + found, total + 1]
+            ink |= glyph.mask
+            ink_total += int(glyph.mask.sum())
+            ink_hit += int((mask & glyph.mask).sum())
+        # Non-text area: away from any ink by more than 7 px (the expected margin).
+        near = np.asarray(Image.fromarray(ink.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(15))) > 0
+        false_area.append(float((mask & ~near).sum()) / max(1, int((~near).sum())))
+    at8 = [chars.get(bucket(h), [0, 0]) for h in (8, 12, 20)]
+    hit8, total8 = sum(f for f, _ in at8), sum(t for _, t in at8)
+    by_height = ", ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(chars.items()))
+    by_kind = ", ".join(f"{k} {f / max(1, t):.3f}" for k, (f, t) in sorted(kinds.items()))
+    return (
+        f"characters >= 8 px {hit8 / max(1, total8):.3f} (goal >= 0.99), text pixels "
+        f"{ink_hit / max(1, ink_total):.3f}, non-text area blacked out {float(np.mean(false_area)):.4f}\n"
+        f"      by ink height: {by_height}\n      >= 8 px by background: {by_kind}"
+    )
+
+
+def clean_figures(
+    results: list[tuple[tuple[int, ...], list[TextBox]]], policy: OcrPolicy, threshold: float
+) -> str:
+    altered = kept_images = words = 0
+    areas = []
+    for shape, boxes in results:
+        mask, found, kept = redaction(shape, boxes, policy.margin, threshold, policy.keep)
+        altered += bool(found)
+        kept_images += bool(kept)
+        words += found
+        areas.append(float(mask.mean()))
+    return (
+        f"altered {altered}/{len(results)} = {altered / max(1, len(results)):.3f} (goal < 0.01), words "
+        f"blacked out {words}, mean area {float(np.mean(areas)):.4f}, images with a kept laterality "
+        f"marker {kept_images}"
+    )
 
 
 def main() -> None:
@@ -170,91 +223,63 @@ def main() -> None:
         raise SystemExit("no DejaVu fonts: run `make tools` (scripts/get-tesseract.sh)")
     recipe = load_recipe("sightline-basic")
     policy = recipe.burned_in.ocr
-    # Every box, whatever its confidence: the thresholds are applied below, as the service would.
-    detector = TesseractDetector(passes=policy.passes, scale=policy.scale, min_confidence=0.0)
-    thresholds = sorted({0.0, 50.0, 70.0, 80.0, 90.0, policy.min_confidence})
+    # The recipe's detector as the service runs it (its boxes are final: threshold 0 below), and,
+    # for comparison, Tesseract alone with every box whatever its confidence (thresholds below).
+    detectors: dict[str, tuple[TextDetector, list[float]]] = {
+        f"recipe ({policy.detector})": (burned_in.detector_for(policy), [0.0]),
+        "tesseract alone": (
+            TesseractDetector(passes=policy.passes, scale=policy.scale, min_confidence=0.0),
+            sorted({0.0, 70.0, 80.0, 90.0, policy.min_confidence}),
+        ),
+    }
     print(
-        f"recipe {recipe.label}: passes={','.join(policy.passes)} scale={policy.scale} "
-        f"min_confidence={policy.min_confidence:g} margin={policy.margin:g}; {len(fonts)} fonts"
+        f"recipe {recipe.label}: detector={policy.detector} {policy.dbnet}; tesseract passes="
+        f"{','.join(policy.passes)} scale={policy.scale} min_confidence={policy.min_confidence:g} "
+        f"margin={policy.margin:g}; {len(fonts)} fonts"
     )
 
     reals = dataset_images("ham10000", 200, rng) + dataset_images("chest_xray_pneumonia", 200, rng)
-    times: list[float] = []
-    samples = []
+    drawn = []
     for _ in range(generated):
         real = bool(reals) and rng.random() < 0.7
         img, glyphs = draw_text(background(rng, reals if real else []), rng, fonts)
-        boxes, seconds = timed(detector, img)
-        times.append(seconds)
-        samples.append(("real-image background" if real else "flat noisy background", img, glyphs, boxes))
-    print(
-        f"\ngenerated images with text: {generated}, 224-640 px a side; ms per frame: median "
-        f"{1000 * float(np.median(times)):.0f}, p90 {1000 * float(np.percentile(times, 90)):.0f}"
-    )
-    for threshold in thresholds:
-        chars: dict[str, list[int]] = {}
-        kinds: dict[str, list[int]] = {}
-        ink_total = ink_hit = 0
-        false_area: list[float] = []
-        for kind, img, glyphs, boxes in samples:
-            mask, _, _ = redaction(img.shape, boxes, policy.margin, threshold)
-            ink = np.zeros(img.shape, dtype=bool)
-            for glyph in glyphs:
-                found = float(mask[glyph.mask].mean()) >= FOUND_SHARE
-                for key, table in ((bucket(glyph.height), chars), (kind, kinds)):
-                    if key == kind and glyph.height < 8:
-                        continue
-                    hit, total = table.get(key, [0, 0])
-                    table[key] = [hit + found, total + 1]
-                ink |= glyph.mask
-                ink_total += int(glyph.mask.sum())
-                ink_hit += int((mask & glyph.mask).sum())
-            # Non-text area: away from any ink by more than 7 px (the expected margin).
-            near = (
-                np.asarray(Image.fromarray(ink.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(15))) > 0
-            )
-            false_area.append(float((mask & ~near).sum()) / max(1, int((~near).sum())))
-        at8 = [chars.get(bucket(h), [0, 0]) for h in (8, 12, 20)]
-        hit8, total8 = sum(f for f, _ in at8), sum(t for _, t in at8)
-        mark = "  <- recipe" if threshold == policy.min_confidence else ""
-        by_height = ", ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(chars.items()))
-        by_kind = ", ".join(f"{k} {f / max(1, t):.3f}" for k, (f, t) in sorted(kinds.items()))
+        drawn.append(("real-image background" if real else "flat noisy background", img, glyphs))
+    cleans = {
+        name: [grey(p) for p in dataset_images(name, clean, random.Random(rng.random()))]
+        for name in ("ham10000", "chest_xray_pneumonia")
+    }
+    for label, (detector, thresholds) in detectors.items():
+        times: list[float] = []
+        samples = []
+        for kind, img, glyphs in drawn:
+            # Generated text is judged without keep patterns (redaction()): every character counts.
+            boxes, seconds = timed(detector, img)
+            times.append(seconds)
+            samples.append((kind, img, glyphs, boxes))
         print(
-            f"  min_confidence {threshold:>3g}: characters >= 8 px {hit8 / max(1, total8):.3f} "
-            "(goal >= 0.99), "
-            f"text pixels {ink_hit / max(1, ink_total):.3f}, non-text area blacked out "
-            f"{float(np.mean(false_area)):.4f}{mark}\n      by ink height: {by_height}\n"
-            f"      >= 8 px by background: {by_kind}"
-        )
-
-    for name in ("ham10000", "chest_xray_pneumonia"):
-        paths = dataset_images(name, clean, random.Random(rng.random()))
-        results = []
-        secs = []
-        for path in paths:
-            frame = grey(path)
-            boxes, seconds = timed(detector, frame)
-            secs.append(seconds)
-            results.append((frame.shape, boxes))
-        print(
-            f"\nreal images without text, {name}: {len(paths)}, ms per frame: median "
-            f"{1000 * float(np.median(secs)):.0f}"
+            f"\n{label}: generated images with text: {generated}, 224-640 px a side; ms per frame: "
+            f"median {1000 * float(np.median(times)):.0f}, p90 {1000 * float(np.percentile(times, 90)):.0f}"
         )
         for threshold in thresholds:
-            altered = kept_images = words = 0
-            areas = []
-            for shape, boxes in results:
-                mask, found, kept = redaction(shape, boxes, policy.margin, threshold, policy.keep)
-                altered += bool(found)
-                kept_images += bool(kept)
-                words += found
-                areas.append(float(mask.mean()))
-            mark = "  <- recipe" if threshold == policy.min_confidence else ""
             print(
-                f"  min_confidence {threshold:>3g}: altered {altered}/{len(paths)} = "
-                f"{altered / max(1, len(paths)):.3f} (goal < 0.01), words blacked out {words}, mean area "
-                f"{float(np.mean(areas)):.4f}, images with a kept laterality marker {kept_images}{mark}"
+                f"  min_confidence {threshold:>3g}: {text_figures(samples, policy.margin, threshold)}",
+                flush=True,
             )
+        for name, frames in cleans.items():
+            secs, results = [], []
+            for frame in frames:
+                boxes, seconds = timed(detector, frame)
+                secs.append(seconds)
+                results.append((frame.shape, boxes))
+            print(
+                f"  real images without text, {name}: {len(frames)}, ms per frame: median "
+                f"{1000 * float(np.median(secs)):.0f}"
+            )
+            for threshold in thresholds:
+                print(
+                    f"    min_confidence {threshold:>3g}: {clean_figures(results, policy, threshold)}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

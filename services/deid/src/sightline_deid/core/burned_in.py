@@ -31,6 +31,7 @@ from sightline_deid.core.ocr import (
     TextDetector,
 )
 from sightline_deid.core.recipe import BurnedInRule, OcrPolicy, Recipe
+from sightline_deid.core.text_detect import DbnetDetector
 
 #: What pixel decoders raise on data they cannot decode (pylibjpeg and friends use RuntimeError).
 DECODER_ERRORS: tuple[type[Exception], ...] = (*INPUT_ERRORS, RuntimeError)
@@ -59,15 +60,20 @@ class Cleaned:
         return f"ocr:{rule}:frames={self.frames},redacted={self.redacted},kept={self.kept}"
 
 
-def detector_for(policy: OcrPolicy, *, timeout_s: float = 20.0, max_frames: int = 64) -> TesseractDetector:
-    """The Tesseract detector the recipe's OCR settings describe, with the service's limits."""
-    return TesseractDetector(
+def detector_for(
+    policy: OcrPolicy, *, timeout_s: float = 20.0, max_frames: int = 64
+) -> DbnetDetector | TesseractDetector:
+    """The detector the recipe's OCR settings describe, with the service's limits."""
+    tesseract = TesseractDetector(
         passes=policy.passes,
         scale=policy.scale,
         min_confidence=policy.min_confidence,
         timeout_s=timeout_s,
         max_frames=max_frames,
     )
+    if policy.detector == "tesseract":
+        return tesseract
+    return DbnetDetector(policy.dbnet, tesseract, read_text=bool(policy.keep), max_frames=max_frames)
 
 
 def _bia(ds: Dataset) -> str | None:

@@ -96,7 +96,8 @@ class TesseractDetector:
         """Whether the ``tesseract`` binary is installed (the readiness check)."""
         return shutil.which(TESSERACT) is not None
 
-    def find_text(self, frame: NDArray[np.uint8]) -> list[TextBox]:
+    def find_text(self, frame: NDArray[np.uint8], psm: int = 11) -> list[TextBox]:
+        """Word boxes; ``psm`` is Tesseract's page segmentation (11 sparse text, 7 one line)."""
         if frame.ndim != 2 or frame.dtype != np.uint8:
             raise ValueError("expected an H x W uint8 frame")
         if max(frame.shape) > _TESSERACT_MAX_SIDE:
@@ -107,7 +108,7 @@ class TesseractDetector:
         boxes: list[TextBox] = []
         for name in self.passes:
             seen = image if name == "plain" else self._background(image)
-            boxes.extend(self._words(seen, scale))
+            boxes.extend(self._words(seen, scale, psm))
         return _distinct(boxes)
 
     def _background(self, image: Image.Image) -> Image.Image:
@@ -117,13 +118,13 @@ class TesseractDetector:
         top = max(float(np.percentile(diff, 99.5)), 20.0)
         return Image.fromarray((255 - np.clip(diff * (255 / top), 0, 255)).astype(np.uint8))
 
-    def _words(self, image: Image.Image, scale: int) -> list[TextBox]:
+    def _words(self, image: Image.Image, scale: int, psm: int) -> list[TextBox]:
         if scale != 1:
             image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
         pgm = f"P5\n{image.width} {image.height}\n255\n".encode() + image.tobytes()
         try:
             proc = subprocess.run(
-                [TESSERACT, "stdin", "stdout", "--psm", "11", "-l", "eng", "tsv"],
+                [TESSERACT, "stdin", "stdout", "--psm", str(psm), "-l", "eng", "tsv"],
                 input=pgm,
                 capture_output=True,
                 timeout=self.timeout_s,

@@ -21,6 +21,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sightline_deid.core.descriptors import DescriptorPolicy, load_names
 from sightline_deid.core.ocr import PASSES
 from sightline_deid.core.temporal import TIME_MODES
+from sightline_deid.core.text_detect import DetectorSettings
 
 Action = Literal["X", "Z", "D", "K", "C", "U", "U*", "H"]
 ACTIONS: frozenset[str] = frozenset({"X", "Z", "D", "K", "C", "U", "U*", "H"})
@@ -125,6 +126,10 @@ class OcrPolicy:
     #: Blacked-out boxes grow by this fraction of their height on every side (at least 2 px).
     margin: float
     keep: tuple[re.Pattern[str], ...]
+    #: What finds the text: ``dbnet`` (a scene-text detector; Tesseract reads what it finds) or
+    #: ``tesseract`` alone (whose boxes at ``min_confidence`` are blacked out).
+    detector: Literal["dbnet", "tesseract"] = "tesseract"
+    dbnet: DetectorSettings = field(default_factory=DetectorSettings)
 
 
 @dataclass(frozen=True)
@@ -263,7 +268,32 @@ def _ocr(raw: Mapping[str, Any]) -> OcrPolicy:
     scale, margin = int(raw.get("scale", 2)), float(raw.get("margin", 0.25))
     if scale < 1 or margin < 0:
         raise RecipeError("burned_in.ocr: scale must be >= 1 and margin >= 0")
-    return OcrPolicy(passes, scale, float(raw.get("min_confidence", 0.0)), margin, keep)
+    detector = str(raw.get("detector", "tesseract"))
+    if detector not in ("dbnet", "tesseract"):
+        raise RecipeError("burned_in.ocr.detector must be 'dbnet' or 'tesseract'")
+    found = dict(raw.get("dbnet") or {})
+    if set(found) - {"threshold", "box_threshold", "unclip", "blob_fraction", "min_side"}:
+        raise RecipeError(f"burned_in.ocr.dbnet: unknown settings {sorted(found)}")
+    try:
+        defaults = DetectorSettings()
+        dbnet = DetectorSettings(
+            threshold=float(found.get("threshold", defaults.threshold)),
+            box_threshold=float(found.get("box_threshold", defaults.box_threshold)),
+            unclip=float(found.get("unclip", defaults.unclip)),
+            blob_fraction=float(found.get("blob_fraction", defaults.blob_fraction)),
+            min_side=int(found.get("min_side", defaults.min_side)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"burned_in.ocr.dbnet: {exc}") from None
+    return OcrPolicy(
+        passes,
+        scale,
+        float(raw.get("min_confidence", 0.0)),
+        margin,
+        keep,
+        "dbnet" if detector == "dbnet" else "tesseract",
+        dbnet,
+    )
 
 
 def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:
