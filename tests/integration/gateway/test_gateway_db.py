@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sightline_common.storage import LocalDirStore
@@ -18,11 +19,12 @@ from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import make_engine, make_sessions, migrate
 from sightline_gateway.db.models import Job, Result, Study, Tenant
 from sightline_gateway.pipeline import Pipeline
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from tests.conftest import skip_or_fail_in_ci
 from tests.integration.gateway.conftest import PG_URL
 from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
+from tests.unit.gateway.routing_fixtures import DERM, DERM_B
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +221,56 @@ def test_api_flow_on_postgresql(tmp_path: Path) -> None:
             await engine.dispose()
 
         asyncio.run(drop())
+
+
+# ---- one result per (study, model) ----
+
+
+async def result_models(engine: object, study_id: str) -> list[str]:
+    async with make_sessions(engine)() as s:  # type: ignore[arg-type]
+        rows = await s.scalars(select(Result.model_name).where(Result.study_id == study_id))
+        return sorted(rows.all())
+
+
+async def test_results_stored_before_0008_are_kept_and_a_study_then_takes_one_per_model(db) -> None:
+    from alembic import command
+    from sightline_gateway.db.migrations import alembic_config
+    from sqlalchemy.exc import IntegrityError
+
+    engine, schema = db
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c, schema), "0007"))
+    await tenant(engine)
+    columns = (
+        "id, study_id, tenant_id, model_name, model_version, model_sha256, placeholder, probability, "
+        "threshold, refer, instances, status, created_at"
+    )
+    values = "'{id}', 's1', 't1', '{model}', 1, '', false, 0.7, 0.5, true, '[]', 'preliminary', :now"
+    now = {"now": datetime(2026, 1, 1, tzinfo=UTC)}
+    stamp = bindparam("now", type_=Result.__table__.c.created_at.type)
+
+    def insert(result_id: str, model: str) -> Any:
+        return text(
+            f"INSERT INTO results ({columns}) VALUES ({values})".format(id=result_id, model=model)
+        ).bindparams(stamp)
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO studies (id, tenant_id, submitted_by, status, explain, instance_keys, "
+                "deid_summary, stage_timings, created_at, updated_at) "
+                "VALUES ('s1', 't1', 'u', 'completed', false, '[]', '{}', '{}', :now, :now)"
+            ).bindparams(stamp),
+            now,
+        )
+        await conn.execute(insert("r1", DERM), now)
+    await migrate(engine, schema)
+    async with make_sessions(engine)() as s:  # type: ignore[arg-type]
+        (kept,) = (await s.scalars(select(Result))).all()
+        assert (kept.id, kept.model_name, kept.position, kept.probability) == ("r1", DERM, 0, 0.7)
+    async with engine.begin() as conn:  # a second model's result for the same study
+        await conn.execute(insert("r2", DERM_B), now)
+    with pytest.raises(IntegrityError):  # never a second for the same (study, model)
+        async with engine.begin() as conn:
+            await conn.execute(insert("r3", DERM), now)
+    assert await result_models(engine, "s1") == [DERM, DERM_B]

@@ -52,6 +52,15 @@ def chest_manifest(**preprocessing: Any) -> ModelManifest:
     return ModelManifest.model_validate(base)
 
 
+#: A second dermoscopy model: the shipped derm-cnn manifest under another name, so that a
+#: photograph is accepted by two models.
+DERM_B = "derm-cnn-b"
+
+
+def derm_copy(name: str = DERM_B) -> ModelManifest:
+    return derm_manifest().model_copy(update={"name": name})
+
+
 def repository(tmp: Path, *manifests: ModelManifest) -> Path:
     """A model repository holding only ``manifests`` (derm-cnn and the chest stand-in by default)."""
     root = tmp / "model_repository"

@@ -124,14 +124,20 @@ class Job(Base):
 
 
 class Result(Base):
-    """The model's output for a study: exactly one per study (unique), preliminary until reviewed."""
+    """One model's output for a study: one per (study, model), preliminary until reviewed.
+
+    ``position`` is the model's place in the study's routing order (``Study.models``): the result
+    at 0 is the study's first, the one its single-model fields and the worklist describe.
+    """
 
     __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("study_id", "model_name", name="uq_results_study_model"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), unique=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id"), index=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     model_name: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     model_version: Mapped[int] = mapped_column(Integer)
     model_sha256: Mapped[str] = mapped_column(String(64))
     placeholder: Mapped[bool] = mapped_column(Boolean)
