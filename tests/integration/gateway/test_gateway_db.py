@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sightline_common.storage import LocalDirStore
-from sightline_gateway.clients.services import DeidOutcome
+from sightline_gateway.clients.services import DeidOutcome, Inference
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import make_engine, make_sessions, migrate
 from sightline_gateway.db.models import Job, Result, Study, Tenant
@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, func, select, text
 from tests.conftest import skip_or_fail_in_ci
 from tests.integration.gateway.conftest import PG_URL
 from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
-from tests.unit.gateway.routing_fixtures import DERM, DERM_B
+from tests.unit.gateway.routing_fixtures import DERM, DERM_B, derm_copy, derm_manifest, repository
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def pipeline(engine: object, tmp_path: Path, **kw: object) -> Pipeline:
         deid=PassDeid(),
         preprocess=kw.pop("preprocess", FakePreprocess()),
         explain=FakeExplain(store),  # type: ignore[arg-type]
-        model_repository=MODEL_REPOSITORY,
+        model_repository=kw.pop("model_repository", MODEL_REPOSITORY),
         backoff_s=0.01,
         poll_s=0.02,
         **kw,  # type: ignore[arg-type]
@@ -223,13 +223,64 @@ def test_api_flow_on_postgresql(tmp_path: Path) -> None:
         asyncio.run(drop())
 
 
-# ---- one result per (study, model) ----
+# ---- a study two models accept: one result per (study, model), whatever crashes ----
+
+
+class Crash(BaseException):
+    """A worker process dying mid-job: it escapes the worker's error handling, as a kill would."""
+
+
+class CrashOnModel(FakePreprocess):
+    """Preprocess that takes the worker down when asked for ``crash_on``."""
+
+    def __init__(self, crash_on: str | None) -> None:
+        super().__init__()
+        self.crash_on = crash_on
+
+    async def infer(self, dicom: bytes, model: str) -> Inference:
+        if model == self.crash_on:
+            raise Crash
+        return await super().infer(dicom, model)
 
 
 async def result_models(engine: object, study_id: str) -> list[str]:
     async with make_sessions(engine)() as s:  # type: ignore[arg-type]
         rows = await s.scalars(select(Result.model_name).where(Result.study_id == study_id))
         return sorted(rows.all())
+
+
+async def test_a_job_crashed_between_two_models_resumes_with_the_second_and_stores_one_result_each(
+    db, tmp_path: Path
+) -> None:
+    engine, _ = db
+    await tenant(engine)
+    two = {"model_repository": repository(tmp_path, derm_manifest(), derm_copy()), "models": (DERM, DERM_B)}
+    crashing = CrashOnModel(crash_on=DERM_B)
+    crashed = pipeline(engine, tmp_path, lease_s=0.3, preprocess=crashing, **two)
+    accepted = await crashed.accept(
+        tenant="t1", submitted_by="u", instances=[phi_dicom()], idempotency_key=None, explain=True
+    )
+    assert accepted.study.models == [DERM, DERM_B]
+    job = await crashed.claim()
+    assert job is not None
+    with pytest.raises(Crash):  # the first model ran; the process dies at the second
+        await crashed.run_job(job)
+    assert await result_models(engine, accepted.study.id) == []
+    fresh = FakePreprocess()
+    restarted = pipeline(engine, tmp_path, lease_s=30, preprocess=fresh, **two)
+    assert await restarted.claim() is None  # the lease still holds
+    await asyncio.sleep(0.4)
+    again = await restarted.claim()
+    assert again is not None and again.id == job.id
+    await restarted.run_job(again)
+    assert fresh.models == [DERM_B]  # the first model's inferences were checkpointed
+    # The "crashed" worker wakes up late and finishes too: still one result per model.
+    crashing.crash_on = None
+    await crashed.run_job(job)
+    assert await result_models(engine, accepted.study.id) == [DERM, DERM_B]
+    async with make_sessions(engine)() as s:  # type: ignore[arg-type]
+        assert (await s.get(Study, accepted.study.id)).status == "completed"
+        assert (await s.scalar(select(Job))).status == "succeeded"
 
 
 async def test_results_stored_before_0008_are_kept_and_a_study_then_takes_one_per_model(db) -> None:

@@ -90,10 +90,12 @@ def deid_app() -> Any:
 
 
 class FakePreprocess:
-    """Stands in for preprocess + Triton: parses the DICOM and returns a fixed logit."""
+    """Stands in for preprocess + Triton: parses the DICOM and returns a fixed logit (per model
+    name in ``logits``, else ``logit``)."""
 
     def __init__(self, logit: float = 1.0) -> None:
         self.logit = logit
+        self.logits: dict[str, float] = {}
         self.calls = 0
         self.fail_times = 0
         self.refuse = False
@@ -113,9 +115,10 @@ class FakePreprocess:
         if self.fail_times > 0:
             self.fail_times -= 1
             raise DependencyUnavailable("preprocess unavailable (UNAVAILABLE)")
-        p = 1 / (1 + np.exp(-self.logit))
+        logit = self.logits.get(model, self.logit)
+        p = 1 / (1 + np.exp(-logit))
         return Inference(
-            float(p), self.logit, {"mean_r": 0.5}, 1, "1", True, out_of_scope_score=self.out_of_scope_score
+            float(p), logit, {"mean_r": 0.5}, 1, "1", True, out_of_scope_score=self.out_of_scope_score
         )
 
 

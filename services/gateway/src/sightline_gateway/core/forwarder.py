@@ -27,7 +27,7 @@ from sightline_gateway.core import dicomweb
 from sightline_gateway.core.envelope import Sealed, TenantKeys, Unopenable
 from sightline_gateway.core.heatmap_dicom import heatmap_segmentation
 from sightline_gateway.core.reidentify import OriginalStudy, reidentify, uid_map
-from sightline_gateway.core.reports import structured_report
+from sightline_gateway.core.reports import structured_report, top_index
 from sightline_gateway.db.deliveries import DELIVERED, FAILED, Deliveries, new_delivery
 from sightline_gateway.db.models import Delivery, ReidentificationRecord, Result, Study, utcnow
 from sightline_gateway.settings import PacsDestination
@@ -173,14 +173,14 @@ class Forwarder:
         log.info("delivery %s after %d attempts", status, delivery.attempts + 1)
 
     async def _objects(self, delivery: Delivery, *, waiting: bool) -> list[bytes] | None:
-        """The re-identified SR (and heatmap Segmentation); ``None`` to wait for the explanation."""
-        study, result, record = await self.deliveries.load(delivery.study_id)
-        if study is None or result is None:
+        """The re-identified SR (a finding per model) and the first model's heatmap Segmentation;
+        ``None`` to wait while any model's explanation is pending."""
+        study, results, record = await self.deliveries.load(delivery.study_id)
+        if study is None or not results:
             raise Undeliverable("no result")
         if record is None:
             raise Undeliverable("no re-identification record (purged, or kept before a PACS was set)")
-        explanation = result.explanation or {}
-        if waiting and explanation.get("status") == "pending":
+        if waiting and any((r.explanation or {}).get("status") == "pending" for r in results):
             return None
         if study.purged_at is not None or not study.instance_keys:
             raise Undeliverable("the de-identified images were purged")
@@ -188,24 +188,24 @@ class Forwarder:
             original = self._open(record)
         except Unopenable as exc:
             raise Undeliverable(f"re-identification record: {exc}") from None
-        return await asyncio.to_thread(self._build, study, result, original)
+        return await asyncio.to_thread(self._build, study, results, original)
 
-    def _build(self, study: Study, result: Result, original: OriginalStudy) -> list[bytes]:
+    def _build(self, study: Study, results: list[Result], original: OriginalStudy) -> list[bytes]:
         try:
             images = [self.store.get(key) for key in study.instance_keys]
         except NotFound:
             raise Undeliverable("the de-identified images are missing") from None
         mapping = uid_map(original, images)
-        top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
         obj = dicomweb.result_object(study.id, study.deid_study_uid or "")
         sr = structured_report(
-            result=result,
-            source=images[top],
+            results=results,
+            sources=[images[top_index(r)] for r in results],
             series_uid=obj.series_uid,
             sop_instance_uid=obj.sop_instance_uid,
         )
         objects = [reidentify(sr, original, mapping)]
-        heatmap = self._heatmap(study, result, images[top])
+        # One heatmap object per study (its UIDs are the study's): the first model's.
+        heatmap = self._heatmap(study, results[0], images[top_index(results[0])])
         if heatmap is not None:
             objects.append(reidentify(heatmap, original, mapping))
         return objects

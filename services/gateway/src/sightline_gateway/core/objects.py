@@ -17,9 +17,13 @@ def instance_key(study_id: str, n: int) -> str:
     return f"{study_prefix(study_id)}instances/{n}.dcm"
 
 
-def explain_prefix(study_id: str) -> str:
-    """Where the explain service writes a study's heatmap and overlay."""
-    return f"{study_prefix(study_id)}explain/"
+def explain_prefix(study_id: str, model: str | None = None) -> str:
+    """Where the explain service writes a study's heatmap and overlay.
+
+    ``model``: a model after the study's first (each model's heatmap is its own); the first
+    model's stay where a single-model study's always were.
+    """
+    return f"{study_prefix(study_id)}explain/" + (f"{model}/" if model else "")
 
 
 async def delete_objects(store: ObjectStore, keys: Iterable[str]) -> None:

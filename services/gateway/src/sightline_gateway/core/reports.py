@@ -1,4 +1,9 @@
-"""A stored result as JSON, FHIR (DiagnosticReport + Observation + Device) and DICOM SR (TID 1500).
+"""A study's stored results as JSON, FHIR (DiagnosticReport + Observation + Device) and DICOM SR
+(TID 1500).
+
+A study routed to several models has one result per model, in routing order: the JSON lists a
+finding per model (its top level stays the first model's, as for a single-model study), FHIR
+has one Observation and Device per model, and the SR one measurement group per model.
 
 Every form says the same three things: the model and its digest, the calibrated probability
 against the operating threshold, and that the finding is assistive and preliminary until a
@@ -9,6 +14,7 @@ image was flagged as unlike the model's training data (and then warns in words).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,18 +57,20 @@ def out_of_scope_summary(result: Any) -> dict[str, Any] | None:
     }
 
 
-def result_body(
-    *, study_id: str, result: Any, manifest: ModelManifest | None, links: dict[str, str], reviews: list[Any]
-) -> dict[str, Any]:
-    """The JSON result a hospital system reads."""
+def model_card_link(model_name: str) -> str:
+    """The gateway's page of a model's manifest and card."""
+    return f"/v1/models/{model_name}"
+
+
+def finding(result: Any, manifest: ModelManifest | None, links: dict[str, str]) -> dict[str, Any]:
+    """One model's result as JSON: the model, its probability against its threshold, the decision,
+    the explanation (with its links) and the out-of-scope flag when the model has one."""
     explanation = dict(result.explanation or {})
     explanation.pop("heatmap_key", None)
     explanation.pop("overlay_key", None)
     if links:
         explanation["links"] = links
     body: dict[str, Any] = {
-        "study_id": study_id,
-        "status": result.status,
         "model": {
             "name": result.model_name,
             "version": result.model_version,
@@ -70,6 +78,7 @@ def result_body(
             "placeholder": result.placeholder,
             "positive_label": manifest.positive_label if manifest else None,
         },
+        "status": result.status,
         "probability": round(result.probability, 6),
         "calibrated": True,
         "threshold": result.threshold,
@@ -77,6 +86,41 @@ def result_body(
         "refer": result.refer,
         "instances": [{k: v for k, v in i.items() if k != "image_stats"} for i in result.instances],
         "explanation": explanation or None,
+        "model_card": model_card_link(result.model_name),
+    }
+    if result.placeholder:
+        body["warning"] = PLACEHOLDER_NOTE
+    scope = out_of_scope_summary(result)
+    if scope is not None:
+        body["out_of_scope"] = scope
+        if scope["flagged"]:
+            body["out_of_scope_warning"] = OUT_OF_SCOPE_NOTE
+    return body
+
+
+def result_body(
+    *,
+    study_id: str,
+    results: Sequence[Any],
+    manifests: Sequence[ModelManifest | None],
+    links: Sequence[dict[str, str]],
+    reviews: list[Any],
+) -> dict[str, Any]:
+    """The JSON result a hospital system reads: the first model's result at the top level (what a
+    single-model study always said), and ``findings``, one per model in routing order."""
+    findings = [finding(r, m, ln) for r, m, ln in zip(results, manifests, links, strict=True)]
+    first, result = findings[0], results[0]
+    body: dict[str, Any] = {
+        "study_id": study_id,
+        "status": first["status"],
+        "model": first["model"],
+        "probability": first["probability"],
+        "calibrated": True,
+        "threshold": first["threshold"],
+        "decision": first["decision"],
+        "refer": first["refer"],
+        "instances": first["instances"],
+        "explanation": first["explanation"],
         "trace_id": result.trace_id,
         "created_at": result.created_at.isoformat(),
         "finalised_at": result.finalised_at.isoformat() if result.finalised_at else None,
@@ -92,13 +136,10 @@ def result_body(
         ],
         "statement": ASSISTIVE_STATEMENT,
     }
-    if result.placeholder:
-        body["warning"] = PLACEHOLDER_NOTE
-    scope = out_of_scope_summary(result)
-    if scope is not None:
-        body["out_of_scope"] = scope
-        if scope["flagged"]:
-            body["out_of_scope_warning"] = OUT_OF_SCOPE_NOTE
+    for key in ("warning", "out_of_scope", "out_of_scope_warning"):
+        if key in first:
+            body[key] = first[key]
+    body["findings"] = findings
     return body
 
 
@@ -137,37 +178,10 @@ def imaging_study(study_id: str, study_uid: str, series_uid: str, sop_instance_u
 ACCESSION_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
 
 
-def fhir_bundle(
-    *,
-    study_id: str,
-    result: Any,
-    base_url: str,
-    study: dict[str, Any] | None = None,
-    accession: str | None = None,
-) -> dict[str, Any]:
-    """A FHIR R4 (R4B models) collection Bundle: DiagnosticReport, Observation and Device, validated.
-
-    ``study``: an :func:`imaging_study` the report and observation then reference (when the
-    de-identified study is still known). ``accession``: the hospital's original accession number,
-    given only to the tenant's own system; the report is then ``basedOn`` that order (a logical
-    reference by identifier) so the hospital can file it without a lookup.
-    """
-    from fhir.resources.R4B.bundle import Bundle
-
-    status = "final" if result.status == "final" else "preliminary"
-    device_id, obs_id, report_id = (
-        f"model-{result.model_name}-{result.model_version}",
-        f"obs-{study_id}",
-        study_id,
-    )
-    issued = (result.finalised_at or result.created_at).astimezone(UTC).isoformat()
-    note = ASSISTIVE_STATEMENT + (" " + PLACEHOLDER_NOTE if result.placeholder else "")
-    scope = out_of_scope_summary(result)
-    if scope is not None and scope["flagged"]:
-        note += " " + OUT_OF_SCOPE_NOTE
-    device = {
+def _device(result: Any, note: str) -> dict[str, Any]:
+    return {
         "resourceType": "Device",
-        "id": device_id,
+        "id": f"model-{result.model_name}-{result.model_version}",
         "deviceName": [{"name": result.model_name, "type": "model-name"}],
         "type": {"text": "AI/ML software (clinical decision support, assistive)"},
         "version": [
@@ -176,7 +190,10 @@ def fhir_bundle(
         ],
         "note": [{"text": note}],
     }
-    observation = {
+
+
+def _observation(result: Any, obs_id: str, device_id: str, status: str, issued: str) -> dict[str, Any]:
+    observation: dict[str, Any] = {
         "resourceType": "Observation",
         "id": obs_id,
         "status": status,
@@ -193,6 +210,7 @@ def fhir_bundle(
         "issued": issued,
         "note": [{"text": ASSISTIVE_STATEMENT}],
     }
+    scope = out_of_scope_summary(result)
     if scope is not None:
         observation["component"] = [
             {
@@ -209,68 +227,111 @@ def fhir_bundle(
         ]
         if scope["flagged"]:
             observation["note"].append({"text": OUT_OF_SCOPE_NOTE})
-    report = {
+    return observation
+
+
+def _note(result: Any) -> str:
+    note = ASSISTIVE_STATEMENT + (" " + PLACEHOLDER_NOTE if result.placeholder else "")
+    scope = out_of_scope_summary(result)
+    if scope is not None and scope["flagged"]:
+        note += " " + OUT_OF_SCOPE_NOTE
+    return note
+
+
+def fhir_bundle(
+    *,
+    study_id: str,
+    results: Sequence[Any],
+    base_url: str,
+    study: dict[str, Any] | None = None,
+    accession: str | None = None,
+) -> dict[str, Any]:
+    """A FHIR R4 (R4B models) collection Bundle: DiagnosticReport, and an Observation and a Device
+    per model (``results`` in routing order), validated.
+
+    The first model's Observation keeps the id a single-model study's always had
+    (``obs-<study>``); the others are ``obs-<study>-<n>``. ``study``: an :func:`imaging_study`
+    the report and observations then reference (when the de-identified study is still known).
+    ``accession``: the hospital's original accession number, given only to the tenant's own
+    system; the report is then ``basedOn`` that order (a logical reference by identifier) so
+    the hospital can file it without a lookup.
+    """
+    from fhir.resources.R4B.bundle import Bundle
+
+    first = results[0]
+    # The study's review finalises every model's result together.
+    status = "final" if first.status == "final" else "preliminary"
+    issued = (first.finalised_at or first.created_at).astimezone(UTC).isoformat()
+    entries: list[dict[str, Any]] = []
+    observations: list[dict[str, Any]] = []
+    devices: list[dict[str, Any]] = []
+    for n, result in enumerate(results):
+        device = _device(result, _note(result))
+        obs_id = f"obs-{study_id}" if n == 0 else f"obs-{study_id}-{n}"
+        observations.append(_observation(result, obs_id, device["id"], status, issued))
+        if all(d["id"] != device["id"] for d in devices):
+            devices.append(device)
+    if len(results) == 1:
+        conclusion = (REFER if first.refer else NO_REFER) + ". " + _note(first)
+    else:
+        decisions = "; ".join(f"{r.model_name}: {REFER if r.refer else NO_REFER}" for r in results)
+        note = ASSISTIVE_STATEMENT
+        if any(r.placeholder for r in results):
+            note += " " + PLACEHOLDER_NOTE
+        if any((out_of_scope_summary(r) or {}).get("flagged") for r in results):
+            note += " " + OUT_OF_SCOPE_NOTE
+        conclusion = decisions + ". " + note
+    report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "id": report_id,
+        "id": study_id,
         "identifier": [{"system": f"{base_url}/v1/studies", "value": study_id}],
         "status": status,
         "code": {"text": "AI-assisted image analysis (Sightline)"},
         "issued": issued,
-        "result": [{"reference": f"Observation/{obs_id}"}],
-        "conclusion": (REFER if result.refer else NO_REFER) + ". " + note,
+        "result": [{"reference": f"Observation/{o['id']}"} for o in observations],
+        "conclusion": conclusion,
     }
     if accession:
         order = {"type": "ServiceRequest", "identifier": {"type": ACCESSION_TYPE, "value": accession}}
         report["basedOn"] = [order]
+    entries.append({"fullUrl": f"{base_url}/fhir/DiagnosticReport/{study_id}", "resource": report})
+    entries += [{"fullUrl": f"{base_url}/fhir/Observation/{o['id']}", "resource": o} for o in observations]
+    entries += [{"fullUrl": f"{base_url}/fhir/Device/{d['id']}", "resource": d} for d in devices]
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": datetime.now(UTC).isoformat(),
-        "entry": [
-            {"fullUrl": f"{base_url}/fhir/DiagnosticReport/{report_id}", "resource": report},
-            {"fullUrl": f"{base_url}/fhir/Observation/{obs_id}", "resource": observation},
-            {"fullUrl": f"{base_url}/fhir/Device/{device_id}", "resource": device},
-        ],
+        "entry": entries,
     }
     if study is not None:
         reference = {"reference": f"ImagingStudy/{study['id']}"}
         report["imagingStudy"] = [reference]
-        observation["derivedFrom"] = [reference]
+        for observation in observations:
+            observation["derivedFrom"] = [reference]
         bundle["entry"].append({"fullUrl": f"{base_url}/fhir/ImagingStudy/{study['id']}", "resource": study})
     return Bundle.model_validate(bundle).model_dump(mode="json", exclude_none=True)
 
 
-def structured_report(
-    *, result: Any, source: bytes, series_uid: str | None = None, sop_instance_uid: str | None = None
-) -> bytes:
-    """A Comprehensive 3D SR (TID 1500 measurement report) referencing the de-identified image.
+def top_index(result: Any) -> int:
+    """The instance a result's model scored highest (the image its finding is about)."""
+    return max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
 
-    ``series_uid``/``sop_instance_uid``: stable UIDs (DICOMweb names the same object each time).
-    """
-    import highdicom as hd
-    import pydicom
-    from pydicom.sr.codedict import codes
+
+def _measurement_group(hd: Any, result: Any, image: Any, tracking: str) -> Any:
+    """One model's finding: its probability and decision (and scope), on its top image."""
     from pydicom.uid import generate_uid
 
-    image = pydicom.dcmread(io.BytesIO(source), stop_before_pixels=True)
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(),
-            name=f"{result.model_name} v{result.model_version}",
-            model_name=result.model_name,
-            manufacturer_name="Sightline",
-        ),
-    )
-    probability = hd.sr.Measurement(
-        name=hd.sr.CodedConcept(
-            "sightline-probability", "99SIGHTLINE", "Calibrated probability of the positive label"
-        ),
-        value=round(float(result.probability), 6),
-        unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-        algorithm_id=hd.sr.AlgorithmIdentification(name=result.model_name, version=str(result.model_version)),
-    )
-    measurements = [probability]
+    algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=str(result.model_version))
+    measurements = [
+        hd.sr.Measurement(
+            name=hd.sr.CodedConcept(
+                "sightline-probability", "99SIGHTLINE", "Calibrated probability of the positive label"
+            ),
+            value=round(float(result.probability), 6),
+            unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
+            algorithm_id=algorithm,
+        )
+    ]
     evaluations = [
         hd.sr.QualitativeEvaluation(
             name=hd.sr.CodedConcept("sightline-decision", "99SIGHTLINE", "Model decision"),
@@ -288,9 +349,7 @@ def structured_report(
                 name=hd.sr.CodedConcept("sightline-oos-score", "99SIGHTLINE", "Out-of-scope score"),
                 value=round(float(scope["max_score"]), 4),
                 unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-                algorithm_id=hd.sr.AlgorithmIdentification(
-                    name=result.model_name, version=str(result.model_version)
-                ),
+                algorithm_id=algorithm,
             )
         )
         evaluations.append(
@@ -303,19 +362,58 @@ def structured_report(
                 ),
             )
         )
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="whole image"),
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=tracking),
         measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)],
     )
+
+
+def structured_report(
+    *,
+    results: Sequence[Any],
+    sources: Sequence[bytes],
+    series_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> bytes:
+    """A Comprehensive 3D SR (TID 1500 measurement report) referencing the de-identified images.
+
+    One measurement group (finding) per model: ``results`` in routing order, ``sources[n]`` the
+    de-identified image ``results[n]``'s model scored highest. ``series_uid``/``sop_instance_uid``:
+    stable UIDs (DICOMweb names the same object each time).
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    images = [pydicom.dcmread(io.BytesIO(source), stop_before_pixels=True) for source in sources]
+    first = results[0]
+    names = ", ".join(f"{r.model_name} v{r.model_version}" for r in results)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(),
+            name=names if len(results) == 1 else f"Sightline: {names}"[:64],
+            model_name=first.model_name,
+            manufacturer_name="Sightline",
+        ),
+    )
+    groups = [
+        _measurement_group(
+            hd, result, image, "whole image" if n == 0 else f"whole image: {result.model_name}"
+        )
+        for n, (result, image) in enumerate(zip(results, images, strict=True))
+    ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=hd.sr.CodedConcept("sightline-ai", "99SIGHTLINE", "AI-assisted image analysis"),
-        imaging_measurements=[group],
+        imaging_measurements=groups,
     )
+    evidence = list({str(image.SOPInstanceUID): image for image in images}.values())
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[image],
+        evidence=evidence,
         content=report,
         series_instance_uid=series_uid or generate_uid(),
         series_number=900,
@@ -323,9 +421,9 @@ def structured_report(
         instance_number=1,
         manufacturer="Sightline",
         is_complete=True,
-        is_final=result.status == "final",
+        is_final=first.status == "final",
         is_verified=False,
-        series_description=("PRELIMINARY " if result.status != "final" else "") + "AI assistive result",
+        series_description=("PRELIMINARY " if first.status != "final" else "") + "AI assistive result",
     )
     out = io.BytesIO()
     sr.save_as(out, enforce_file_format=True)

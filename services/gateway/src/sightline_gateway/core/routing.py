@@ -50,9 +50,9 @@ REFUSAL_OUTCOME = "refused"
 NONE_SERVED = "no-model-served"
 _RESOURCE_ID_MAX = 200  # audit_events.resource_id
 
-#: How many of the accepting models a study is run on: the first (in served order). One result
-#: per study today; running every accepting model needs one result per model.
-SERVED_PER_STUDY = 1
+#: How many of the accepting models a study is run on (in served order): every one of them, up
+#: to this bound; each gives the study a result of its own.
+SERVED_PER_STUDY = 8
 
 #: The ``models_enabled`` key that applies to every tenant without its own entry.
 DEFAULT_TENANT = "*"

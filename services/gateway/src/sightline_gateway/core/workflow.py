@@ -1,6 +1,17 @@
-"""A study's stages after intake: preprocess + Triton, explain, and the stored result.
+"""A study's stages after intake: preprocess + Triton and explain for each of its models, and the
+stored results.
 
-A job resumes after its last checkpoint, so a stage that finished is not run again.
+A study routed to several models (``Study.models``, in routing order) is still one job: its
+``state["models"]`` holds each model's progress (``inferences``, then ``explanation``), and the
+job is checkpointed after every remote call that another follows, so a crash or a retry
+resumes with the next model's call and never repeats a finished one. The job's ``stage`` is
+``preprocess`` until every model has its inferences, then ``explain`` (the stage names the
+dependency the next call needs, which the circuits hold and resume by). The study is done when
+one commit stores every model's result (``JobQueue.complete``); (study, model) is unique, so a
+worker that lost its lease cannot add a second result for a model.
+
+One job per study rather than one per model keeps intake, the study's status, waiting and
+the PACS delivery as they were: the study completes once, with all its results.
 """
 
 from __future__ import annotations
@@ -9,6 +20,7 @@ import asyncio
 import functools
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -34,15 +46,36 @@ EXPLAIN_ATTEMPTS = 2
 PENDING = "pending"
 
 
-def explain_request(study: Study, manifest: ModelManifest, top: dict[str, Any]) -> ExplainRequest:
-    """What explain is asked for a study: Grad-CAM of its top-scoring instance."""
+def explain_request(
+    study: Study, manifest: ModelManifest, top: dict[str, Any], position: int = 0
+) -> ExplainRequest:
+    """What explain is asked for a study and one of its models: Grad-CAM of its top-scoring
+    instance, written under the model's own prefix (the first model's is the study's)."""
     return ExplainRequest(
         object_key=top["key"],
-        output_prefix=explain_prefix(study.id),
+        output_prefix=explain_prefix(study.id, manifest.name if position else None),
         model_name=manifest.name,
         model_version=int(top["model_version"] or manifest.version),
         target=1,
     )
+
+
+def top_instance(inferences: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The instance a model scored highest: the study's probability for that model."""
+    return max(inferences, key=lambda i: i["probability"])
+
+
+def model_progress(state: dict[str, Any], first_model: str) -> dict[str, dict[str, Any]]:
+    """Each model's progress in a job's ``state``, by model name.
+
+    A job checkpointed before studies had several models kept its one model's ``inferences``
+    and ``explanation`` at the top of its state: they are the first model's.
+    """
+    progress = {name: dict(p) for name, p in (state.get("models") or {}).items()}
+    if not progress and "inferences" in state:
+        legacy = {k: state[k] for k in ("inferences", "explanation") if k in state}
+        progress[first_model] = legacy
+    return progress
 
 
 def out_of_scope_entry(manifest: ModelManifest, score: float | None) -> dict[str, Any] | None:
@@ -58,13 +91,13 @@ def out_of_scope_entry(manifest: ModelManifest, score: float | None) -> dict[str
 
 
 def study_model(study: Study | None) -> str | None:
-    """The model a study was routed to at intake; ``None`` for a study stored before routing."""
+    """The first model a study was routed to at intake; ``None`` for a study stored before routing."""
     models = (study.models if study is not None else None) or []
     return str(models[0]) if models else None
 
 
 class Workflow:
-    """Runs a claimed job's remaining stages and stores the result."""
+    """Runs a claimed job's remaining stages and stores the results."""
 
     def __init__(
         self,
@@ -87,49 +120,72 @@ class Workflow:
         self._drift_registered: set[tuple[str, int]] = set()
 
     def manifest(self, study: Study | None = None) -> ModelManifest:
-        """The manifest of the model ``study`` was routed to (the default model's without one)."""
+        """The manifest of the first model ``study`` was routed to (the default model's without one)."""
         return self.manifests.get(study_model(study) or self.default_model)
+
+    def study_manifests(self, study: Study) -> list[ModelManifest]:
+        """The manifests of every model the study was routed to, in routing order."""
+        names = [str(m) for m in (study.models or [])] or [self.default_model]
+        return [self.manifests.get(name) for name in names]
 
     async def run(self, job: Job, study: Study) -> None:
         """Run the stages; errors reach the worker, which retries or fails the job."""
         state = dict(job.state or {})
         timings = dict(study.stage_timings or {})
-        manifest = self.manifest(study)
-        if "inferences" not in state:
-            start = time.perf_counter()
-            inferences = []
-            for key in study.instance_keys:
-                data = await asyncio.to_thread(self.store.get, key)
-                with tracer.start_as_current_span("gateway.preprocess"):
-                    inf: Inference = await self.preprocess.infer(data, manifest.name)
-                inferences.append({"key": key, **inf.__dict__})
+        manifests = self.study_manifests(study)
+        progress = model_progress(state, manifests[0].name)
+        state.pop("inferences", None)
+        state.pop("explanation", None)
+        state["models"] = progress
+        to_infer = [m for m in manifests if "inferences" not in progress.get(m.name, {})]
+        start = time.perf_counter()
+        for n, manifest in enumerate(to_infer):
+            progress[manifest.name] = {"inferences": await self._infer(study, manifest)}
             timings["preprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
+            last = n + 1 == len(to_infer)
+            if not last or study.explain:
+                # Checkpoint only before another remote call; the results' commit follows at once.
+                await self.queue.checkpoint(job, study, state, timings, "explain" if last else "preprocess")
+        if to_infer:
             STAGE_DURATION.labels("gateway", "preprocess").observe(time.perf_counter() - start)
-            state["inferences"] = inferences
-            if study.explain:
-                # Checkpoint only before another remote stage; the result's commit follows at once.
-                await self.queue.checkpoint(job, study, state, timings, "explain")
-        inferences = state["inferences"]
-        top = max(inferences, key=lambda i: i["probability"])
-        if study.explain and "explanation" not in state:
+        if study.explain:
+            to_explain = [(n, m) for n, m in enumerate(manifests) if "explanation" not in progress[m.name]]
             start = time.perf_counter()
-            state["explanation"] = await self._explain(job, study, manifest, top)
-            timings["explain_ms"] = round((time.perf_counter() - start) * 1000, 2)
-            STAGE_DURATION.labels("gateway", "explain").observe(time.perf_counter() - start)
-        await self._store_result(job, study, manifest, inferences, top, state.get("explanation"), timings)
+            for k, (position, manifest) in enumerate(to_explain):
+                top = top_instance(progress[manifest.name]["inferences"])
+                explanation = await self._explain(study, manifest, top, position)
+                progress[manifest.name]["explanation"] = explanation
+                timings["explain_ms"] = round((time.perf_counter() - start) * 1000, 2)
+                if k + 1 < len(to_explain):
+                    await self.queue.checkpoint(job, study, state, timings, "explain")
+            if to_explain:
+                STAGE_DURATION.labels("gateway", "explain").observe(time.perf_counter() - start)
+        await self._store_results(job, study, manifests, progress, timings)
+
+    async def _infer(self, study: Study, manifest: ModelManifest) -> list[dict[str, Any]]:
+        """Every instance of the study through preprocess + Triton for one model."""
+        inferences = []
+        for key in study.instance_keys:
+            data = await asyncio.to_thread(self.store.get, key)
+            with tracer.start_as_current_span("gateway.preprocess") as span:
+                span.set_attribute("sightline.model", manifest.name)
+                inf: Inference = await self.preprocess.infer(data, manifest.name)
+            inferences.append({"key": key, **inf.__dict__})
+        return inferences
 
     async def _explain(
-        self, job: Job, study: Study, manifest: ModelManifest, top: dict[str, Any]
+        self, study: Study, manifest: ModelManifest, top: dict[str, Any], position: int
     ) -> dict[str, Any]:
-        """Grad-CAM for the top instance; never a failed study.
+        """Grad-CAM for one model's top instance; never a failed study.
 
         Explain down: the result is delivered at once with the explanation ``pending``, and a
         backfill (``core.backfill``) adds it when explain is back. Explain refused the
         instance: ``unavailable`` with the reason.
         """
-        request = explain_request(study, manifest, top)
+        request = explain_request(study, manifest, top, position)
         try:
-            with tracer.start_as_current_span("gateway.explain"):
+            with tracer.start_as_current_span("gateway.explain") as span:
+                span.set_attribute("sightline.model", manifest.name)
                 explained = await call_with_retry(
                     functools.partial(self.explain.explain, request),
                     attempts=EXPLAIN_ATTEMPTS,
@@ -143,25 +199,24 @@ class Workflow:
             return {"status": "unavailable", "reason": exc.detail[:200]}
         return {"status": "available", **explained.model_dump()}
 
-    async def _store_result(
+    def _result(
         self,
-        job: Job,
         study: Study,
         manifest: ModelManifest,
+        position: int,
         inferences: list[dict[str, Any]],
-        top: dict[str, Any],
         explanation: dict[str, Any] | None,
-        timings: dict[str, Any],
-    ) -> None:
+    ) -> Result:
+        """One model's result row for the study."""
+        top = top_instance(inferences)
         version = int(top["model_version"] or manifest.version)
         probability = float(top["probability"])
-        timings = dict(timings)
-        timings["total_ms"] = round((utcnow() - study.created_at).total_seconds() * 1000, 2)
-        result = Result(
+        return Result(
             id=str(uuid.uuid4()),
             study_id=study.id,
             tenant_id=study.tenant_id,
             model_name=manifest.name,
+            position=position,
             model_version=version,
             model_sha256=manifest.artifacts.get(f"{version}/model.onnx", ""),
             placeholder=manifest.placeholder or any(i["placeholder"] for i in inferences),
@@ -183,16 +238,36 @@ class Workflow:
             status="preliminary",
             trace_id=current_trace_id() or study.trace_id,
         )
-        pending = explanation is not None and explanation.get("status") == PENDING
-        backfill = (
-            {"explain_request": explain_request(study, manifest, top).model_dump()} if pending else None
-        )
-        flags = [i["out_of_scope"]["flagged"] for i in result.instances if "out_of_scope" in i]
-        out_of_scope = any(flags) if flags else None
-        # The result's way back to the tenant's PACS is durable from the commit that stores it.
+
+    async def _store_results(
+        self,
+        job: Job,
+        study: Study,
+        manifests: list[ModelManifest],
+        progress: dict[str, dict[str, Any]],
+        timings: dict[str, Any],
+    ) -> None:
+        timings = dict(timings)
+        timings["total_ms"] = round((utcnow() - study.created_at).total_seconds() * 1000, 2)
+        results, pending = [], []
+        for position, manifest in enumerate(manifests):
+            inferences = progress[manifest.name]["inferences"]
+            explanation = progress[manifest.name].get("explanation")
+            results.append(self._result(study, manifest, position, inferences, explanation))
+            if explanation is not None and explanation.get("status") == PENDING:
+                request = explain_request(study, manifest, top_instance(inferences), position)
+                pending.append(request.model_dump())
+        backfill = {"explain_requests": pending} if pending else None
+        # The results' way back to the tenant's PACS is durable from the commit that stores them.
         delivery = self.forwarder.delivery_for(study) if self.forwarder is not None else None
-        if await self.queue.complete(job, study, result, timings, backfill=backfill, delivery=delivery):
-            self._observe_drift(manifest, version, top, result.refer, study.tenant_id, out_of_scope)
+        if await self.queue.complete(job, study, results, timings, backfill=backfill, delivery=delivery):
+            for manifest, result in zip(manifests, results, strict=True):
+                top = top_instance(progress[manifest.name]["inferences"])
+                flags = [i["out_of_scope"]["flagged"] for i in result.instances if "out_of_scope" in i]
+                out_of_scope = any(flags) if flags else None
+                self._observe_drift(
+                    manifest, result.model_version, top, result.refer, study.tenant_id, out_of_scope
+                )
 
     def _observe_drift(
         self,

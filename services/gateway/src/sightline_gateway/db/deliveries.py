@@ -74,13 +74,20 @@ class Deliveries:
                     return await session.get(Delivery, study_id, populate_existing=True)
         return None
 
-    async def load(self, study_id: str) -> tuple[Study | None, Result | None, ReidentificationRecord | None]:
-        """What a delivery sends: the study, its result and its sealed re-identification record."""
+    async def load(self, study_id: str) -> tuple[Study | None, list[Result], ReidentificationRecord | None]:
+        """What a delivery sends: the study, its results (one per model, in routing order) and its
+        sealed re-identification record."""
         async with self.sessions() as session:
             study = await session.get(Study, study_id)
-            result = await session.scalar(select(Result).where(Result.study_id == study_id))
+            results = (
+                await session.scalars(
+                    select(Result)
+                    .where(Result.study_id == study_id)
+                    .order_by(Result.position, Result.model_name)
+                )
+            ).all()
             record = await session.get(ReidentificationRecord, study_id)
-        return study, result, record
+        return study, list(results), record
 
     async def later(self, delivery: Delivery, delay_s: float, reason: str | None, *, attempted: bool) -> None:
         """Release the lease; due again after ``delay_s`` (``attempted``: count a failed send)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,36 +164,40 @@ class JobQueue:
         self,
         job: Job,
         study: Study,
-        result: Result,
+        results: Sequence[Result],
         timings: dict[str, Any],
         backfill: dict[str, Any] | None = None,
         delivery: Delivery | None = None,
     ) -> bool:
-        """Store the result and end the job; ``False`` when another worker stored one first.
+        """Store the study's results (one per model) and end the job; ``False`` when another
+        worker stored them first.
 
-        The result, the job's and study's end and the audit event commit together. A worker
-        that lost its lease mid-job finds the other's result and keeps it. ``backfill``: the
-        explanation is pending; the job stays queued at stage ``backfill`` with this state.
-        ``delivery``: the result's delivery to the tenant's PACS, durable from the same commit.
+        The results, the job's and study's end and the audit events commit together, so a
+        study is completed exactly when every model's result is stored. A worker that lost its
+        lease mid-job hits the unique (study, model) and keeps the other's results.
+        ``backfill``: an explanation is pending; the job stays queued at stage ``backfill``
+        with this state. ``delivery``: the results' delivery to the tenant's PACS, durable from
+        the same commit.
         """
         now = utcnow()
         try:
             async with self.audit.transaction() as session:
-                session.add(result)
+                session.add_all(results)
                 await session.flush()
                 if delivery is not None:
                     session.add(delivery)
                 await self._finish(session, job, study, "completed", timings, now, backfill)
-                await self.audit.add(
-                    session,
-                    actor=SYSTEM,
-                    roles=[],
-                    tenant_id=study.tenant_id,
-                    action="result.create",
-                    resource_type="result",
-                    resource_id=study.id,
-                    trace_id=result.trace_id,
-                )
+                for result in results:
+                    await self.audit.add(
+                        session,
+                        actor=SYSTEM,
+                        roles=[],
+                        tenant_id=study.tenant_id,
+                        action="result.create",
+                        resource_type="result",
+                        resource_id=study.id,
+                        trace_id=result.trace_id,
+                    )
         except IntegrityError:
             async with self.sessions() as session, session.begin():
                 await self._finish(session, job, study, "completed", timings, now)
@@ -252,34 +256,63 @@ class JobQueue:
                     .execution_options(**NO_SYNC)
                 )
 
-    async def fill_explanation(self, job: Job, study: Study, explanation: dict[str, Any]) -> None:
-        """End a backfill: the result's explanation (available or, at last, unavailable), audited."""
+    async def fill_explanation(
+        self,
+        job: Job,
+        study: Study,
+        model: str,
+        explanation: dict[str, Any],
+        remaining: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Backfill one model's explanation (available or, at last, unavailable), audited.
+
+        ``remaining``: the explain requests still pending for the study's other models; the
+        job keeps its lease and its state lists them (a crash resumes with them). With none
+        left the job ends: succeeded when every explanation it filled is available.
+        """
         now = utcnow()
+        state = dict(job.state or {})
+        failed = bool(state.get("backfill_failed")) or explanation.get("status") != "available"
         async with self.audit.transaction() as session:
             await session.execute(
                 update(Result)
-                .where(Result.study_id == study.id)
+                .where(Result.study_id == study.id, Result.model_name == model)
                 .values(explanation=explanation)
                 .execution_options(**NO_SYNC)
             )
-            done = "succeeded" if explanation.get("status") == "available" else "failed"
+            if remaining:
+                state.pop("explain_request", None)
+                state.update(explain_requests=list(remaining), backfill_failed=failed)
+                values: dict[str, Any] = {
+                    "state": state,
+                    "lease_expires_at": now + timedelta(seconds=self.lease_s),
+                }
+            else:
+                values = {
+                    "status": "failed" if failed else "succeeded",
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                }
             await session.execute(
                 update(Job)
                 .where(Job.id == job.id)
-                .values(status=done, lease_owner=None, lease_expires_at=None, updated_at=now)
+                .values(**values, updated_at=now)
                 .execution_options(**NO_SYNC)
             )
+            status = explanation.get("status")
             await self.audit.add(
                 session,
                 actor=SYSTEM,
                 roles=[],
                 tenant_id=study.tenant_id,
-                action=f"result.explanation.{explanation.get('status')}",
+                action=f"result.explanation.{status}",
                 resource_type="result",
                 resource_id=study.id,
-                outcome="success" if done == "succeeded" else "failure",
+                outcome="success" if status == "available" else "failure",
                 trace_id=current_trace_id(),
             )
+        if remaining:
+            job.state = state
 
     async def release(self, job: Job) -> None:
         """Hand the lease back (shutdown): queued again, due now; a no-op once the job ended."""

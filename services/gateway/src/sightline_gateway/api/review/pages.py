@@ -23,7 +23,7 @@ from sightline_common.errors import NotFound, SightlineError, UnprocessableInput
 
 from sightline_gateway.api.deps import GW, Gateway, StudyId
 from sightline_gateway.api.review.session import Clinician, ReviewPageError, check_csrf, render, secured
-from sightline_gateway.api.routes.results import load_result, record_review
+from sightline_gateway.api.routes.results import load_result, load_results, record_review
 from sightline_gateway.api.schemas import ReviewIn
 from sightline_gateway.core.reports import (
     ASSISTIVE_STATEMENT,
@@ -32,6 +32,7 @@ from sightline_gateway.core.reports import (
     PLACEHOLDER_NOTE,
     REFER,
     out_of_scope_summary,
+    top_index,
 )
 from sightline_gateway.core.review import (
     age_band,
@@ -122,8 +123,7 @@ def _subgroup(dicom: bytes | None) -> dict[str, str]:
 async def _top_instance(gw: Gateway, study: Study, result: Any) -> bytes | None:
     if study.purged_at is not None or not study.instance_keys or not result.instances:
         return None
-    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
-    return await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+    return await asyncio.to_thread(gw.store.get, study.instance_keys[top_index(result)])
 
 
 @router.get("/studies/{study_id}", name="review_study")
@@ -132,9 +132,11 @@ async def study_page(request: Request, study_id: StudyId, gw: GW, me: Clinician)
     who, session = me
     study = await _study(gw, me, study_id, "review.study.read")
     try:
-        result, reviews = await load_result(gw, study)
+        results, reviews = await load_results(gw, study)
     except NotFound:
-        result, reviews = None, []
+        results, reviews = [], []
+    # The page is the first routed model's finding in full; other models' findings are listed.
+    result = results[0] if results else None
     context: dict[str, Any] = {"title": "Study", "who": who, "csrf": session.csrf, "study": study}
     if result is not None:
         manifest = gw.manifest(result.model_name)
@@ -168,6 +170,16 @@ async def study_page(request: Request, study_id: StudyId, gw: GW, me: Clinician)
             image=dicom is not None,
             heatmap=dicom is not None and explanation.get("status") == "available",
             explanation_status=explanation.get("status", "not requested"),
+            other_findings=[
+                {
+                    "model": f"{r.model_name} v{r.model_version}",
+                    "probability": r.probability,
+                    "threshold": r.threshold,
+                    "decision": REFER if r.refer else NO_REFER,
+                    "out_of_scope": out_of_scope_summary(r),
+                }
+                for r in results[1:]
+            ],
             reviews=reviews,
             agreement=agreement([r.verdict for r in reviews]),
             mine=next((r for r in reviews if r.reviewer == who.subject), None),

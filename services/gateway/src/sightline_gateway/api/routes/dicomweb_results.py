@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from sightline_gateway.api.deps import GW, Caller, Gateway
 from sightline_gateway.api.problems import ERRORS
-from sightline_gateway.api.routes.results import load_result
+from sightline_gateway.api.routes.results import load_results, top_images
 from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
 from sightline_gateway.core.reports import structured_report
@@ -83,13 +83,12 @@ async def _one(
 
 
 async def _sr(gw: Gateway, study: Study, obj: dicomweb.ResultObject) -> bytes:
-    result, _ = await load_result(gw, study)
-    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
-    source = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+    results, _ = await load_results(gw, study)
+    sources = await top_images(gw, study, results)
     return await asyncio.to_thread(
         structured_report,
-        result=result,
-        source=source,
+        results=results,
+        sources=sources,
         series_uid=obj.series_uid,
         sop_instance_uid=obj.sop_instance_uid,
     )

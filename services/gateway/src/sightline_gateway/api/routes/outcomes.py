@@ -28,6 +28,7 @@ from sightline_gateway.core.outcomes import (
     outcome_from_fhir,
     subgroup_of,
 )
+from sightline_gateway.core.reports import top_index
 from sightline_gateway.db.models import Outcome, Result, Study
 from sightline_gateway.db.outcomes import Reporter, outcome_history, record_outcome
 
@@ -92,9 +93,8 @@ def _out(row: Outcome, current: bool) -> OutcomeOut:
 async def _subgroup(gw: Gateway, study: Study, result: Result) -> dict[str, str]:
     if study.purged_at is not None or not study.instance_keys or not result.instances:
         return subgroup_of(None)
-    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
     try:
-        dicom = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+        dicom = await asyncio.to_thread(gw.store.get, study.instance_keys[top_index(result)])
     except (OSError, NotFound):
         dicom = None
     return await asyncio.to_thread(subgroup_of, dicom)
@@ -103,7 +103,12 @@ async def _subgroup(gw: Gateway, study: Study, result: Result) -> dict[str, str]
 async def _record(gw: Gateway, who: Principal, study_id: str, body: OutcomeIn, source: str) -> OutcomeOut:
     study = await gw.own_study(who, study_id, "outcome.create")
     async with gw.sessions() as session:
-        result = await session.scalar(select(Result).where(Result.study_id == study.id))
+        # The outcome is of the study's lesion; it is linked to the first routed model's result
+        # (the model whose label set the code table maps to), and performance joins it to every
+        # model's result of the study by study id.
+        result = await session.scalar(
+            select(Result).where(Result.study_id == study.id).order_by(Result.position, Result.model_name)
+        )
     if result is None:
         raise Conflict(
             "the study has no result yet: an outcome is linked to the model version that produced it"

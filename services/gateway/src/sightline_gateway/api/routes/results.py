@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
@@ -20,7 +21,13 @@ from sightline_gateway.api.schemas import ReviewIn, ReviewOut
 from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
 from sightline_gateway.core.heatmap_dicom import heatmap_segmentation
-from sightline_gateway.core.reports import fhir_bundle, imaging_study, result_body, structured_report
+from sightline_gateway.core.reports import (
+    fhir_bundle,
+    imaging_study,
+    result_body,
+    structured_report,
+    top_index,
+)
 from sightline_gateway.core.review import REVIEW_VERDICTS
 from sightline_gateway.db.deliveries import delivery_body
 from sightline_gateway.db.models import Result, Review, Study, utcnow
@@ -28,20 +35,40 @@ from sightline_gateway.db.models import Result, Review, Study, utcnow
 router = APIRouter()
 
 
-async def load_result(gw: Gateway, study: Study) -> tuple[Result, list[Review]]:
-    """A study's result and its reviews (oldest first), else 404 saying why there is none."""
+async def load_results(gw: Gateway, study: Study) -> tuple[list[Result], list[Review]]:
+    """A study's results (one per model, in routing order) and its reviews (oldest first), else
+    404 saying why there are none."""
     async with gw.sessions() as session:
-        result = await session.scalar(select(Result).where(Result.study_id == study.id))
+        results = (
+            await session.scalars(
+                select(Result).where(Result.study_id == study.id).order_by(Result.position, Result.model_name)
+            )
+        ).all()
         reviews = (
             await session.scalars(
                 select(Review).where(Review.study_id == study.id).order_by(Review.created_at)
             )
         ).all()
-    if result is None:
+    if not results:
         if study.status == "failed":
             raise NotFound("study failed; it has no result", error_code=study.error_code or "")
         raise NotFound("result not ready", status_url=f"/v1/studies/{study.id}")
-    return result, list(reviews)
+    return list(results), list(reviews)
+
+
+async def load_result(gw: Gateway, study: Study) -> tuple[Result, list[Review]]:
+    """A study's first model's result (the one its single-model forms describe) and its reviews."""
+    results, reviews = await load_results(gw, study)
+    return results[0], reviews
+
+
+async def top_images(gw: Gateway, study: Study, results: Sequence[Result]) -> list[bytes]:
+    """Each result's top-scoring de-identified image (404 once retention deleted them)."""
+    if study.purged_at is not None or not study.instance_keys:
+        raise NotFound("the de-identified image was deleted under the retention policy")
+    keys = [study.instance_keys[top_index(r)] for r in results]
+    cache = {key: await asyncio.to_thread(gw.store.get, key) for key in dict.fromkeys(keys)}
+    return [cache[key] for key in keys]
 
 
 def _links(gw: Gateway, request: Request, result: Result, purged: bool) -> dict[str, str]:
@@ -70,13 +97,14 @@ async def result_response(
     request: Request, gw: Gateway, who: Principal, study: Study, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The result body of ``study`` (audited as read by ``who``)."""
-    result, reviews = await load_result(gw, study)
+    results, reviews = await load_results(gw, study)
     await gw.record(who, "result.read", "result", study.id)
+    purged = study.purged_at is not None
     body = result_body(
         study_id=study.id,
-        result=result,
-        manifest=gw.manifest(result.model_name),
-        links=_links(gw, request, result, study.purged_at is not None),
+        results=results,
+        manifests=[gw.manifest(r.model_name) for r in results],
+        links=[_links(gw, request, r, purged) for r in results],
         reviews=reviews,
     )
     delivery = await gw.pipeline.deliveries.status_of(study.id)
@@ -87,7 +115,12 @@ async def result_response(
 
 @router.get("/studies/{study_id}/result", tags=["results"], responses=ERRORS)
 async def get_result(study_id: StudyId, request: Request, gw: GW, who: Caller) -> JSONResponse:
-    """The model's result: probability, threshold, decision, explanation links; preliminary until reviewed.
+    """The models' result: probability, threshold, decision, explanation links; preliminary until reviewed.
+
+    ``findings`` holds one entry per model the study was routed to (in routing order): the
+    model (name, version, sha256), probability, threshold, decision, explanation and its links,
+    the out-of-scope flag for a model with one, and ``model_card`` (the model's page). The
+    top-level fields are the first model's, as for a study that went to one model.
 
     For a tenant with a PACS, ``delivery`` says where the result stands on its way back there
     (re-identified under the patient's own study): ``status`` pending, delivered or failed,
@@ -128,7 +161,7 @@ async def redeliver(study_id: StudyId, gw: GW, who: Caller) -> JSONResponse:
     response_class=JSONResponse,
 )
 async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Caller) -> JSONResponse:
-    """FHIR R4 Bundle: DiagnosticReport, Observation (probability) and Device (the model).
+    """FHIR R4 Bundle: DiagnosticReport, and an Observation (probability) and Device per model.
 
     When the caller is the tenant's own system (the submitter role) and the tenant files results
     in its PACS, the report names the original accession number (``basedOn``) from the study's
@@ -136,7 +169,7 @@ async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Call
     """
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.fhir")
-    result, _ = await load_result(gw, study)
+    results, _ = await load_results(gw, study)
     imaging = None
     if study.deid_study_uid:
         obj = dicomweb.result_object(study.id, study.deid_study_uid)
@@ -147,7 +180,7 @@ async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Call
         accession = await forwarder.accession(study.id)
     bundle = fhir_bundle(
         study_id=study.id,
-        result=result,
+        results=results,
         base_url=str(request.base_url).rstrip("/"),
         study=imaging,
         accession=accession,
@@ -163,20 +196,17 @@ async def get_result_fhir(study_id: StudyId, request: Request, gw: GW, who: Call
     responses={200: {"content": {"application/dicom": {}}}, **ERRORS},
 )
 async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
-    """DICOM SR (TID 1500 measurement report) referencing the de-identified image."""
+    """DICOM SR (TID 1500 measurement report), one finding per model, referencing the de-identified images."""
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.sr")
-    result, _ = await load_result(gw, study)
-    if study.purged_at is not None or not study.instance_keys:
-        raise NotFound("the de-identified image was deleted under the retention policy")
-    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
-    source = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+    results, _ = await load_results(gw, study)
+    sources = await top_images(gw, study, results)
     # The same series/instance UIDs as DICOMweb's WADO-RS (stable per study, not random per call).
     obj = dicomweb.result_object(study.id, study.deid_study_uid or "")
     data = await asyncio.to_thread(
         structured_report,
-        result=result,
-        source=source,
+        results=results,
+        sources=sources,
         series_uid=obj.series_uid,
         sop_instance_uid=obj.sop_instance_uid,
     )
@@ -191,15 +221,18 @@ async def get_result_sr(study_id: StudyId, gw: GW, who: Caller) -> Response:
     responses={200: {"content": {"application/dicom": {}}}, **ERRORS},
 )
 async def get_heatmap_seg(study_id: StudyId, gw: GW, who: Caller) -> Response:
-    """The Grad-CAM heatmap as a DICOM Segmentation (FRACTIONAL) of the de-identified image, AI-marked."""
+    """The Grad-CAM heatmap as a DICOM Segmentation (FRACTIONAL) of the de-identified image, AI-marked.
+
+    For a study routed to several models, the first model's heatmap (the others' are linked from
+    their ``findings`` in the JSON result).
+    """
     who.require(Role.SUBMITTER, Role.CLINICIAN)
     study = await gw.own_study(who, study_id, "result.read.heatmap")
     result, _ = await load_result(gw, study)
     explanation = result.explanation or {}
     if study.purged_at is not None or not study.instance_keys or explanation.get("status") != "available":
         raise NotFound("no heatmap for this study (not explained, or deleted under the retention policy)")
-    top = max(range(len(result.instances)), key=lambda n: result.instances[n]["probability"])
-    source = await asyncio.to_thread(gw.store.get, study.instance_keys[top])
+    source = await asyncio.to_thread(gw.store.get, study.instance_keys[top_index(result)])
     heatmap = await asyncio.to_thread(gw.store.get, explanation["heatmap_key"])
     series_uid, instance_uid = dicomweb.heatmap_uids(study.id)
     data = await asyncio.to_thread(
@@ -232,12 +265,13 @@ async def record_review(gw: Gateway, who: Principal, study_id: str, review: Revi
     study = await gw.own_study(who, study_id, "review.create")
     now = utcnow()
     async with gw.sessions() as session, session.begin():
-        result = await session.scalar(select(Result).where(Result.study_id == study.id))
-        if result is None:
+        results = (await session.scalars(select(Result).where(Result.study_id == study.id))).all()
+        if not results:
             raise NotFound("no result to review yet")
-        manifest = gw.manifest(result.model_name)
-        if review.corrected_label is not None and manifest and review.corrected_label not in manifest.labels:
-            raise UnprocessableInput(f"corrected_label must be one of: {', '.join(manifest.labels)}")
+        # A review is of the study: it covers every model's finding and finalises them together.
+        labels = [label for r in results for m in [gw.manifest(r.model_name)] if m for label in m.labels]
+        if review.corrected_label is not None and labels and review.corrected_label not in labels:
+            raise UnprocessableInput(f"corrected_label must be one of: {', '.join(dict.fromkeys(labels))}")
         row = Review(
             id=str(uuid.uuid4()),
             study_id=study.id,
@@ -251,11 +285,12 @@ async def record_review(gw: Gateway, who: Principal, study_id: str, review: Revi
         session.add(row)
         await session.execute(
             update(Result)
-            .where(Result.id == result.id, Result.status == "preliminary")
+            .where(Result.study_id == study.id, Result.status == "preliminary")
             .values(status="final", finalised_at=now)
         )
     await gw.record(who, "review.create", "review", row.id)
-    REVIEW_VERDICTS.labels(result.model_name, str(result.model_version), row.verdict).inc()
+    for result in results:
+        REVIEW_VERDICTS.labels(result.model_name, str(result.model_version), row.verdict).inc()
     return ReviewOut(
         id=row.id,
         study_id=study.id,
