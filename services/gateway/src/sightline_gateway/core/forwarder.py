@@ -27,7 +27,8 @@ from sightline_gateway.core import dicomweb
 from sightline_gateway.core.envelope import Sealed, TenantKeys, Unopenable
 from sightline_gateway.core.heatmap_dicom import heatmap_segmentation
 from sightline_gateway.core.reidentify import OriginalStudy, reidentify, uid_map
-from sightline_gateway.core.reports import structured_report, top_index
+from sightline_gateway.core.reports import top_index
+from sightline_gateway.core.sr import structured_report
 from sightline_gateway.db.deliveries import DELIVERED, FAILED, Deliveries, new_delivery
 from sightline_gateway.db.models import Delivery, ReidentificationRecord, Result, Study, utcnow
 from sightline_gateway.settings import PacsDestination

@@ -21,7 +21,7 @@ from sightline_gateway.api.problems import ERRORS
 from sightline_gateway.api.routes.results import load_results, top_images
 from sightline_gateway.core import dicomweb
 from sightline_gateway.core.auth import Principal, Role
-from sightline_gateway.core.reports import structured_report
+from sightline_gateway.core.sr import structured_report
 from sightline_gateway.db.models import Study
 
 router = APIRouter(tags=["dicomweb"])

@@ -25,10 +25,10 @@ from sightline_gateway.core.reports import (
     fhir_bundle,
     imaging_study,
     result_body,
-    structured_report,
     top_index,
 )
 from sightline_gateway.core.review import REVIEW_VERDICTS
+from sightline_gateway.core.sr import structured_report
 from sightline_gateway.db.deliveries import delivery_body
 from sightline_gateway.db.models import Result, Review, Study, utcnow
 
