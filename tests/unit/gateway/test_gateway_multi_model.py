@@ -262,3 +262,29 @@ def test_a_job_queued_before_studies_had_several_models_resumes_where_it_was() -
     request = {"model_name": DERM, "object_key": "k"}
     assert pending_requests({"explain_request": request}) == [request]
     assert pending_requests({"explain_requests": [request, request]}) == [request, request]
+
+
+def test_an_outcome_counts_only_for_the_model_whose_labels_judged_it(both: Harness) -> None:
+    # The outcome's positive is judged with the first model's labels: the second model's result
+    # of the same study must not be scored against it (no outcome rather than a wrong one).
+    import asyncio
+    from datetime import timedelta
+
+    from sightline_gateway.db.models import utcnow
+    from sightline_gateway.db.outcomes import load_cases
+
+    study_id = both.submit(phi_dicom(), mode="sync").json()["study_id"]
+    body = {
+        "code_system": "snomed",
+        "code": "372244006",
+        "method": "histopathology",
+        "diagnosed_on": "2026-11-02",
+    }
+    reporter = token(roles=("outcome-reporter",), subject="pathology-interface")
+    r = both.client.post(f"/v1/studies/{study_id}/outcome", json=body, headers=reporter)
+    assert r.status_code == 201, r.text
+    sessions = both.client.app.state.gateway.sessions  # type: ignore[attr-defined]
+    now = utcnow()
+    cases = asyncio.run(load_cases(sessions, now - timedelta(hours=1), now + timedelta(minutes=1)))
+    truth = {c.model: c.truth for c in cases}
+    assert truth == {DERM: True, DERM_B: None}

@@ -143,7 +143,9 @@ async def load_cases(
                 at=r.created_at,
                 probability=r.probability,
                 refer=r.refer,
-                truth=o.positive if o else None,
+                # An outcome's positive is judged against one model's labels (the study's first):
+                # another model's result of the same study has no outcome rather than a wrong one.
+                truth=o.positive if o is not None and o.model_name == r.model_name else None,
                 verdict=verdicts.get(r.study_id),
             )
         )
