@@ -159,7 +159,14 @@ def main() -> None:
     )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     with tempfile.TemporaryDirectory(prefix="sightline-bench-") as tmp:
-        settings = StackSettings(data_dir=Path(tmp), model_repository=REPO / "model_repository", **ports)
+        settings = StackSettings(
+            data_dir=Path(tmp),
+            model_repository=REPO / "model_repository",
+            # One client submits at full speed: the per-client limit (600/min) would answer 429.
+            gateway_rate_limit_per_minute=1_000_000,
+            gateway_rate_limit_burst=10_000,
+            **ports,
+        )
         stack = Stack(settings)
         stack.start()
         try:

@@ -186,6 +186,9 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             jwt_secret=keys.jwt_secret,
             drift_observations_file=data / "drift-observations.jsonl",
             outcome_metrics_interval_s=settings.outcome_metrics_interval_s,
+            rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
+            rate_limit_burst=settings.gateway_rate_limit_burst,
+            worker_concurrency=settings.gateway_worker_concurrency,
             **pacs_forwarding(settings, data),
         ),
         "receiver": build_settings(

@@ -44,6 +44,11 @@ class StackSettings(BaseSettings):
     explain_object_store_mb: int = 128
     #: How often the gateway recomputes its real-world performance gauges from confirmed outcomes.
     outcome_metrics_interval_s: float = Field(default=60.0, gt=0)
+    #: The gateway's per-client rate limit (benchmarks that submit at full speed raise it).
+    gateway_rate_limit_per_minute: int = Field(default=600, ge=1)
+    gateway_rate_limit_burst: int = Field(default=60, ge=1)
+    #: Jobs the gateway's in-process worker runs at once.
+    gateway_worker_concurrency: int = Field(default=4, ge=1, le=256)
     #: The development tenant's PACS as a STOW-RS URL (e.g. a local Orthanc's
     #: http://127.0.0.1:8042/dicom-web/studies): its results are re-identified and filed there, and
     #: its studies' original identifiers are kept sealed under a key file of the data directory.
