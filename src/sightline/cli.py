@@ -233,14 +233,17 @@ def restart_command(
 
 
 def _mount_subcommands() -> None:
-    """`sightline train|evaluate|model-card`, `drift ...` and `monitor ...` from their own modules."""
+    """`sightline train|evaluate|model-card`, `drift ...`, `monitor ...` and `model ...` from their own
+    modules."""
     from sightline.drift_cli import drift_app
     from sightline.ml.cli import ml_app
+    from sightline.model_cli import model_app
     from sightline.monitor_cli import monitor_app
 
     app.add_typer(ml_app)
     app.add_typer(drift_app, name="drift")
     app.add_typer(monitor_app, name="monitor")
+    app.add_typer(model_app, name="model")
 
 
 _mount_subcommands()

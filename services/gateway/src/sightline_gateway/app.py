@@ -40,8 +40,10 @@ from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.envelope import TenantKeys
 from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
 from sightline_gateway.core.monitoring import run_outcome_metrics
+from sightline_gateway.core.promotion import GateTargets
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, prepare_schema
+from sightline_gateway.db.lifecycle import Lifecycle
 from sightline_gateway.db.migrations import SchemaMismatch
 from sightline_gateway.pipeline import Pipeline
 from sightline_gateway.settings import GatewaySettings
@@ -215,6 +217,18 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                 limiter_storage(settings.rate_limit_storage),
             ),
             signer=UrlSigner(settings.jwt_secret),
+            lifecycle=Lifecycle(
+                sessions,
+                audit,
+                settings.model_repository,
+                GateTargets(
+                    ece_max=settings.lifecycle_gates.ece_max,
+                    out_of_scope_tolerance=settings.lifecycle_gates.out_of_scope_tolerance,
+                    shadow_disagreement_max=settings.lifecycle_gates.shadow_disagreement_max,
+                    shadow_min_studies=settings.lifecycle_gates.shadow_min_studies,
+                ),
+                timedelta(days=settings.lifecycle_gates.shadow_window_days),
+            ),
         )
         stop = asyncio.Event()
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]

@@ -47,6 +47,43 @@ class PacsDestination(BaseModel):
         return "stow-rs" if self.stow_url is not None else "c-store"
 
 
+class VersionAssignment(BaseModel):
+    """Which versions of one model a tenant's studies get (``model_versions``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serving: int | None = Field(
+        default=None, ge=1, description="pinned serving version; None: the promoted one (or the manifest's)"
+    )
+    candidate: int | None = Field(default=None, ge=1, description="the version under trial, if any")
+    shadow: bool = Field(
+        default=False, description="the candidate also scores every study silently (never in results)"
+    )
+    canary_share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="share of studies whose result comes from the candidate"
+    )
+
+    @model_validator(mode="after")
+    def _candidate(self) -> VersionAssignment:
+        if (self.shadow or self.canary_share > 0) and self.candidate is None:
+            raise ValueError("shadow and canary_share need a candidate version")
+        if self.candidate is not None and self.candidate == self.serving:
+            raise ValueError("the candidate version is the serving version")
+        return self
+
+
+class LifecycleGates(BaseModel):
+    """The bounds a candidate must meet to be promoted (``core.promotion.GateTargets``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ece_max: float = Field(default=0.05, gt=0, le=1)
+    out_of_scope_tolerance: float = Field(default=0.02, ge=0, le=1)
+    shadow_disagreement_max: float = Field(default=0.05, ge=0, le=1)
+    shadow_min_studies: int = Field(default=100, ge=0)
+    shadow_window_days: float = Field(default=14.0, gt=0, description="what counts as recent traffic")
+
+
 class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     """The public REST API: where it listens, what it talks to, its secrets and limits."""
 
@@ -80,6 +117,21 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
         default_factory=dict,
         description='tenant -> the served models enabled for it ("*": every tenant without its own '
         "entry); a tenant in neither has every served model",
+    )
+
+    model_versions: dict[str, dict[str, VersionAssignment]] = Field(
+        default_factory=dict,
+        description='tenant ("*": every tenant without its own entry) -> model -> serving version, '
+        "candidate, shadow and canary share; a model in neither serves its promoted version alone",
+    )
+    lifecycle_gates: LifecycleGates = Field(default_factory=LifecycleGates)
+    lifecycle_admin_tenant: str | None = Field(
+        default=None,
+        description="the tenant whose admins may promote and roll back models (None: any tenant's admin)",
+    )
+    version_assignment_key: str = Field(
+        default="sightline-canary",
+        description="key of the hash that assigns a study to the canary (changing it reshuffles studies)",
     )
 
     # object storage (ObjectStorageSettings): a local directory is the embedded default
@@ -210,6 +262,10 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
             unknown = sorted(set(names) - set(self.models))
             if unknown:
                 raise ValueError(f"models_enabled[{tenant!r}] names models not served: {unknown}")
+        for tenant, by_model in self.model_versions.items():
+            unknown = sorted(set(by_model) - set(self.models))
+            if unknown:
+                raise ValueError(f"model_versions[{tenant!r}] names models not served: {unknown}")
         return self
 
     @model_validator(mode="after")

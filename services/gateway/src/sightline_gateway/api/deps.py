@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sightline_gateway.core.auth import Principal, TokenVerifier, api_key_matches, parse_api_key, valid_roles
 from sightline_gateway.core.limits import RateLimiter, UrlSigner
 from sightline_gateway.db.audit import AuditLog
+from sightline_gateway.db.lifecycle import Lifecycle
 from sightline_gateway.db.models import ApiClient, Study
 from sightline_gateway.db.tenants import ensure_tenant
 from sightline_gateway.pipeline import Pipeline
@@ -35,6 +36,7 @@ class Gateway:
     verifier: TokenVerifier
     limiter: RateLimiter
     signer: UrlSigner
+    lifecycle: Lifecycle
     known_tenants: set[str] = field(default_factory=set)
 
     async def ensure_tenant(self, tenant: str) -> None:

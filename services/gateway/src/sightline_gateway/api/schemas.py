@@ -131,3 +131,35 @@ class RiskReportOut(_Body):
     share_below_k: float
     distribution: list[KCount] = Field(description="studies per k, smallest k first")
     quasi_identifiers: list[str]
+
+
+class PromotionIn(_Body):
+    version: int = Field(ge=1, description="the candidate version to serve")
+
+
+class RollbackIn(_Body):
+    version: int | None = Field(
+        default=None, ge=1, description="the version expected to serve again (the previous one); optional"
+    )
+
+
+class GateOut(_Body):
+    gate: str
+    passed: bool
+    reason: str
+
+
+class ModelDecisionOut(_Body):
+    """A promotion's or rollback's decision as recorded (its audit event carries ``digest``)."""
+
+    model: str
+    action: str
+    from_version: int
+    to_version: int
+    allowed: bool = Field(description="every gate passed")
+    applied: bool = Field(description="the serving version changed (a rollback applies even when gates fail)")
+    gates: list[GateOut]
+    serving_report_sha256: str
+    candidate_report_sha256: str
+    actor: str
+    digest: str = Field(description="sha256 of the decision record, named by its audit event")

@@ -278,3 +278,62 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ModelServing(Base):
+    """Which version of a model serves, as the last allowed promotion or rollback left it.
+
+    A model without a row serves the version its manifest names (``model_repository/<name>``).
+    """
+
+    __tablename__ = "model_serving"
+
+    model_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    serving_version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class ModelDecision(Base):
+    """A promotion or rollback asked for, allowed or refused: every gate's verdict, both reports'
+    sha256 and the actor (``record``); its audit event carries ``digest``, the record's sha256."""
+
+    __tablename__ = "model_decisions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+    actor: Mapped[str] = mapped_column(String(200))
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class ShadowScore(Base):
+    """A candidate version's silent score of a study beside the serving version's.
+
+    Never read by results, FHIR, DICOM SR, review or the worklist: only by the shadow metrics
+    and the promotion gate's disagreement figure.
+    """
+
+    __tablename__ = "shadow_scores"
+    __table_args__ = (
+        UniqueConstraint("study_id", "model_name", "candidate_version", name="uq_shadow_study_model_version"),
+        Index("ix_shadow_model_at", "model_name", "candidate_version", "at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    study_id: Mapped[str] = mapped_column(String(36))
+    model_name: Mapped[str] = mapped_column(String(100))
+    serving_version: Mapped[int] = mapped_column(Integer)
+    candidate_version: Mapped[int] = mapped_column(Integer)
+    serving_probability: Mapped[float] = mapped_column(Float)
+    candidate_probability: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    disagree: Mapped[bool] = mapped_column(Boolean)

@@ -11,6 +11,7 @@ from sightline_gateway.api.routes import (
     admin,
     audit,
     dicomweb,
+    lifecycle,
     models,
     objects,
     outcomes,
@@ -20,7 +21,7 @@ from sightline_gateway.api.routes import (
 )
 
 router = APIRouter(prefix="/v1")
-for _resource in (studies, results, outcomes, models, audit, admin, objects, privacy):
+for _resource in (studies, results, outcomes, models, audit, admin, lifecycle, objects, privacy):
     router.include_router(_resource.router)
 
 __all__ = ["dicomweb", "router"]
