@@ -103,10 +103,15 @@ class FakePreprocess:
         self.seen: list[bytes] = []
         self.models: list[str] = []
         self.out_of_scope_score: float | None = None  # a model with the score sends it
+        #: (model, version) -> logit, for a study run on a named version; the version asked for
+        #: (None: preprocess's choice) in ``versions``.
+        self.version_logits: dict[tuple[str, int], float] = {}
+        self.versions: list[int | None] = []
 
-    async def infer(self, dicom: bytes, model: str) -> Inference:
+    async def infer(self, dicom: bytes, model: str, version: int | None = None) -> Inference:
         self.calls += 1
         self.models.append(model)
+        self.versions.append(version)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.seen.append(dicom)
@@ -116,9 +121,17 @@ class FakePreprocess:
             self.fail_times -= 1
             raise DependencyUnavailable("preprocess unavailable (UNAVAILABLE)")
         logit = self.logits.get(model, self.logit)
+        if version is not None:
+            logit = self.version_logits.get((model, version), logit)
         p = 1 / (1 + np.exp(-logit))
         return Inference(
-            float(p), logit, {"mean_r": 0.5}, 1, "1", True, out_of_scope_score=self.out_of_scope_score
+            float(p),
+            logit,
+            {"mean_r": 0.5},
+            version or 1,
+            "1",
+            True,
+            out_of_scope_score=self.out_of_scope_score,
         )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sightline_gateway.core.shadow import ShadowComparison
 from sightline_gateway.db.models import ModelDecision, ModelServing
 
 from .gateway_fixtures import MODEL_REPOSITORY, Harness, harness, token
@@ -45,14 +46,16 @@ def _shadow(h: Harness, studies: int, disagreements: int) -> None:
     async def go() -> None:
         for n in range(studies):
             await lifecycle.record_shadow(
-                tenant="hospital-a",
-                study_id=f"study-{n}",
-                model="derm-cnn",
-                serving_version=1,
-                candidate_version=2,
-                serving_probability=0.9,
-                candidate_probability=0.1 if n < disagreements else 0.8,
-                threshold=0.5,
+                ShadowComparison(
+                    model="derm-cnn",
+                    tenant="hospital-a",
+                    serving_version=1,
+                    candidate_version=2,
+                    serving_probability=0.9,
+                    candidate_probability=0.1 if n < disagreements else 0.8,
+                    threshold=0.5,
+                ),
+                f"study-{n}",
             )
 
     h.client.portal.call(go)

@@ -132,6 +132,7 @@ def test_contract_disagreements_are_named(
 class FakeTriton:
     def __init__(self, metadata: ModelMetadata, ready: bool = True) -> None:
         self.md, self.ready, self.calls = metadata, ready, 0
+        self.versions: list[str | None] = []
 
     async def model_ready(self, model: str) -> bool:
         return self.ready
@@ -142,13 +143,14 @@ class FakeTriton:
         return self.md
 
     async def infer(
-        self, model: str, input_name: str, batch: Any, output_names: list[str]
+        self, model: str, input_name: str, batch: Any, output_names: list[str], version: str | None = None
     ) -> tuple[list[Any], str]:
         self.calls += 1
+        self.versions.append(version)
         if not self.ready:
             raise DependencyUnavailable("Triton inference failed (AioRpcError)")
         values = {"logit": 0.5, "out_of_scope_score": 7.25}
-        return [np.full((batch.shape[0], 1), values[n], np.float32) for n in output_names], "1"
+        return [np.full((batch.shape[0], 1), values[n], np.float32) for n in output_names], version or "1"
 
 
 def _transformer(manifest: ModelManifest, triton: FakeTriton) -> Any:
@@ -157,12 +159,12 @@ def _transformer(manifest: ModelManifest, triton: FakeTriton) -> Any:
     return DicomTransformer(manifest, triton, 1 << 24)  # type: ignore[arg-type]
 
 
-def _request(items: list[bytes]) -> Any:
+def _request(items: list[bytes], version: str | None = None) -> Any:
     from kserve import InferInput, InferRequest
 
     tensor = InferInput("dicom", [len(items)], "BYTES")
     tensor.set_data_from_numpy(np.asarray(items, dtype=np.object_), binary_data=True)
-    return InferRequest(model_name="derm-cnn", infer_inputs=[tensor])
+    return InferRequest(model_name="derm-cnn", infer_inputs=[tensor], model_version=version)
 
 
 async def _run(t: Any, request: Any) -> Any:
@@ -199,6 +201,22 @@ def test_outputs_and_parameters(manifest: ModelManifest, spec: PreprocessSpec) -
     assert response.model_version == "1"
     if manifest.out_of_scope is not None:
         assert out["out_of_scope_score"].shape == (2, 1) and np.allclose(out["out_of_scope_score"], 7.25)
+
+
+def test_the_version_a_request_names_is_the_version_triton_runs(
+    manifest: ModelManifest, spec: PreprocessSpec
+) -> None:
+    from kserve.errors import InvalidInput as KServeInvalidInput
+
+    triton = FakeTriton(_metadata())
+    t = _transformer(manifest, triton)
+    item = [to_bytes(accepted("SC_rgb.dcm", spec))]
+    assert asyncio.run(_run(t, _request(item, "2"))).model_version == "2"
+    assert asyncio.run(_run(t, _request(item))).model_version == "1"  # Triton's choice, as before
+    assert triton.versions == ["2", None]
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(KServeInvalidInput, match="model_version must be a positive integer"):
+            asyncio.run(t.preprocess(_request(item, bad)))
 
 
 def test_a_model_with_an_out_of_scope_score_needs_its_second_output(manifest: ModelManifest) -> None:

@@ -151,7 +151,7 @@ class _Triton:
         return self.md[model]
 
     async def infer(
-        self, model: str, input_name: str, batch: Any, output_names: list[str]
+        self, model: str, input_name: str, batch: Any, output_names: list[str], version: str | None = None
     ) -> tuple[list[Any], str]:
         self.calls.append((model, tuple(batch.shape)))
         return [np.zeros((batch.shape[0], 1), np.float32) for _ in output_names], "1"

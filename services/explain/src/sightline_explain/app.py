@@ -125,7 +125,7 @@ def build_deployment(settings: ExplainSettings) -> Application:
                     "send application/json (ExplainRequest) or application/dicom", reason="media-type"
                 )
             image = await asyncio.to_thread(engine.prepare, dicom)
-            heat, logit = await self._cam((engine.manifest.name, image, target))
+            heat, logit = await self._cam((self.engines.engine_key(engine), image, target))
             return await asyncio.to_thread(engine.publish, image, heat, logit, target, prefix, started)
 
         @serve.batch(

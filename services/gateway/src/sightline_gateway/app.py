@@ -41,6 +41,7 @@ from sightline_gateway.core.envelope import TenantKeys
 from sightline_gateway.core.limits import RateLimiter, UrlSigner, limiter_storage
 from sightline_gateway.core.monitoring import run_outcome_metrics
 from sightline_gateway.core.promotion import GateTargets
+from sightline_gateway.core.versions import VersionPlanner, VersionPolicy
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions, prepare_schema
 from sightline_gateway.db.lifecycle import Lifecycle
@@ -175,6 +176,18 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             await asyncio.to_thread(store.ensure_bucket)
         if preprocess is None:
             owned_grpc = GrpcPreprocess(settings.preprocess_grpc, settings.preprocess_timeout_s)
+        lifecycle = Lifecycle(
+            sessions,
+            audit,
+            settings.model_repository,
+            GateTargets(
+                ece_max=settings.lifecycle_gates.ece_max,
+                out_of_scope_tolerance=settings.lifecycle_gates.out_of_scope_tolerance,
+                shadow_disagreement_max=settings.lifecycle_gates.shadow_disagreement_max,
+                shadow_min_studies=settings.lifecycle_gates.shadow_min_studies,
+            ),
+            timedelta(days=settings.lifecycle_gates.shadow_window_days),
+        )
         pipeline = Pipeline(
             sessions=sessions,
             store=store,
@@ -203,6 +216,14 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                 cap_s=settings.delivery_backoff_max_s,
             ),
             delivery_lease_s=settings.delivery_lease_s,
+            lifecycle=lifecycle,
+            versions=VersionPlanner(
+                {
+                    tenant: {model: VersionPolicy(**p.model_dump()) for model, p in by_model.items()}
+                    for tenant, by_model in settings.model_versions.items()
+                },
+                settings.version_assignment_key,
+            ),
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -217,18 +238,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                 limiter_storage(settings.rate_limit_storage),
             ),
             signer=UrlSigner(settings.jwt_secret),
-            lifecycle=Lifecycle(
-                sessions,
-                audit,
-                settings.model_repository,
-                GateTargets(
-                    ece_max=settings.lifecycle_gates.ece_max,
-                    out_of_scope_tolerance=settings.lifecycle_gates.out_of_scope_tolerance,
-                    shadow_disagreement_max=settings.lifecycle_gates.shadow_disagreement_max,
-                    shadow_min_studies=settings.lifecycle_gates.shadow_min_studies,
-                ),
-                timedelta(days=settings.lifecycle_gates.shadow_window_days),
-            ),
+            lifecycle=lifecycle,
         )
         stop = asyncio.Event()
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]

@@ -28,11 +28,13 @@ from sightline_gateway.core.retention import Retention
 from sightline_gateway.core.risk import ReidentificationRisk
 from sightline_gateway.core.routing import Header, Router
 from sightline_gateway.core.signals import Wakeup, Watchers
+from sightline_gateway.core.versions import VersionPlanner
 from sightline_gateway.core.worker import Worker, run_backlog_metrics
 from sightline_gateway.core.workflow import Workflow
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.deliveries import Deliveries
 from sightline_gateway.db.jobs import JobQueue
+from sightline_gateway.db.lifecycle import Lifecycle
 from sightline_gateway.db.models import Job, Study
 from sightline_gateway.settings import PacsDestination
 
@@ -68,6 +70,8 @@ class Pipeline:
         senders: Mapping[str, PacsSender] | None = None,
         delivery_policy: RetryPolicy | None = None,
         delivery_lease_s: float = 120.0,
+        lifecycle: Lifecycle | None = None,
+        versions: VersionPlanner | None = None,
     ) -> None:
         self.audit = audit
         policy = RetryPolicy(budget_s=retry_budget_s, first_s=backoff_s, cap_s=backoff_max_s)
@@ -116,6 +120,8 @@ class Pipeline:
             policy=policy,
             drift=drift,
             forwarder=self.forwarder,
+            versions=versions,
+            lifecycle=lifecycle,
         )
         self.worker = Worker(
             queue=self.queue,

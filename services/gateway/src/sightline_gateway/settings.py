@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from sightline_common.settings import ObjectStorageSettings, ServiceSettings, refuse_weak_secret
 
@@ -253,6 +253,11 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
     delivery_backoff_max_s: float = Field(default=600.0, gt=0, description="cap of the delivery retry delay")
     delivery_lease_s: float = Field(default=120.0, gt=1)
     delivery_concurrency: int = Field(default=1, ge=0, le=64, description="0 forwards nothing from here")
+
+    @field_validator("lifecycle_admin_tenant", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _models(self) -> GatewaySettings:

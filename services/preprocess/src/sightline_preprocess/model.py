@@ -59,6 +59,17 @@ def _as_kserve_error(exc: SightlineError) -> Exception:
     return error
 
 
+def requested_version(value: object) -> str | None:
+    """The model version a request names (``ModelInferRequest.model_version``), None for Triton's
+    choice (its version policy's newest). Anything but a positive integer is refused."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise KServeInvalidInput("invalid-input: model_version must be a positive integer")
+    return text
+
+
 class DicomTransformer(Model):  # type: ignore[misc]
     """A KServe ``Model`` in the transformer role; its name equals the Triton model's."""
 
@@ -100,6 +111,7 @@ class DicomTransformer(Model):  # type: ignore[misc]
         inputs = {i.name: i for i in payload.inputs}
         if DICOM_INPUT not in inputs or inputs[DICOM_INPUT].datatype != "BYTES":
             raise KServeInvalidInput(f"invalid-input: a BYTES input named {DICOM_INPUT!r} is required")
+        version = requested_version(payload.model_version)
         items = [bytes(b) for b in inputs[DICOM_INPUT].as_numpy().reshape(-1)]
         start = time.perf_counter()
         with tracer.start_as_current_span("preprocess.transform") as span:
@@ -114,10 +126,10 @@ class DicomTransformer(Model):  # type: ignore[misc]
                 span.set_attribute("sightline.error", exc.code)
                 raise _as_kserve_error(exc) from exc
         STAGE_DURATION.labels("preprocess", "transform").observe(time.perf_counter() - start)
-        return batch, stats
+        return batch, stats, version
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None, **_: Any) -> Any:
-        batch, stats = payload
+        batch, stats, requested = payload
         try:
             md = await self._current_metadata()
             if self.contract_errors:
@@ -127,7 +139,7 @@ class DicomTransformer(Model):  # type: ignore[misc]
                 span.set_attribute("sightline.model.name", self.name)
                 span.set_attribute("sightline.batch_size", int(batch.shape[0]))
                 outputs, version = await self.triton.infer(
-                    self.name, md.inputs[0].name, batch, [o.name for o in md.outputs]
+                    self.name, md.inputs[0].name, batch, [o.name for o in md.outputs], version=requested
                 )
                 span.set_attribute("sightline.model.version", version)
             STAGE_DURATION.labels("preprocess", "inference").observe(time.perf_counter() - start)

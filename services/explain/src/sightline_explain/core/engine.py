@@ -6,6 +6,8 @@ report command call them directly.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,15 +19,17 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from sightline_common.contracts import ExplainResponse, HeatmapPeak
-from sightline_common.errors import Conflict
+from sightline_common.errors import Conflict, NotFound
 from sightline_common.imaging import prepare, read_dicom
 from sightline_common.manifest import ModelManifest
 from sightline_common.storage import ObjectStore, check_key
 from torch import nn
 
 from sightline_explain.core.gradcam import CamBatch, Method, explain_batch
-from sightline_explain.core.model import load_served_model
+from sightline_explain.core.model import load_model_version, load_served_model
 from sightline_explain.core.render import heatmap_npy, overlay_png, summarise
+
+log = logging.getLogger(__name__)
 
 #: Prefix of the outputs of requests that sent DICOM bytes rather than an object key.
 GENERATED_PREFIX = "explanations"
@@ -125,21 +129,40 @@ class ExplanationEngine:
 
 
 class EngineSet:
-    """The engines of every model this service explains, by model name (one object store)."""
+    """The engines of every model this service explains, by model name (one object store).
 
-    def __init__(self, engines: Mapping[str, ExplanationEngine], store: ObjectStore) -> None:
+    Each model's served version is loaded at start; another version a request names (a canary
+    study's) is loaded on its first request, sha256-checked against that version's manifest,
+    and kept (at most :attr:`MAX_EXTRA_VERSIONS` per model, the least recently used dropped).
+    """
+
+    MAX_EXTRA_VERSIONS = 2
+
+    def __init__(
+        self,
+        engines: Mapping[str, ExplanationEngine],
+        store: ObjectStore,
+        repository: Path | None = None,
+        method: Method = "grad-cam",
+    ) -> None:
         self.engines = dict(engines)
         self.store = store
+        self.repository, self.method = repository, method
+        #: Every loaded engine by its key: the model name for the served version, name/version else.
+        self.by_key: dict[str, ExplanationEngine] = dict(self.engines)
+        self._lock = threading.Lock()
 
     @classmethod
     def load(
         cls, repository: Path, names: Sequence[str], store: ObjectStore, method: Method = "grad-cam"
     ) -> EngineSet:
         """Load each model's ``model.pt`` (sha256-checked against its manifest)."""
-        return cls({name: ExplanationEngine.load(repository, name, store, method) for name in names}, store)
+        engines = {name: ExplanationEngine.load(repository, name, store, method) for name in names}
+        return cls(engines, store, repository, method)
 
     def get(self, name: str, version: int | None) -> ExplanationEngine:
-        """The engine of ``name``; refuse (409) a model or version this service has not loaded."""
+        """The engine of ``name`` at ``version`` (None: the served one); refuse (409) a model this
+        service does not explain or a version the repository does not have."""
         engine = self.engines.get(name)
         if engine is None:
             raise Conflict(
@@ -147,15 +170,59 @@ class EngineSet:
                 reason="model-mismatch",
                 loaded_models=sorted(self.engines),
             )
-        engine.check_model(name, version)
-        return engine
+        if version is None or version == engine.manifest.version:
+            return engine
+        return self._version(engine, version)
+
+    @staticmethod
+    def key(name: str, version: int) -> str:
+        return f"{name}/{version}"
+
+    def _version(self, served: ExplanationEngine, version: int) -> ExplanationEngine:
+        name = served.manifest.name
+        key = self.key(name, version)
+        with self._lock:
+            found = self.by_key.pop(key, None)
+            if found is not None:
+                self.by_key[key] = found  # most recently used last
+                return found
+            if self.repository is None:
+                served.check_model(name, version)  # raises: no repository to load another from
+            assert self.repository is not None
+            try:
+                manifest, model = load_model_version(self.repository, name, version)
+            except NotFound:
+                served.check_model(name, version)  # the 409 a version not loaded always was
+                raise
+            device = next(served.model.parameters()).device
+            engine = ExplanationEngine(manifest, model.to(device), self.store, self.method)
+            extra = [k for k in self.by_key if k.startswith(f"{name}/")]
+            for old in extra[: max(0, len(extra) + 1 - self.MAX_EXTRA_VERSIONS)]:
+                del self.by_key[old]
+            self.by_key[key] = engine
+            log.info("explain loaded %s v%d on request", name, version)
+            return engine
+
+    def _by_key(self, key: str) -> ExplanationEngine:
+        """A loaded engine by key; one dropped since its request came is loaded again."""
+        found = self.by_key.get(key)
+        if found is not None:
+            return found
+        name, _, version = key.rpartition("/")
+        return self.get(name, int(version))
+
+    def engine_key(self, engine: ExplanationEngine) -> str:
+        """The key :meth:`compute` finds ``engine`` by."""
+        name = engine.manifest.name
+        served = self.engines.get(name)
+        return name if served is engine else self.key(name, engine.manifest.version)
 
     def compute(self, jobs: Sequence[tuple[str, PreparedImage, int]]) -> list[tuple[NDArray[Any], float]]:
         """CAMs of (model, image, target) jobs: one batch per model, results in the jobs' order."""
         out: list[tuple[NDArray[Any], float]] = [(np.zeros(0), 0.0)] * len(jobs)
         for name in dict.fromkeys(j[0] for j in jobs):
             idx = [i for i, j in enumerate(jobs) if j[0] == name]
-            cams = self.engines[name].compute([jobs[i][1] for i in idx], [jobs[i][2] for i in idx])
+            cams = self._by_key(name).compute([jobs[i][1] for i in idx], [jobs[i][2] for i in idx])
             heat, logits = cams.heatmaps.cpu().numpy(), cams.logits.cpu().tolist()
             for k, i in enumerate(idx):
                 out[i] = (heat[k], float(logits[k]))

@@ -129,7 +129,7 @@ class Inference:
 
 
 class Preprocess(Protocol):
-    async def infer(self, dicom: bytes, model: str) -> Inference: ...
+    async def infer(self, dicom: bytes, model: str, version: int | None = None) -> Inference: ...
 
 
 def _param(params: Any, name: str) -> str:
@@ -158,7 +158,9 @@ class GrpcPreprocess:
     async def close(self) -> None:
         await self.client.close()
 
-    async def infer(self, dicom: bytes, model: str) -> Inference:
+    async def infer(self, dicom: bytes, model: str, version: int | None = None) -> Inference:
+        """One instance through preprocess; ``version``: the model version to run (None: Triton's
+        choice, the newest its version policy loads)."""
         from tritonclient.utils import InferenceServerException
 
         g = self._mod
@@ -171,6 +173,7 @@ class GrpcPreprocess:
             result = await self.client.infer(
                 model,
                 [tensor],
+                model_version=str(version) if version is not None else "",
                 outputs=outputs,
                 headers=inject_headers(),
                 client_timeout=self.timeout_s,

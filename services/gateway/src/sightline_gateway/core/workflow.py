@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,10 +38,14 @@ from sightline_gateway.clients.services import Explain, Inference, Preprocess
 from sightline_gateway.core.forwarder import Forwarder
 from sightline_gateway.core.manifests import ManifestCache
 from sightline_gateway.core.objects import explain_prefix
+from sightline_gateway.core.shadow import SHADOW_FAILED, VERSION_ASSIGNED, ShadowComparison, observe_shadow
+from sightline_gateway.core.versions import StudyVersions, VersionPlanner
 from sightline_gateway.db.jobs import JobQueue
+from sightline_gateway.db.lifecycle import Lifecycle
 from sightline_gateway.db.models import Job, Result, Study, utcnow
 
 tracer = trace.get_tracer(__name__)
+log = logging.getLogger(__name__)
 
 EXPLAIN_ATTEMPTS = 2
 PENDING = "pending"
@@ -111,8 +116,11 @@ class Workflow:
         policy: RetryPolicy,
         drift: DriftMonitor | None = None,
         forwarder: Forwarder | None = None,
+        versions: VersionPlanner | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.store, self.queue, self.preprocess, self.explain = store, queue, preprocess, explain
+        self.versions, self.lifecycle = versions, lifecycle
         self.manifests, self.default_model = manifests, default_model
         self.policy = policy
         self.drift = drift
@@ -140,7 +148,15 @@ class Workflow:
         to_infer = [m for m in manifests if "inferences" not in progress.get(m.name, {})]
         start = time.perf_counter()
         for n, manifest in enumerate(to_infer):
-            progress[manifest.name] = {"inferences": await self._infer(study, manifest)}
+            plan, explicit = await self._plan(study, manifest)
+            entry: dict[str, Any] = {
+                "versions": plan.as_dict(),
+                "inferences": await self._infer(study, manifest, plan.result_version if explicit else None),
+            }
+            if plan.shadow_version is not None:
+                # Kept in the job's state only (never in a result): see _record_shadows.
+                entry["shadow"] = await self._shadow(study, manifest, plan.shadow_version)
+            progress[manifest.name] = entry
             timings["preprocess_ms"] = round((time.perf_counter() - start) * 1000, 2)
             last = n + 1 == len(to_infer)
             if not last or study.explain:
@@ -162,16 +178,79 @@ class Workflow:
                 STAGE_DURATION.labels("gateway", "explain").observe(time.perf_counter() - start)
         await self._store_results(job, study, manifests, progress, timings)
 
-    async def _infer(self, study: Study, manifest: ModelManifest) -> list[dict[str, Any]]:
-        """Every instance of the study through preprocess + Triton for one model."""
+    async def _plan(self, study: Study, manifest: ModelManifest) -> tuple[StudyVersions, bool]:
+        """The versions the study gets from one model, and whether to name the version to
+        preprocess (not when no policy or promotion applies: Triton's choice, as before)."""
+        promoted = await self.lifecycle.serving_version(manifest.name) if self.lifecycle else manifest.version
+        policy = self.versions.policy(study.tenant_id, manifest.name) if self.versions else None
+        if self.versions is None:
+            plan = StudyVersions(promoted, promoted, False, None)
+        else:
+            plan = self.versions.plan(study.tenant_id, manifest.name, study.id, promoted)
+        arm = "canary" if plan.canary else "serving"
+        VERSION_ASSIGNED.labels(manifest.name, str(plan.result_version), arm, study.tenant_id).inc()
+        return plan, policy is not None or promoted != manifest.version
+
+    async def _infer(
+        self, study: Study, manifest: ModelManifest, version: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every instance of the study through preprocess + Triton for one model (``version``:
+        the one the study was assigned; None lets Triton choose)."""
         inferences = []
         for key in study.instance_keys:
             data = await asyncio.to_thread(self.store.get, key)
             with tracer.start_as_current_span("gateway.preprocess") as span:
                 span.set_attribute("sightline.model", manifest.name)
-                inf: Inference = await self.preprocess.infer(data, manifest.name)
+                if version is not None:
+                    span.set_attribute("sightline.model.version", version)
+                    inf: Inference = await self.preprocess.infer(data, manifest.name, version)
+                else:
+                    inf = await self.preprocess.infer(data, manifest.name)
             inferences.append({"key": key, **inf.__dict__})
         return inferences
+
+    async def _shadow(
+        self, study: Study, manifest: ModelManifest, version: int
+    ) -> list[dict[str, Any]] | None:
+        """The candidate's silent inferences; None when they failed (the study goes on without)."""
+        try:
+            return await self._infer(study, manifest, version)
+        except SightlineError as exc:
+            SHADOW_FAILED.labels(manifest.name, str(version)).inc()
+            log.warning("shadow inference of %s v%d failed: %s", manifest.name, version, exc.code)
+            return None
+
+    async def _record_shadows(
+        self, study: Study, manifests: list[ModelManifest], progress: dict[str, dict[str, Any]]
+    ) -> None:
+        """Store and count each candidate's shadow score beside the serving version's result."""
+        for manifest in manifests:
+            entry = progress[manifest.name]
+            shadow, versions = entry.get("shadow"), entry.get("versions") or {}
+            if not shadow or versions.get("shadow_version") is None:
+                continue
+            serving = float(top_instance(entry["inferences"])["probability"])
+            cand_top = top_instance(shadow)
+            candidate = float(cand_top["probability"])
+            comparison = ShadowComparison(
+                model=manifest.name,
+                tenant=study.tenant_id,
+                serving_version=int(versions["serving"]),
+                candidate_version=int(versions["shadow_version"]),
+                serving_probability=serving,
+                candidate_probability=candidate,
+                threshold=manifest.threshold,
+            )
+            observe_shadow(comparison)
+            if self.lifecycle is not None:
+                await self.lifecycle.record_shadow(comparison, study.id)
+            self._observe_drift(
+                manifest,
+                int(versions["shadow_version"]),
+                cand_top,
+                manifest.decision(candidate),
+                study.tenant_id,
+            )
 
     async def _explain(
         self, study: Study, manifest: ModelManifest, top: dict[str, Any], position: int
@@ -268,6 +347,7 @@ class Workflow:
                 self._observe_drift(
                     manifest, result.model_version, top, result.refer, study.tenant_id, out_of_scope
                 )
+            await self._record_shadows(study, manifests, progress)
 
     def _observe_drift(
         self,

@@ -29,6 +29,7 @@ from sightline_gateway.core.promotion import (
     record_digest,
     report_sha256,
 )
+from sightline_gateway.core.shadow import ShadowComparison
 from sightline_gateway.core.versions import manifest_path, report_path, version_dir
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.models import ModelDecision, ModelServing, ShadowScore, utcnow
@@ -198,45 +199,27 @@ class Lifecycle:
             )
         return decision, record, digest
 
-    async def record_shadow(
-        self,
-        *,
-        tenant: str,
-        study_id: str,
-        model: str,
-        serving_version: int,
-        candidate_version: int,
-        serving_probability: float,
-        candidate_probability: float,
-        threshold: float,
-    ) -> bool:
-        """Store a candidate's silent score; returns whether its decision differed. Idempotent
-        per (study, model, candidate version): a retried job does not count a study twice."""
-        disagree = (serving_probability >= threshold) != (candidate_probability >= threshold)
-        async with self.sessions() as session, session.begin():
-            exists = await session.scalar(
-                select(ShadowScore.id)
-                .where(ShadowScore.study_id == study_id)
-                .where(ShadowScore.model_name == model)
-                .where(ShadowScore.candidate_version == candidate_version)
-            )
-            if exists is None:
-                session.add(
-                    ShadowScore(
-                        id=str(uuid.uuid4()),
-                        at=utcnow(),
-                        tenant_id=tenant,
-                        study_id=study_id,
-                        model_name=model,
-                        serving_version=serving_version,
-                        candidate_version=candidate_version,
-                        serving_probability=serving_probability,
-                        candidate_probability=candidate_probability,
-                        threshold=threshold,
-                        disagree=disagree,
-                    )
-                )
-        return disagree
+    async def record_shadow(self, c: ShadowComparison, study_id: str) -> None:
+        """Store a candidate's silent score. Idempotent per (study, model, candidate version):
+        a retried job does not count a study twice."""
+        row = ShadowScore(
+            id=str(uuid.uuid4()),
+            at=utcnow(),
+            tenant_id=c.tenant,
+            study_id=study_id,
+            model_name=c.model,
+            serving_version=c.serving_version,
+            candidate_version=c.candidate_version,
+            serving_probability=c.serving_probability,
+            candidate_probability=c.candidate_probability,
+            threshold=c.threshold,
+            disagree=c.disagree,
+        )
+        try:
+            async with self.sessions() as session, session.begin():
+                session.add(row)
+        except IntegrityError:
+            return  # already recorded by an earlier attempt of the same job
 
     async def decisions(self, model: str, limit: int = 20) -> list[ModelDecision]:
         async with self.sessions() as session:

@@ -78,12 +78,18 @@ class TritonClient:
         return ModelMetadata(md.name, tuple(md.versions), specs(md.inputs), specs(md.outputs))
 
     async def infer(
-        self, model: str, input_name: str, batch: NDArray[np.float32], output_names: Sequence[str]
+        self,
+        model: str,
+        input_name: str,
+        batch: NDArray[np.float32],
+        output_names: Sequence[str],
+        version: str | None = None,
     ) -> tuple[list[NDArray[np.float32]], str]:
-        """Run one batch; return the named outputs (in that order) and the model version that served it."""
+        """Run one batch on ``version`` (None: Triton's choice, the newest its version policy
+        loads); return the named outputs (in that order) and the model version that served it."""
         tensor = InferInput(input_name, list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch, binary_data=True)
-        request = InferRequest(model_name=model, infer_inputs=[tensor])
+        request = InferRequest(model_name=model, infer_inputs=[tensor], model_version=version)
         try:
             response = await self._client.infer(request, timeout=self.timeout_s)
         except Exception as exc:
