@@ -215,6 +215,49 @@ model = dashboard(
             ],
         ),
         panel(
+            "Shadow: candidate's disagreement with the serving version (1 h)",
+            [
+                (
+                    'sum by (model, serving_version, candidate_version, tenant) (rate(sightline_shadow_disagreement_total{model=~"$model"}[1h])) / sum by (model, serving_version, candidate_version, tenant) (rate(sightline_shadow_scored_total{model=~"$model"}[1h]))',
+                    "{{model}} v{{candidate_version}} vs v{{serving_version}} {{tenant}}",
+                ),
+            ],
+            unit="percentunit",
+            desc="Share of shadowed studies whose decision (refer or not) the candidate would have changed. "
+            "Never shown to clinicians; `sightline model promote` refuses above the bound (5% by default).",
+        ),
+        panel(
+            "Shadow: positive rate, candidate vs serving (6 h)",
+            [
+                (
+                    'sum by (model, candidate_version) (rate(sightline_shadow_positive_total{model=~"$model"}[6h])) / sum by (model, candidate_version) (rate(sightline_shadow_scored_total{model=~"$model"}[6h]))',
+                    "candidate {{model}} v{{candidate_version}}",
+                ),
+                ("sightline:model_positive_share:ratio_rate6h", "serving {{model}} v{{version}}"),
+            ],
+            unit="percentunit",
+        ),
+        panel(
+            "Shadow: |candidate - serving| probability, p50 / p95",
+            [
+                (
+                    f'histogram_quantile({q}, sum by (le, model, candidate_version) (rate(sightline_shadow_score_abs_difference_bucket{{model=~"$model"}}[1h])))',
+                    f"p{int(q * 100)} {{{{model}}}} v{{{{candidate_version}}}}",
+                )
+                for q in (0.5, 0.95)
+            ],
+        ),
+        panel(
+            "Studies by version and arm (serving, canary)",
+            [
+                (
+                    'sum by (model, version, arm) (rate(sightline_version_assignments_total{model=~"$model"}[5m]))',
+                    "{{model}} v{{version}} {{arm}}",
+                )
+            ],
+            unit="ops",
+        ),
+        panel(
             "Reviewer agreement with the model, per version (1 day)",
             [
                 (

@@ -5,8 +5,10 @@ start-up migrations left to the hook Job whenever the chart renders one."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import CHART, RELEASE, render, run_helm
 from .netpol import External, allowed
@@ -100,3 +102,53 @@ def test_the_k_of_re_identification_risk_reaches_the_gateway_and_below_two_is_re
         "template", RELEASE, str(CHART), "-f", DEFAULT, "--set", "privacy.kAnonymity=1", check=False
     )
     assert result.returncode != 0 and "kAnonymity" in result.stderr
+
+
+def test_lifecycle_versions_and_gates_reach_the_gateway_as_its_settings_parse_them(tmp_path) -> None:
+    """Issue 19: a candidate in shadow and canary for every tenant, pinned for one, and the gates."""
+    from sightline_gateway.settings import GatewaySettings
+
+    values = tmp_path / "lifecycle.yaml"
+    values.write_text(
+        "lifecycle:\n"
+        "  adminTenant: platform\n"
+        "  versions:\n"
+        '    "*": {derm-cnn: {candidate: 2, shadow: true, canaryShare: 0.05}}\n'
+        "    derm-clinic: {derm-cnn: {serving: 1}}\n"
+        "  gates: {eceMax: 0.04, outOfScopeTolerance: 0.02, shadowDisagreementMax: 0.03,"
+        " shadowMinStudies: 500, shadowWindowDays: 7}\n"
+    )
+    result = run_helm("template", RELEASE, str(CHART), "-f", DEFAULT, "-f", str(values))
+    env = _gateway_env([d for d in yaml.safe_load_all(result.stdout) if d])
+    parsed = GatewaySettings.model_validate(
+        {
+            "database_url": "sqlite+aiosqlite:///x.db",
+            "deid_url": "http://deid",
+            "preprocess_grpc": "p:1",
+            "preprocess_http": "http://p",
+            "explain_url": "http://e",
+            "jwt_secret": "chart-wiring-test-" + "x" * 24,
+            "environment": "test",
+            "model_versions": json.loads(env["SIGHTLINE_GATEWAY_MODEL_VERSIONS"]["value"]),
+            "lifecycle_gates": json.loads(env["SIGHTLINE_GATEWAY_LIFECYCLE_GATES"]["value"]),
+            "lifecycle_admin_tenant": env["SIGHTLINE_GATEWAY_LIFECYCLE_ADMIN_TENANT"]["value"],
+        }
+    )
+    default = parsed.model_versions["*"]["derm-cnn"]
+    assert (default.candidate, default.shadow, default.canary_share, default.serving) == (2, True, 0.05, None)
+    assert parsed.model_versions["derm-clinic"]["derm-cnn"].serving == 1
+    assert parsed.lifecycle_gates.shadow_min_studies == 500 and parsed.lifecycle_gates.ece_max == 0.04
+    assert parsed.lifecycle_admin_tenant == "platform"
+    plain = _gateway_env(render(DEFAULT))
+    assert plain["SIGHTLINE_GATEWAY_MODEL_VERSIONS"]["value"] == "{}"
+
+
+def test_a_shadow_without_a_candidate_or_a_share_above_one_is_refused(tmp_path: Path) -> None:
+    for body, message in (
+        ('    "*": {derm-cnn: {shadow: true}}\n', "shadow and canaryShare need a candidate"),
+        ('    "*": {derm-cnn: {candidate: 2, canaryShare: 1.5}}\n', "canaryShare"),
+    ):
+        values = tmp_path / "bad.yaml"
+        values.write_text("lifecycle:\n  versions:\n" + body)
+        result = run_helm("template", RELEASE, str(CHART), "-f", DEFAULT, "-f", str(values), check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -289,3 +289,28 @@ app.kubernetes.io/part-of: sightline
   emptyDir: {sizeLimit: {{ $c.sizeLimit }}}
 {{- end }}
 {{- end }}
+
+{{/* lifecycle.versions as the gateway's model_versions JSON (snake_case keys); a shadow or a
+     canary share without a candidate is refused here, as the gateway would at start. */}}
+{{- define "sightline.modelVersions" -}}
+{{- $out := dict -}}
+{{- range $tenant, $models := .Values.lifecycle.versions -}}
+{{- $m := dict -}}
+{{- range $model, $p := $models -}}
+{{- $e := dict "shadow" (default false $p.shadow) "canary_share" (default 0 $p.canaryShare) -}}
+{{- if $p.serving }}{{ $_ := set $e "serving" (int $p.serving) }}{{ end -}}
+{{- if $p.candidate }}{{ $_ := set $e "candidate" (int $p.candidate) }}{{ end -}}
+{{- if and (or $e.shadow $e.canary_share) (not $p.candidate) -}}
+{{- fail (printf "lifecycle.versions.%s.%s: shadow and canaryShare need a candidate version" $tenant $model) -}}
+{{- end -}}
+{{- $_ := set $m $model $e -}}
+{{- end -}}
+{{- $_ := set $out $tenant $m -}}
+{{- end -}}
+{{- $out | toJson -}}
+{{- end -}}
+
+{{- define "sightline.lifecycleGates" -}}
+{{- $g := .Values.lifecycle.gates -}}
+{{- dict "ece_max" $g.eceMax "out_of_scope_tolerance" $g.outOfScopeTolerance "shadow_disagreement_max" $g.shadowDisagreementMax "shadow_min_studies" (int $g.shadowMinStudies) "shadow_window_days" $g.shadowWindowDays | toJson -}}
+{{- end -}}
