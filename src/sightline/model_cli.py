@@ -98,6 +98,46 @@ def _decide(action: str, name: str, version: int | None, gateway: str, token: st
     console.print(f"[green]{name} now serves v{body['to_version']}[/]")
 
 
+@model_app.command("status")
+def status(
+    name: Annotated[str, typer.Argument(help="model name")],
+    gateway: GatewayOpt = None,
+    token: TokenOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Which version of NAME serves, what a rollback returns to, and its recent decisions."""
+    url, bearer = _target(gateway, token, data_dir)
+    with client(url) as http:
+        try:
+            r = http.get(f"/v1/admin/models/{name}/versions", headers={"Authorization": f"Bearer {bearer}"})
+        except httpx.HTTPError as exc:
+            console.print(f"[red]gateway unreachable:[/] {exc}")
+            raise typer.Exit(2) from exc
+    if r.status_code != 200:
+        console.print(f"[red]status refused ({r.status_code}):[/] {r.text[:300]}")
+        raise typer.Exit(2)
+    body = r.json()
+    previous = body["previous_version"]
+    console.print(
+        f"{name}: serving v{body['serving_version']} (manifest v{body['manifest_version']}); "
+        f"rollback to {'v' + str(previous) if previous else 'nothing'}"
+    )
+    table = Table(title="Recent decisions")
+    for col in ("action", "versions", "applied", "failed gates", "actor", "decision sha256"):
+        table.add_column(col)
+    for d in body["decisions"]:
+        failed = ", ".join(g["gate"] for g in d["gates"] if not g["passed"]) or "-"
+        table.add_row(
+            d["action"],
+            f"v{d['from_version']} -> v{d['to_version']}",
+            str(d["applied"]),
+            failed,
+            d["actor"],
+            d["digest"][:16],
+        )
+    console.print(table)
+
+
 @model_app.command("promote")
 def promote(
     name: Annotated[str, typer.Argument(help="model name (directory under model_repository/)")],

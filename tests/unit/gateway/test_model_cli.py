@@ -58,3 +58,7 @@ def test_promote_then_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert "derm-cnn now serves v1" in result.output
         result = _run(monkeypatch, h, "rollback", "derm-cnn")
         assert result.exit_code == 2 and "no earlier version" in result.output
+        result = _run(monkeypatch, h, "status", "derm-cnn")
+        assert result.exit_code == 0, result.output
+        assert "serving v1 (manifest v1); rollback to nothing" in result.output
+        assert "promote" in result.output and "rollback" in result.output

@@ -96,7 +96,7 @@ def test_a_worse_candidate_is_refused_with_the_failing_gate_and_the_refusal_is_a
         assert "0.8000" in failed[0]["reason"]
         assert _rows(h, ModelServing) == []
         (decision,) = _rows(h, ModelDecision)
-        assert decision.allowed is False and decision.actor == "ops-lead"
+        assert decision.applied is False and decision.actor == "ops-lead"
         events = _audit(h, "model.promote")
         assert [e["outcome"] for e in events] == ["refused"]
         assert events[0]["resource_id"] == f"derm-cnn/1->2 sha256:{body['digest']}"
@@ -131,6 +131,14 @@ def test_an_equal_candidate_with_agreeing_shadow_traffic_is_promoted_then_rolled
         assert (row.serving_version, row.previous_version) == (1, None)
         none_left = h.client.post("/v1/admin/models/derm-cnn/rollback", json={}, headers=admin())
         assert none_left.status_code in (400, 422) and "no earlier version" in none_left.text
+
+        versions = h.client.get("/v1/admin/models/derm-cnn/versions", headers=admin()).json()
+        assert (versions["serving_version"], versions["previous_version"]) == (1, None)
+        assert [(d["action"], d["applied"]) for d in versions["decisions"]] == [
+            ("rollback", True),
+            ("promote", True),
+        ]
+        assert versions["decisions"][1]["candidate_report_sha256"] == body["candidate_report_sha256"]
 
         assert [e["outcome"] for e in _audit(h, "model.promote")] == ["success"]
         assert [e["outcome"] for e in _audit(h, "model.rollback")] == ["success"]

@@ -163,3 +163,13 @@ class ModelDecisionOut(_Body):
     candidate_report_sha256: str
     actor: str
     digest: str = Field(description="sha256 of the decision record, named by its audit event")
+
+
+class ModelVersionsOut(_Body):
+    """Which version of a model serves, the one before it, and the latest decisions."""
+
+    model: str
+    manifest_version: int = Field(description="the version the model's manifest.json names")
+    serving_version: int = Field(description="the last promotion's version, else the manifest's")
+    previous_version: int | None = Field(description="what a rollback returns to; None: nothing")
+    decisions: list[ModelDecisionOut] = Field(description="the most recent first (at most 20)")

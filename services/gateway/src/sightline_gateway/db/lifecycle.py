@@ -141,11 +141,11 @@ class Lifecycle:
             candidate_manifest=_manifest(self.repository, model, target),
             check_shadow=action == PROMOTE,
         )
-        allowed = decision.allowed or action == ROLLBACK
+        applied = decision.allowed or action == ROLLBACK
         record = decision_record(
             decision, action=action, actor=actor, serving_sha256=serving_sha, candidate_sha256=candidate_sha
         )
-        record["applied"] = allowed
+        record["applied"] = applied
         digest = record_digest(record)
         now = utcnow()
         async with self.audit.transaction() as session:
@@ -157,13 +157,13 @@ class Lifecycle:
                     action=action,
                     from_version=current,
                     to_version=target,
-                    allowed=allowed,
+                    applied=applied,
                     actor=actor,
                     record=record,
                     digest=digest,
                 )
             )
-            if allowed:
+            if applied:
                 row = await session.get(ModelServing, model, with_for_update=True)
                 if row is None:
                     session.add(
@@ -194,7 +194,7 @@ class Lifecycle:
                 action=f"model.{action}",
                 resource_type="model",
                 resource_id=f"{model}/{current}->{target} sha256:{digest}",
-                outcome="success" if allowed else "refused",
+                outcome="success" if applied else "refused",
                 trace_id=trace_id,
             )
         return decision, record, digest

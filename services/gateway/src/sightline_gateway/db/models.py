@@ -307,7 +307,7 @@ class ModelDecision(Base):
     action: Mapped[str] = mapped_column(String(16))
     from_version: Mapped[int] = mapped_column(Integer)
     to_version: Mapped[int] = mapped_column(Integer)
-    allowed: Mapped[bool] = mapped_column(Boolean)
+    applied: Mapped[bool] = mapped_column(Boolean)  # the serving version changed
     actor: Mapped[str] = mapped_column(String(200))
     record: Mapped[dict[str, Any]] = mapped_column(default=dict)
     digest: Mapped[str] = mapped_column(String(64))

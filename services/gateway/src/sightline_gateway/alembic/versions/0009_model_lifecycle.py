@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(16), nullable=False),
         sa.Column("from_version", sa.Integer, nullable=False),
         sa.Column("to_version", sa.Integer, nullable=False),
-        sa.Column("allowed", sa.Boolean, nullable=False),
+        sa.Column("applied", sa.Boolean, nullable=False),
         sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("record", sa.JSON, nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),

@@ -15,7 +15,7 @@ from sightline_common.telemetry import current_trace_id
 
 from sightline_gateway.api.deps import GW, Caller, Gateway
 from sightline_gateway.api.problems import ERRORS
-from sightline_gateway.api.schemas import GateOut, ModelDecisionOut, PromotionIn, RollbackIn
+from sightline_gateway.api.schemas import GateOut, ModelDecisionOut, ModelVersionsOut, PromotionIn, RollbackIn
 from sightline_gateway.core.auth import Principal, Role
 from sightline_gateway.db.lifecycle import PROMOTE, ROLLBACK
 
@@ -83,3 +83,39 @@ async def rollback_model(name: ModelName, body: RollbackIn, gw: GW, who: Caller)
     """Serve the version that served before the last promotion again (admin role); the gates are
     recorded with both reports' hashes but never hold a rollback back. Audited."""
     return await _decide(gw, who, ROLLBACK, name, body.version)
+
+
+@router.get(
+    "/admin/models/{name}/versions", response_model=ModelVersionsOut, tags=["admin"], responses=ERRORS
+)
+async def model_versions(name: ModelName, gw: GW, who: Caller) -> ModelVersionsOut:
+    """The serving and previous version of a model and its recent promotion decisions (admin role)."""
+    _platform_admin(gw, who)
+    if name not in gw.settings.models:
+        raise NotFound("model not found")
+    row = await gw.lifecycle.serving(name)
+    manifest_version = gw.lifecycle.manifest_version(name)
+    decisions = [
+        ModelDecisionOut(
+            model=d.model_name,
+            action=d.action,
+            from_version=d.from_version,
+            to_version=d.to_version,
+            allowed=bool(d.record.get("allowed")),
+            applied=d.applied,
+            gates=[GateOut(**g) for g in d.record.get("gates", [])],
+            serving_report_sha256=str(d.record.get("serving_report_sha256", "")),
+            candidate_report_sha256=str(d.record.get("candidate_report_sha256", "")),
+            actor=d.actor,
+            digest=d.digest,
+        )
+        for d in await gw.lifecycle.decisions(name)
+    ]
+    await gw.record(who, "model.versions", "model", name)
+    return ModelVersionsOut(
+        model=name,
+        manifest_version=manifest_version,
+        serving_version=row.serving_version if row is not None else manifest_version,
+        previous_version=row.previous_version if row is not None else None,
+        decisions=decisions,
+    )
