@@ -15,6 +15,9 @@ from rich.table import Table
 ml_app = typer.Typer(help="Train, evaluate and document the reference model.", no_args_is_help=True)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "ham10000.yaml"
+FEDERATED_CONFIG = Path(__file__).parent / "configs" / "federated_ham10000.yaml"
+federated_app = typer.Typer(help="Federated training (Flower): one client per site.", no_args_is_help=True)
+ml_app.add_typer(federated_app, name="federated")
 
 
 @ml_app.command("train")
@@ -31,6 +34,32 @@ def train_command(
 
     cfg = load_config(config, dataset=dataset, repository=repository, epochs=epochs)
     train(cfg, progress=not no_progress)
+
+
+@federated_app.command("train")
+def federated_train_command(
+    config: Annotated[Path, typer.Option(help="YAML or JSON federated config")] = FEDERATED_CONFIG,
+    dataset: Annotated[str | None, typer.Option(help="dataset folder (metadata.csv + images/)")] = None,
+    repository: Annotated[str | None, typer.Option(help="export into this model repository")] = None,
+    rounds: Annotated[int | None, typer.Option(help="override the config's rounds")] = None,
+    strategy: Annotated[str | None, typer.Option(help="override the strategy: fedavg or fedprox")] = None,
+    proximal_mu: Annotated[float | None, typer.Option(help="override FedProx's mu")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no per-round lines")] = False,
+) -> None:
+    """Simulate federated training over the config's sites, calibrate, export like a central model."""
+    from sightline.ml.federated import run_federated
+    from sightline.ml.federated_config import load_federated_config
+
+    cfg = load_federated_config(
+        config,
+        dataset=dataset,
+        repository=repository,
+        rounds=rounds,
+        strategy=strategy,
+        proximal_mu=proximal_mu,
+    )
+    run = run_federated(cfg, progress=not no_progress)
+    typer.echo(run.fields["training_data"]["provenance"])
 
 
 @ml_app.command("evaluate")
