@@ -68,11 +68,17 @@ def test_a_shadow_candidate_is_stored_and_counted_but_never_in_what_anyone_reads
 
 
 def test_a_canary_study_gets_the_candidates_result_which_names_its_version(tmp_path: Path) -> None:
-    with harness(tmp_path, model_repository=_repository(tmp_path), **_versions(canary_share=1.0)) as h:
+    repo = _repository(tmp_path)
+    own = repo / "derm-cnn" / "2" / "manifest.json"  # version 2's own threshold and digest
+    manifest = json.loads(own.read_text())
+    manifest.update(threshold=0.01, artifacts={"2/model.onnx": "ab" * 32})
+    own.write_text(json.dumps(manifest))
+    with harness(tmp_path, model_repository=repo, **_versions(canary_share=1.0)) as h:
         body = _run(h)
         assert h.preprocess.versions == [2]
-        assert body["model"]["version"] == 2
-        assert body["probability"] == _probability(CANDIDATE_LOGIT) and body["refer"] is False
+        assert body["model"]["version"] == 2 and body["model"]["sha256"] == "ab" * 32
+        assert body["threshold"] == 0.01
+        assert body["probability"] == _probability(CANDIDATE_LOGIT) and body["refer"] is True
         assert [r.model_version for r in h.explain.requests] == [2]  # the heatmap of what scored
         assert _rows(h, ShadowScore) == []
 

@@ -4,6 +4,7 @@ transformer's behaviour against a fake Triton (readiness, error mapping, outputs
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -217,6 +218,29 @@ def test_the_version_a_request_names_is_the_version_triton_runs(
     for bad in ("0", "two", "-1"):
         with pytest.raises(KServeInvalidInput, match="model_version must be a positive integer"):
             asyncio.run(t.preprocess(_request(item, bad)))
+
+
+def test_a_version_with_its_own_manifest_is_calibrated_by_it(
+    manifest: ModelManifest, spec: PreprocessSpec, tmp_path: Path
+) -> None:
+    """Version 2 keeps its manifest at <name>/2/manifest.json: its temperature makes its probability."""
+    from sightline_preprocess.model import DicomTransformer
+
+    other = manifest.model_copy(update={"version": 2, "temperature": 3.0})
+    (tmp_path / manifest.name / "2").mkdir(parents=True)
+    (tmp_path / manifest.name / "2" / "manifest.json").write_text(other.model_dump_json())
+    t = DicomTransformer(manifest, FakeTriton(_metadata()), 1 << 24, repository=tmp_path)  # type: ignore[arg-type]
+    item = [to_bytes(accepted("SC_rgb.dcm", spec))]
+    v2 = asyncio.run(_run(t, _request(item, "2")))
+    v1 = asyncio.run(_run(t, _request(item)))
+    p2 = {o.name: o.as_numpy() for o in v2.outputs}["probability"]
+    p1 = {o.name: o.as_numpy() for o in v1.outputs}["probability"]
+    assert np.allclose(p2, other.calibrated_probability(0.5)) and np.allclose(
+        p1, manifest.calibrated_probability(0.5)
+    )
+    assert v2.parameters["manifest_version"] == "2" and v1.parameters["manifest_version"] == str(
+        manifest.version
+    )
 
 
 def test_a_model_with_an_out_of_scope_score_needs_its_second_output(manifest: ModelManifest) -> None:

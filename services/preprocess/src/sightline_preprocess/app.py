@@ -30,7 +30,12 @@ def create_transformers(settings: PreprocessSettings) -> list[DicomTransformer]:
     """One transformer per served model, each preprocessing as its own manifest says (one Triton client)."""
     triton = TritonClient(settings.triton_grpc, settings.triton_timeout_s)
     return [
-        DicomTransformer(load_manifest(settings.model_repository, name), triton, settings.max_dicom_bytes)
+        DicomTransformer(
+            load_manifest(settings.model_repository, name),
+            triton,
+            settings.max_dicom_bytes,
+            repository=settings.model_repository,
+        )
         for name in served_models(settings.model_repository, settings.models)
     ]
 

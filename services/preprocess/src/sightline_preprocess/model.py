@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,16 +75,40 @@ class DicomTransformer(Model):  # type: ignore[misc]
     """A KServe ``Model`` in the transformer role; its name equals the Triton model's."""
 
     def __init__(
-        self, manifest: ModelManifest, triton: TritonClient, max_bytes: int, decode_threads: int = 1
+        self,
+        manifest: ModelManifest,
+        triton: TritonClient,
+        max_bytes: int,
+        decode_threads: int = 1,
+        repository: Path | None = None,
     ) -> None:
         super().__init__(manifest.name)
         self.manifest = manifest
+        #: Where another version's own manifest is read from (``<name>/<version>/manifest.json``).
+        self.repository = repository
+        self._versions: dict[str, ModelManifest] = {}
         self.triton = triton
         self.max_bytes = max_bytes
         self._metadata: ModelMetadata | None = None
         self.contract_errors: list[str] = []
         self.ready = True  # the process is up; readiness of the path is `healthy()`
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+
+    def manifest_for(self, version: str | None) -> ModelManifest:
+        """The manifest of the version a request names: its own ``<version>/manifest.json`` when
+        the repository keeps one (its preprocessing and calibration), else the model's."""
+        if version is None or version == str(self.manifest.version) or self.repository is None:
+            return self.manifest
+        found = self._versions.get(version)
+        if found is None:
+            path = self.repository / self.name / version / "manifest.json"
+            found = self.manifest
+            if path.is_file():
+                candidate = ModelManifest.model_validate_json(path.read_bytes())
+                if candidate.name == self.name and str(candidate.version) == version:
+                    found = candidate
+            self._versions[version] = found
+        return found
 
     async def _current_metadata(self) -> ModelMetadata:
         if self._metadata is None:
@@ -120,7 +145,11 @@ class DicomTransformer(Model):  # type: ignore[misc]
                 # Decoding is CPU work that partly releases the GIL (codecs, numpy, PIL): off the
                 # event loop, so gRPC I/O of other requests goes on meanwhile.
                 batch, stats = await asyncio.get_running_loop().run_in_executor(
-                    self._decode_pool, transform_batch, items, self.manifest.preprocessing, self.max_bytes
+                    self._decode_pool,
+                    transform_batch,
+                    items,
+                    self.manifest_for(version).preprocessing,
+                    self.max_bytes,
                 )
             except SightlineError as exc:
                 span.set_attribute("sightline.error", exc.code)
@@ -150,7 +179,8 @@ class DicomTransformer(Model):  # type: ignore[misc]
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None, **_: Any) -> Any:
         model_outputs, stats, version = result
         logits = model_outputs[0].reshape(-1)
-        probs = np.asarray([self.manifest.calibrated_probability(float(z)) for z in logits], np.float32)
+        manifest = self.manifest_for(version or None)
+        probs = np.asarray([manifest.calibrated_probability(float(z)) for z in logits], np.float32)
         named = [
             ("probability", probs.reshape(-1, 1)),
             ("logit", logits.reshape(-1, 1).astype(np.float32)),
@@ -170,7 +200,7 @@ class DicomTransformer(Model):  # type: ignore[misc]
             infer_outputs=outputs,
             parameters={
                 "image_stats_fields": ",".join(STAT_FIELDS),
-                "manifest_version": str(self.manifest.version),
-                "placeholder": str(self.manifest.placeholder).lower(),
+                "manifest_version": str(manifest.version),
+                "placeholder": str(manifest.placeholder).lower(),
             },
         )

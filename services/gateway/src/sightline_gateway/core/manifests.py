@@ -24,3 +24,13 @@ class ManifestCache:
         manifest = ModelManifest.model_validate_json(path.read_bytes())
         self._cache[name] = (stamp, manifest)
         return manifest
+
+    def version(self, name: str, version: int) -> ModelManifest:
+        """The manifest of one version: ``<name>/<version>/manifest.json`` when the repository
+        keeps one for it (a version kept beside a newer one), else the model's."""
+        path = model_dir(self.repository, name) / str(version) / "manifest.json"
+        if path.is_file():
+            found = ModelManifest.model_validate_json(path.read_bytes())
+            if found.name == name and found.version == version:
+                return found
+        return self.get(name)

@@ -290,6 +290,8 @@ class Workflow:
         top = top_instance(inferences)
         version = int(top["model_version"] or manifest.version)
         probability = float(top["probability"])
+        if version != manifest.version:  # a canary's (or a promoted) version: its own threshold and digest
+            manifest = self.manifests.version(manifest.name, version)
         return Result(
             id=str(uuid.uuid4()),
             study_id=study.id,
