@@ -7,7 +7,9 @@ and no Ray process started for it may be left behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -54,6 +56,22 @@ def _processes_mentioning(text: str) -> list[int]:
     return out
 
 
+def _two_derm_versions(repository: Path) -> Path:
+    """The repository (checkpoints only) with derm-cnn version 2 a byte copy of version 1 under
+    its own manifest, as a candidate kept beside the serving version is (issue 19)."""
+    shutil.copytree(
+        ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("*.onnx", "__pycache__", "*.png")
+    )
+    derm = repository / MODEL
+    shutil.copytree(derm / "1", derm / "2")
+    manifest = json.loads((derm / "manifest.json").read_text())
+    digest = hashlib.sha256((derm / "2" / "model.pt").read_bytes()).hexdigest()
+    (derm / "2" / "manifest.json").write_text(
+        json.dumps({**manifest, "version": 2, "artifacts": {"2/model.pt": digest}})
+    )
+    return repository
+
+
 @dataclass
 class Service:
     url: str
@@ -66,6 +84,7 @@ def service() -> Iterator[Service]:
     # A short path under /tmp: Ray's Unix sockets live under its temp dir (108-byte limit).
     work = Path(tempfile.mkdtemp(prefix="sx-"))
     storage, ray_tmp = work / "objects", work / "ray"
+    repository = _two_derm_versions(work / "repo")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SIGHTLINE_"))}
     env.update(
@@ -73,7 +92,7 @@ def service() -> Iterator[Service]:
             "SIGHTLINE_EXPLAIN_ENVIRONMENT": "test",
             "SIGHTLINE_EXPLAIN_HOST": "127.0.0.1",
             "SIGHTLINE_EXPLAIN_PORT": str(port),
-            "SIGHTLINE_EXPLAIN_MODEL_REPOSITORY": str(ROOT / "model_repository"),
+            "SIGHTLINE_EXPLAIN_MODEL_REPOSITORY": str(repository),
             "SIGHTLINE_EXPLAIN_STORAGE_DIR": str(storage),
             "SIGHTLINE_EXPLAIN_RAY_TEMP_DIR": str(ray_tmp),
             "SIGHTLINE_EXPLAIN_RAY_OBJECT_STORE_MB": "100",
@@ -214,7 +233,7 @@ def test_other_model_version_is_refused(service: Service) -> None:
         "object_key": "studies/s1/instance.dcm",
         "output_prefix": "explanations/s2",
         "model_name": MODEL,
-        "model_version": service.version + 1,
+        "model_version": service.version + 2,  # + 1 is the candidate this repository keeps
     }
     r = httpx.post(f"{service.url}/v1/explain", json=body, timeout=30)
     assert r.status_code == 409 and r.json()["reason"] == "model-mismatch"
@@ -284,3 +303,23 @@ def test_concurrent_requests_are_batched(service: Service) -> None:
 def test_http_request_metrics_reach_the_replica_registry(service: Service) -> None:
     httpx.get(f"{service.url}/health/live", timeout=5)
     assert 'route="/health/live"' in httpx.get(f"{service.url}/metrics", timeout=10).text
+
+
+def test_a_candidate_version_is_explained_with_its_own_checkpoint(service: Service) -> None:
+    """A canary study's heatmap comes from the version that scored it, checked against that
+    version's manifest; a version the repository lacks is refused."""
+    _put(service, "studies/v2/instance.dcm", dicom_bytes(_rgb(0)))
+    body = {
+        "object_key": "studies/v2/instance.dcm",
+        "output_prefix": "explanations/v2",
+        "model_name": MODEL,
+        "model_version": 2,
+    }
+    r = httpx.post(f"{service.url}/v1/explain", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    res = ExplainResponse.model_validate(r.json())
+    served = load_manifest(ROOT / "model_repository", MODEL)
+    assert res.model_version == 2
+    assert res.model_sha256 == served.artifacts[f"{served.version}/model.pt"]  # the same bytes
+    r = httpx.post(f"{service.url}/v1/explain", json={**body, "model_version": 3}, timeout=30)
+    assert r.status_code == 409 and r.json()["reason"] == "model-mismatch"

@@ -112,13 +112,14 @@ def build_deployment(settings: ExplainSettings) -> Application:
                     req = ExplainRequest.model_validate_json(body)
                 except ValidationError as exc:
                     raise RequestValidationError(exc.errors(include_input=False)) from None
-                engine = self.engines.get(req.model_name, req.model_version)
+                # Off the event loop: another version's checkpoint is loaded on its first request.
+                engine = await asyncio.to_thread(self.engines.get, req.model_name, req.model_version)
                 dicom = await asyncio.to_thread(engine.load_object, req.object_key)
                 prefix, target = req.output_prefix, req.target
             elif media == "application/dicom":
                 if model_name is None:
                     raise RequestValidationError([{"loc": ("query", "model_name"), "msg": "Field required"}])
-                engine = self.engines.get(model_name, model_version)
+                engine = await asyncio.to_thread(self.engines.get, model_name, model_version)
                 dicom, prefix = body, generated_prefix()
             else:
                 raise UnsupportedMediaType(
