@@ -53,7 +53,8 @@ def _shadow(h: Harness, studies: int, disagreements: int) -> None:
                     candidate_version=2,
                     serving_probability=0.9,
                     candidate_probability=0.1 if n < disagreements else 0.8,
-                    threshold=0.5,
+                    serving_threshold=0.5,
+                    candidate_threshold=0.5,
                 ),
                 f"study-{n}",
             )

@@ -64,7 +64,19 @@ def test_a_shadow_candidate_is_stored_and_counted_but_never_in_what_anyone_reads
         assert (row.serving_version, row.candidate_version, row.disagree) == (1, 2, True)
         assert row.study_id == body["study_id"] and row.tenant_id == "hospital-a"
         assert abs(row.candidate_probability - candidate) < 1e-6
+        assert row.serving_threshold == row.candidate_threshold == 0.152975  # derm-cnn's, both versions
     assert _metric("sightline_shadow_disagreement_total", **labels) == before + 1
+
+
+def test_the_candidate_decides_at_its_own_threshold(tmp_path: Path) -> None:
+    """Version 2's manifest sets its operating point low enough to refer this study too: no disagreement."""
+    repo = _repository(tmp_path)
+    own = repo / "derm-cnn" / "2" / "manifest.json"
+    own.write_text(json.dumps({**json.loads(own.read_text()), "threshold": 0.01}))
+    with harness(tmp_path, model_repository=repo, **_versions(shadow=True)) as h:
+        _run(h)
+        (row,) = _rows(h, ShadowScore)
+        assert (row.serving_threshold, row.candidate_threshold, row.disagree) == (0.152975, 0.01, False)
 
 
 def test_a_canary_study_gets_the_candidates_result_which_names_its_version(tmp_path: Path) -> None:

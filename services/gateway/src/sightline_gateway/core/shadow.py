@@ -55,18 +55,23 @@ class ShadowComparison:
     candidate_version: int
     serving_probability: float
     candidate_probability: float
-    threshold: float
+    serving_threshold: float
+    candidate_threshold: float  # each version's own operating point (its manifest's)
+
+    @property
+    def candidate_refers(self) -> bool:
+        return self.candidate_probability >= self.candidate_threshold
 
     @property
     def disagree(self) -> bool:
-        return (self.serving_probability >= self.threshold) != (self.candidate_probability >= self.threshold)
+        return (self.serving_probability >= self.serving_threshold) != self.candidate_refers
 
 
 def observe_shadow(c: ShadowComparison) -> None:
     """Count one shadowed study."""
     labels = (c.model, str(c.serving_version), str(c.candidate_version), c.tenant)
     SHADOW_SCORED.labels(*labels).inc()
-    if c.candidate_probability >= c.threshold:
+    if c.candidate_refers:
         SHADOW_POSITIVE.labels(*labels).inc()
     if c.disagree:
         SHADOW_DISAGREEMENT.labels(*labels).inc()

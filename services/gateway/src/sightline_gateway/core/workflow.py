@@ -239,7 +239,10 @@ class Workflow:
                 candidate_version=int(versions["shadow_version"]),
                 serving_probability=serving,
                 candidate_probability=candidate,
-                threshold=manifest.threshold,
+                serving_threshold=self.manifests.version(manifest.name, int(versions["serving"])).threshold,
+                candidate_threshold=self.manifests.version(
+                    manifest.name, int(versions["shadow_version"])
+                ).threshold,
             )
             observe_shadow(comparison)
             if self.lifecycle is not None:
@@ -248,7 +251,7 @@ class Workflow:
                 manifest,
                 int(versions["shadow_version"]),
                 cand_top,
-                manifest.decision(candidate),
+                comparison.candidate_refers,
                 study.tenant_id,
             )
 

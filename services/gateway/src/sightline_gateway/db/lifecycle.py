@@ -212,7 +212,8 @@ class Lifecycle:
             candidate_version=c.candidate_version,
             serving_probability=c.serving_probability,
             candidate_probability=c.candidate_probability,
-            threshold=c.threshold,
+            serving_threshold=c.serving_threshold,
+            candidate_threshold=c.candidate_threshold,
             disagree=c.disagree,
         )
         try:

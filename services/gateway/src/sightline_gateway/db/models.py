@@ -335,5 +335,6 @@ class ShadowScore(Base):
     candidate_version: Mapped[int] = mapped_column(Integer)
     serving_probability: Mapped[float] = mapped_column(Float)
     candidate_probability: Mapped[float] = mapped_column(Float)
-    threshold: Mapped[float] = mapped_column(Float)
+    serving_threshold: Mapped[float] = mapped_column(Float)
+    candidate_threshold: Mapped[float] = mapped_column(Float)
     disagree: Mapped[bool] = mapped_column(Boolean)

@@ -50,7 +50,8 @@ def upgrade() -> None:
         sa.Column("candidate_version", sa.Integer, nullable=False),
         sa.Column("serving_probability", sa.Float, nullable=False),
         sa.Column("candidate_probability", sa.Float, nullable=False),
-        sa.Column("threshold", sa.Float, nullable=False),
+        sa.Column("serving_threshold", sa.Float, nullable=False),
+        sa.Column("candidate_threshold", sa.Float, nullable=False),
         sa.Column("disagree", sa.Boolean, nullable=False),
         sa.UniqueConstraint(
             "study_id", "model_name", "candidate_version", name="uq_shadow_study_model_version"
