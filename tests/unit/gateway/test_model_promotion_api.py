@@ -73,10 +73,8 @@ def _rows(h: Harness, model: type[Any]) -> list[Any]:
     return h.client.portal.call(go)  # type: ignore[no-any-return]
 
 
-def _audit(h: Harness, action: str) -> list[dict[str, Any]]:
-    r = h.client.get(
-        "/v1/audit", params={"action": action}, headers=token(tenant="platform", roles=("auditor",))
-    )
+def _audit(h: Harness, action: str, tenant: str = "platform") -> list[dict[str, Any]]:
+    r = h.client.get("/v1/audit", params={"action": action}, headers=token(tenant=tenant, roles=("auditor",)))
     assert r.status_code == 200, r.text
     items = r.json()
     return list(items["events"] if isinstance(items, dict) else items)
@@ -141,8 +139,9 @@ def test_an_equal_candidate_with_agreeing_shadow_traffic_is_promoted_then_rolled
         ]
         assert versions["decisions"][1]["candidate_report_sha256"] == body["candidate_report_sha256"]
 
-        assert [e["outcome"] for e in _audit(h, "model.promote")] == ["success"]
-        assert [e["outcome"] for e in _audit(h, "model.rollback")] == ["success"]
+        # The attempts that never reached the gates are audited too, with why.
+        assert [e["outcome"] for e in _audit(h, "model.promote")] == ["success", "invalid-input"]
+        assert [e["outcome"] for e in _audit(h, "model.rollback")] == ["success", "invalid-input"]
         verify = h.client.get("/v1/audit/verify", headers=token(tenant="platform", roles=("auditor",)))
         assert verify.json()["ok"] is True
 
@@ -169,11 +168,51 @@ def test_only_the_platform_tenants_admins_promote(
         )
         assert r.status_code == 403
         assert _rows(h, ModelDecision) == []
+        (event,) = _audit(h, "model.promote", tenant)
+        assert (event["outcome"], event["resource_id"]) == ("forbidden", "derm-cnn/2")
 
 
 def test_an_unknown_version_or_model_is_refused_with_a_reason(tmp_path: Path) -> None:
     with harness(tmp_path, model_repository=_repository(tmp_path)) as h:
         r = h.client.post("/v1/admin/models/derm-cnn/promote", json={"version": 7}, headers=admin())
         assert r.status_code == 404 and "no version 7" in r.text
+        assert [e["outcome"] for e in _audit(h, "model.promote")] == ["not-found"]
         r = h.client.post("/v1/admin/models/nope/promote", json={"version": 2}, headers=admin())
         assert r.status_code == 404
+
+
+def test_two_promotions_at_once_change_the_serving_version_once(tmp_path: Path) -> None:
+    """Two admins promote together: one decision applies; the other sees the change and is told
+    to retry; the audit chain holds."""
+    import asyncio
+
+    from sightline_common.errors import InvalidInput
+
+    with harness(tmp_path, model_repository=_repository(tmp_path)) as h:
+        _shadow(h, 200, 0)
+        lifecycle = h.client.app.state.gateway.lifecycle  # type: ignore[attr-defined]
+
+        async def promote(actor: str) -> Any:
+            return await lifecycle.decide(
+                action="promote",
+                model="derm-cnn",
+                version=2,
+                actor=actor,
+                roles=["admin"],
+                tenant="platform",
+                trace_id=None,
+            )
+
+        async def both() -> list[Any]:
+            return list(await asyncio.gather(promote("a"), promote("b"), return_exceptions=True))
+
+        outcomes = h.client.portal.call(both)
+        applied = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(applied) == 1 and applied[0][1]["applied"] is True
+        assert len(refused) == 1 and isinstance(refused[0], InvalidInput)
+        (row,) = _rows(h, ModelServing)
+        assert (row.serving_version, row.previous_version) == (2, 1)
+        assert len(_rows(h, ModelDecision)) == 1
+        verify = h.client.get("/v1/audit/verify", headers=token(tenant="platform", roles=("auditor",)))
+        assert verify.json()["ok"] is True

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
-from sightline_common.errors import Forbidden, NotFound
+from sightline_common.errors import Forbidden, NotFound, SightlineError
 from sightline_common.telemetry import current_trace_id
 
 from sightline_gateway.api.deps import GW, Caller, Gateway
@@ -39,18 +39,25 @@ def _platform_admin(gw: Gateway, who: Principal) -> None:
 
 
 async def _decide(gw: Gateway, who: Principal, action: str, name: str, version: int | None) -> JSONResponse:
-    _platform_admin(gw, who)
-    if name not in gw.settings.models:
-        raise NotFound("model not found")
-    decision, record, digest = await gw.lifecycle.decide(
-        action=action,
-        model=name,
-        version=version,
-        actor=who.subject,
-        roles=sorted(who.roles),
-        tenant=who.tenant,
-        trace_id=current_trace_id(),
-    )
+    try:
+        _platform_admin(gw, who)
+        if name not in gw.settings.models:
+            raise NotFound("model not found")
+        decision, record, digest = await gw.lifecycle.decide(
+            action=action,
+            model=name,
+            version=version,
+            actor=who.subject,
+            roles=sorted(who.roles),
+            tenant=who.tenant,
+            trace_id=current_trace_id(),
+        )
+    except SightlineError as exc:
+        # An attempt that never reached the gates (not allowed, no such version or report, a
+        # concurrent change) is in the audit log too, with why in its outcome.
+        target = f"{name}/{version}" if version is not None else name
+        await gw.record(who, f"model.{action}", "model", target, outcome=exc.code[:16])
+        raise
     body = ModelDecisionOut(
         model=name,
         action=action,
