@@ -122,6 +122,17 @@ def load_manifest(repository: Path, name: str) -> ModelManifest:
     )
 
 
+def own_version_manifest(repository: Path, name: str, version: int) -> ModelManifest | None:
+    """The manifest a version kept beside a newer one has of its own
+    (``<name>/<version>/manifest.json``, naming that model and version), or None: the model's
+    ``manifest.json`` is then the one that counts (it names the version it describes)."""
+    path = repository / name / str(version) / "manifest.json"
+    if not path.is_file():
+        return None
+    found = ModelManifest.model_validate_json(path.read_bytes())
+    return found if found.name == name and found.version == version else None
+
+
 def verify_artifact(repository: Path, manifest: ModelManifest, relative: str) -> Path:
     """Return the artifact's path after checking its sha256 against the manifest."""
     expected = manifest.artifacts.get(relative)

@@ -16,7 +16,7 @@ from kserve.errors import InvalidInput as KServeInvalidInput
 from kserve.errors import ServerNotReady
 from opentelemetry import trace
 from sightline_common.errors import DependencyUnavailable, SightlineError, UnprocessableInput
-from sightline_common.manifest import ModelManifest
+from sightline_common.manifest import ModelManifest, own_version_manifest
 from sightline_common.metrics import STAGE_DURATION
 
 from sightline_preprocess.clients.triton import ModelMetadata, TritonClient
@@ -101,12 +101,7 @@ class DicomTransformer(Model):  # type: ignore[misc]
             return self.manifest
         found = self._versions.get(version)
         if found is None:
-            path = self.repository / self.name / version / "manifest.json"
-            found = self.manifest
-            if path.is_file():
-                candidate = ModelManifest.model_validate_json(path.read_bytes())
-                if candidate.name == self.name and str(candidate.version) == version:
-                    found = candidate
+            found = own_version_manifest(self.repository, self.name, int(version)) or self.manifest
             self._versions[version] = found
         return found
 

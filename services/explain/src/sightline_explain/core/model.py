@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sightline_common.errors import NotFound
-from sightline_common.manifest import ModelManifest, load_manifest, verify_artifact
+from sightline_common.manifest import ModelManifest, load_manifest, own_version_manifest, verify_artifact
 from torch import nn
 
 from sightline_explain.core.nets import load_checkpoint
@@ -25,11 +24,7 @@ def load_served_model(repository: Path, name: str) -> tuple[ModelManifest, nn.Mo
 def version_manifest(repository: Path, name: str, version: int) -> ModelManifest:
     """The manifest of one version: ``<name>/<version>/manifest.json`` (a version kept beside a
     newer one keeps its own), else the model's when it names that version; NotFound otherwise."""
-    own = repository / name / str(version) / "manifest.json"
-    if own.is_file():
-        manifest = ModelManifest.model_validate(json.loads(own.read_text()))
-    else:
-        manifest = load_manifest(repository, name)
+    manifest = own_version_manifest(repository, name, version) or load_manifest(repository, name)
     if manifest.name != name or manifest.version != version:
         raise NotFound(f"model {name} has no manifest of version {version}")
     return manifest

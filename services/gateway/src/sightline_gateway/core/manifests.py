@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sightline_common.manifest import ModelManifest, model_dir
+from sightline_common.manifest import ModelManifest, model_dir, own_version_manifest
 
 
 class ManifestCache:
@@ -28,9 +28,4 @@ class ManifestCache:
     def version(self, name: str, version: int) -> ModelManifest:
         """The manifest of one version: ``<name>/<version>/manifest.json`` when the repository
         keeps one for it (a version kept beside a newer one), else the model's."""
-        path = model_dir(self.repository, name) / str(version) / "manifest.json"
-        if path.is_file():
-            found = ModelManifest.model_validate_json(path.read_bytes())
-            if found.name == name and found.version == version:
-                return found
-        return self.get(name)
+        return own_version_manifest(self.repository, name, version) or self.get(name)
