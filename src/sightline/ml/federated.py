@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from sightline.ml import data as ds
-from sightline.ml.federated_client import global_model, make_client_app, size_spec
+from sightline.ml.federated_client import global_model, make_client_app, recompute_statistics, size_spec
 from sightline.ml.federated_config import FederatedConfig
 from sightline.ml.federated_export import export_federated
 from sightline.ml.federated_server import EvaluateFn, FederationResult, InProcessGrid, run_federation
@@ -97,6 +97,8 @@ def validation_scorer(
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             model = global_model(cfg, arrays)
+            if cfg.privacy is not None:  # batch-norm statistics did not travel: estimate them here
+                recompute_statistics(model, inputs)
             logits = predict_logits(model, inputs)
             pooled = auroc(validation.labels, logits)
             metrics: dict[str, float] = {"val-auroc": pooled if pooled is not None else float("nan")}

@@ -91,9 +91,35 @@ def load_site(cfg: FederatedConfig, site: str, dataset: str | None) -> SiteRows:
     return _SITES[key]
 
 
-def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The arrays that travel: parameters and batch-norm statistics, not the integer step counters."""
-    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+def float_state(model: nn.Module, *, statistics: bool = True) -> dict[str, torch.Tensor]:
+    """The arrays that travel: parameters and (unless ``statistics`` is false) batch-norm running
+    statistics; never the integer step counters.
+
+    Under differential privacy the statistics stay at the sites: a local epoch moves them far more
+    than the weights (an update norm of ~50 of which ~49 is running variances), so clipping the
+    whole update would clip away the learning. The coordinator re-estimates them instead
+    (:func:`recompute_statistics`).
+    """
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and (statistics or ".running_" not in k)
+    }
+
+
+@torch.no_grad()
+def recompute_statistics(model: nn.Module, inputs: np.ndarray[Any, np.dtype[np.float32]]) -> nn.Module:
+    """Batch-norm running statistics re-estimated from ``inputs`` (a cumulative average over batches)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    for i in range(0, len(inputs), 256):
+        model(torch.from_numpy(inputs[i : i + 256]))
+    for norm in norms:
+        norm.momentum = 0.1
+    return model.eval()
 
 
 def round_lr(cfg: FederatedConfig, server_round: int) -> float:
@@ -204,7 +230,8 @@ def make_client_app(*, privacy: bool = False) -> ClientApp:
         config = _config(msg)
         server_round = int(config.get("server-round", 1))  # type: ignore[arg-type]
         torch.set_num_threads(cfg.threads)
-        model = global_model(cfg, next(iter(msg.content.array_records.values())))
+        received = next(iter(msg.content.array_records.values()))
+        model = global_model(cfg, received)
         loss = local_train(
             model,
             rows.train,
@@ -225,7 +252,8 @@ def make_client_app(*, privacy: bool = False) -> ClientApp:
                 "train-loss": loss,
             }
         )
-        arrays = ArrayRecord(float_state(model))
+        state = model.state_dict()
+        arrays = ArrayRecord({k: state[k] for k in received})  # the arrays the server sent, updated
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
     @app.evaluate()

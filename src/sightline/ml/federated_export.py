@@ -21,7 +21,7 @@ from torch import nn
 
 from sightline.ml import data as ds
 from sightline.ml.export import export_model_atomically
-from sightline.ml.federated_client import global_model
+from sightline.ml.federated_client import global_model, recompute_statistics
 from sightline.ml.federated_config import FederatedConfig, epsilon_spent
 from sightline.ml.federated_server import FederationResult
 from sightline.ml.metrics import expected_calibration_error
@@ -67,11 +67,13 @@ def export_federated(
     """Calibrate the global model on ``validation`` and export it when ``cfg.repository`` is set."""
     model = global_model(cfg, outcome.arrays).eval()
     spec = serving_spec(cfg, outcome.mean, outcome.std)
+    inputs = model_inputs(validation.images, spec)
+    if cfg.privacy is not None:  # batch-norm statistics stayed at the sites: estimate them here
+        recompute_statistics(model, inputs)
     head = getattr(model, "head", None)
     if isinstance(head, nn.Linear) and head.bias is not None and outcome.pos_weight != 1.0:
         with torch.no_grad():
             head.bias.sub_(math.log(outcome.pos_weight))
-    inputs = model_inputs(validation.images, spec)
     logits = predict_logits(model, inputs)
     temperature = fit_temperature(logits, validation.labels)
     probs = sigmoid(logits / temperature)

@@ -219,7 +219,7 @@ def run_federation(
     config = ConfigRecord(
         {RECIPE_KEY: cfg.model_dump_json(), MEAN_KEY: mean, STD_KEY: std, POS_WEIGHT_KEY: pos_weight}
     )
-    initial = ArrayRecord(float_state(build_model(cfg.architecture)))
+    initial = ArrayRecord(float_state(build_model(cfg.architecture), statistics=cfg.privacy is None))
     history: list[dict[str, float]] = []
     evaluate_fn = evaluate(mean, std) if evaluate else None
 

@@ -130,3 +130,14 @@ def test_the_shipped_config_federates_the_four_ham10000_sites() -> None:
     cfg = load_federated_config(FEDERATED_CONFIG)
     assert cfg.sites == HAM10000_SITES
     assert cfg.strategy == "fedprox" and cfg.proximal_mu > 0
+
+
+def test_under_dp_batch_norm_statistics_stay_at_the_sites() -> None:
+    from sightline_explain.core.nets import build_model
+
+    from sightline.ml.federated_client import float_state
+
+    model = build_model({"name": "LesionNet", "kwargs": {"widths": [8, 16, 16, 16]}})
+    assert any(".running_var" in k for k in float_state(model))
+    shared_under_dp = float_state(model, statistics=False)
+    assert shared_under_dp and not any(".running_" in k for k in shared_under_dp)
