@@ -8,10 +8,11 @@ differ only in their tables; split apart, each would import the other's private 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sightline_common.manifest import ModelManifest, load_manifest
+from sightline_common.manifest import ModelManifest, load_manifest, own_version_manifest
 
 from sightline.ml.loso_results import loso_entries
 from sightline.ml.metrics import metrics_table
@@ -158,14 +159,65 @@ def _out_of_scope_section(manifest: ModelManifest) -> list[str]:
     return lines
 
 
-def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> str:
+def how_trained(manifest: ModelManifest) -> str:
+    """One line on how a version was trained: its provenance (a federated run says so), else the
+    central recipe its manifest records."""
+    td = manifest.training_data or {}
+    if td.get("provenance"):
+        return str(td["provenance"])
+    cfg = td.get("config") or {}
+    arch = (cfg.get("architecture") or {}).get("name", "?")
+    history = td.get("history") or []
+    epochs = f"{cfg.get('epochs', '?')} epochs"
+    if history and len(history) != cfg.get("epochs"):
+        budget = f"{cfg.get('max_minutes', '?')}-minute budget"
+        epochs = f"{len(history)} epochs (of {cfg.get('epochs', '?')}: the {budget})"
+    return (
+        f"centralised: {arch}, {epochs} at {cfg.get('input_size', '?')} px on "
+        f"`{', '.join(td.get('train_splits', []))}` ({td.get('n_train', '?')} images), "
+        f"seed {cfg.get('seed', '?')}"
+    )
+
+
+def versions_section(manifest: ModelManifest, versions: Sequence[ModelManifest] = ()) -> list[str]:
+    """Every version the repository keeps of the model, newest first, and how each was trained."""
+    found = {m.version: m for m in [*versions, manifest]}
+    rows = [
+        f"| {v}{' (this card)' if v == manifest.version else ''} | {how_trained(m)} | "
+        f"`{m.artifacts.get(f'{v}/model.onnx', '?')[:12]}` |"
+        for v, m in sorted(found.items(), reverse=True)
+    ]
+    return [
+        "## Versions and how each was trained",
+        "",
+        "| version | how it was trained | model.onnx sha256 |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def repository_versions(repository: Path, name: str) -> list[ModelManifest]:
+    """The manifests versions kept beside a newer one have of their own (``<name>/<v>/manifest.json``)."""
+    found = []
+    for folder in sorted((repository / name).iterdir()):
+        if folder.is_dir() and folder.name.isdigit():
+            own = own_version_manifest(repository, name, int(folder.name))
+            if own is not None:
+                found.append(own)
+    return found
+
+
+def render_model_card(
+    manifest: ModelManifest, evaluation: dict[str, Any], versions: Sequence[ModelManifest] = ()
+) -> str:
     """MODEL_CARD.md text: the sections of Mitchell et al. (2019), filled from manifest and evaluation.
 
     A model evaluated without subgroup columns (a dataset that records no sex, age or site) gets
     the card that says so, with no per-group sections to suggest an analysis that was not made.
     """
     if not evaluation.get("by_attribute") and evaluation.get("subgroup_columns") == []:
-        return render_card_without_subgroups(manifest, evaluation)
+        return render_card_without_subgroups(manifest, evaluation, versions)
     td = manifest.training_data
     cfg = td.get("config", {})
     spec = manifest.preprocessing
@@ -278,6 +330,7 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
         "",
         _counts_table(td.get("train_by_site", {})),
         "",
+        *versions_section(manifest, versions),
         "## Quantitative analyses",
         "",
         f"Overall on `{split}`: AUROC {_v(overall['auroc'])}, AUPRC {_v(overall['auprc'])}, sensitivity "
@@ -343,7 +396,9 @@ def render_model_card(manifest: ModelManifest, evaluation: dict[str, Any]) -> st
     return "\n".join(sections)
 
 
-def render_card_without_subgroups(manifest: ModelManifest, evaluation: dict[str, Any]) -> str:
+def render_card_without_subgroups(
+    manifest: ModelManifest, evaluation: dict[str, Any], versions: Sequence[ModelManifest] = ()
+) -> str:
     """The model card of a model whose data has no subgroup attributes (one site, no sex or age)."""
     td = manifest.training_data
     cfg = td.get("config", {})
@@ -427,6 +482,7 @@ def render_card_without_subgroups(manifest: ModelManifest, evaluation: dict[str,
         f"images ({counts.get(negative, '?')} {negative}, {counts.get(positive, '?')} {positive}); "
         f"validation {td.get('n_val', '?')} images.",
         "",
+        *versions_section(manifest, versions),
         "## Quantitative analyses",
         "",
         metrics_table({"all": overall}, positive),
@@ -476,5 +532,5 @@ def write_model_card(
     evaluation = evaluation or repository / name / "evaluation" / "evaluation.json"
     result = json.loads(evaluation.read_text())
     out = out or repository / name / "MODEL_CARD.md"
-    out.write_text(render_model_card(manifest, result))
+    out.write_text(render_model_card(manifest, result, repository_versions(repository, name)))
     return out

@@ -76,6 +76,22 @@ def test_model_card_from_a_small_evaluation(tmp_path: Path) -> None:
     (repo / "derm-cnn" / "manifest.json").write_text(manifest.model_dump_json())
     (repo / "derm-cnn" / "evaluation" / "evaluation.json").write_text(json.dumps(evaluation))
     assert write_model_card(repo, "derm-cnn").read_text() == card
+    assert "| 1 (this card) | centralised:" in card
+
+    # A version kept beside this one, trained another way (issue 19): the card says how.
+    kept = ModelManifest.model_validate(
+        {
+            **fields,
+            "version": 2,
+            "artifacts": {"2/model.onnx": "ab" * 32},
+            "training_data": {"provenance": "federated, 12 rounds, sites rosendahl, vidir_modern"},
+        }
+    )
+    (repo / "derm-cnn" / "2").mkdir()
+    (repo / "derm-cnn" / "2" / "manifest.json").write_text(kept.model_dump_json())
+    both = write_model_card(repo, "derm-cnn").read_text()
+    assert "| 2 | federated, 12 rounds, sites rosendahl, vidir_modern | `abababababab` |" in both
+    assert both.index("| 2 |") < both.index("| 1 (this card) |")
 
 
 def test_committed_chest_model_card_states_the_datasets_caveats() -> None:
