@@ -11,31 +11,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
+if TYPE_CHECKING:
+    from sightline.stack import StackSettings
+
 REPO = Path(__file__).resolve().parents[1]
-RESERVED = {8000, 8001, 8002, 8011, 8012, 8020, 8030, 8080}
 
 
-def free_ports(n: int) -> list[int]:
-    out, socks = [], []
-    while len(out) < n:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        if s.getsockname()[1] not in RESERVED:
-            out.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return out
+def full_speed_stack(data_dir: Path, **overrides: Any) -> StackSettings:
+    """A stack on free loopback ports in ``data_dir`` serving the repository's models, whose
+    gateway lets one client submit at full speed (the per-client 600/min would answer 429)."""
+    from sightline.stack import settings_on_free_ports
+
+    return settings_on_free_ports(
+        data_dir,
+        model_repository=REPO / "model_repository",
+        gateway_rate_limit_per_minute=1_000_000,
+        gateway_rate_limit_burst=10_000,
+        **overrides,
+    )
 
 
 async def measure(
@@ -145,28 +148,10 @@ def main() -> None:
 
     from sightline_gateway.core.auth import mint_dev_token
 
-    from sightline.stack import Stack, StackSettings
+    from sightline.stack import Stack
 
-    names = (
-        "triton_http_port",
-        "triton_grpc_port",
-        "triton_metrics_port",
-        "preprocess_http_port",
-        "preprocess_grpc_port",
-        "deid_port",
-        "explain_port",
-        "gateway_port",
-    )
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
     with tempfile.TemporaryDirectory(prefix="sightline-bench-") as tmp:
-        settings = StackSettings(
-            data_dir=Path(tmp),
-            model_repository=REPO / "model_repository",
-            # One client submits at full speed: the per-client limit (600/min) would answer 429.
-            gateway_rate_limit_per_minute=1_000_000,
-            gateway_rate_limit_burst=10_000,
-            **ports,
-        )
+        settings = full_speed_stack(Path(tmp))
         stack = Stack(settings)
         stack.start()
         try:
@@ -174,10 +159,10 @@ def main() -> None:
             token = mint_dev_token(secret, "sightline-dev", "sightline", "bench", ["submitter"], 3600)
             rows = asyncio.run(
                 run(
-                    f"http://127.0.0.1:{ports['gateway_port']}",
+                    f"http://127.0.0.1:{settings.gateway_port}",
                     token,
-                    f"127.0.0.1:{ports['triton_grpc_port']}",
-                    f"127.0.0.1:{ports['preprocess_grpc_port']}",
+                    f"127.0.0.1:{settings.triton_grpc_port}",
+                    f"127.0.0.1:{settings.preprocess_grpc_port}",
                     args.requests,
                 )
             )

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks.bench_gateway import REPO, free_ports
+from benchmarks.bench_gateway import REPO, full_speed_stack
 
 PROFILED = ("gateway", "deid", "preprocess")
 #: Processes whose CPU counts per study (tritonserver does the model's work).
@@ -178,39 +178,20 @@ def main() -> None:
 
     from sightline_gateway.core.auth import mint_dev_token
 
-    from sightline.stack import Stack, StackSettings
+    from sightline.stack import Stack
     from tests.unit.gateway.gateway_fixtures import phi_dicom
 
-    names = (
-        "triton_http_port",
-        "triton_grpc_port",
-        "triton_metrics_port",
-        "preprocess_http_port",
-        "preprocess_grpc_port",
-        "deid_port",
-        "explain_port",
-        "gateway_port",
-    )
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
     dicoms = [phi_dicom(rows=150, cols=200, seed=i) for i in range(8)]
     report: dict[str, Any] = {"levels": []}
     with tempfile.TemporaryDirectory(prefix="sightline-profile-") as tmp:
-        settings = StackSettings(
-            data_dir=Path(tmp),
-            model_repository=REPO / "model_repository",
-            # One client submits at full speed: the per-client limit (600/min) would answer 429.
-            gateway_rate_limit_per_minute=1_000_000,
-            gateway_rate_limit_burst=10_000,
-            gateway_worker_concurrency=args.workers,
-            **ports,
-        )
+        settings = full_speed_stack(Path(tmp), gateway_worker_concurrency=args.workers)
         stack = Stack(settings)
         state = stack.start()
         try:
             pids = {c.name: c.pid for c in state.components if c.pid is not None}
             secret = json.loads((Path(tmp) / "secrets.json").read_text())["jwt_secret"]
             token = mint_dev_token(secret, "sightline-dev", "sightline", "profile", ["submitter"], 3600)
-            url = f"http://127.0.0.1:{ports['gateway_port']}"
+            url = f"http://127.0.0.1:{settings.gateway_port}"
             asyncio.run(load(url, token, dicoms, 1, 3.0))  # warm-up: models loaded, pools open
             time.sleep(2)
             report["rss_mb_idle"] = {n: rss_mb(p) for n, p in pids.items()}
