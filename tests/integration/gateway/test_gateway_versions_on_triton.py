@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sightline.stack import Stack, settings_on_free_ports
-from tests.integration.preprocess.test_triton_two_versions import MODEL, two_version_repository
+from sightline.stack import Stack
+from tests.integration.preprocess.test_triton_two_versions import two_version_stack
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -70,16 +70,8 @@ with TestClient(app) as client:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    repo = two_version_repository(tmp_path_factory.mktemp("repo"))
-    settings = settings_on_free_ports(
-        tmp_path_factory.mktemp("stack"), model_repository=repo, models=[MODEL], ready_timeout_s=180
-    )
-    st = Stack(settings)
-    st.start(only=["triton", "preprocess"])
-    try:
+    with two_version_stack(tmp_path_factory) as st:
         yield st
-    finally:
-        st.stop()
 
 
 def _study(stack: Stack, tmp: Path, policy: dict[str, object]) -> dict[str, object]:

@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -48,8 +49,9 @@ def two_version_repository(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def two_version_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Triton and preprocess serving :func:`two_version_repository` (the gateway test uses it too)."""
     repo = two_version_repository(tmp_path_factory.mktemp("repo"))
     settings = settings_on_free_ports(
         tmp_path_factory.mktemp("stack"), model_repository=repo, models=[MODEL], ready_timeout_s=180
@@ -60,6 +62,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield st
     finally:
         st.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with two_version_stack(tmp_path_factory) as st:
+        yield st
 
 
 def _items() -> list[bytes]:
