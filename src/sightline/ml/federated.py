@@ -35,6 +35,7 @@ from sightline.ml.federated_config import FederatedConfig
 from sightline.ml.federated_export import export_federated
 from sightline.ml.federated_server import EvaluateFn, FederationResult, InProcessGrid, run_federation
 from sightline.ml.prediction import model_inputs
+from sightline.ml.subgroups import MIN_POSITIVES_CI
 from sightline.ml.train import predict_logits
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def validation_scorer(
     cfg: FederatedConfig, validation: ds.DermSet, best: BestRound, progress: bool
 ) -> Callable[[list[float], list[float]], EvaluateFn]:
     """Pooled, per-site and mean-of-sites validation AUROC after each round; keeps the best round
-    by the mean of sites."""
+    by the mean of the sites with at least ``MIN_POSITIVES_CI`` malignant validation images."""
     sites = validation.meta["site"].to_numpy()
 
     def make(mean: list[float], std: list[float]) -> EvaluateFn:
@@ -102,13 +103,18 @@ def validation_scorer(
             logits = predict_logits(model, inputs)
             pooled = auroc(validation.labels, logits)
             metrics: dict[str, float] = {"val-auroc": pooled if pooled is not None else float("nan")}
+            per_site, reliable = [], []
             for site in cfg.sites:
                 mask = sites == site
                 value = auroc(validation.labels[mask], logits[mask])
                 if value is not None:
                     metrics[f"val-auroc-{site}"] = value
-            per_site = [v for k, v in metrics.items() if k.startswith("val-auroc-")]
-            macro = float(np.mean(per_site)) if per_site else float("nan")
+                    per_site.append(value)
+                    if validation.labels[mask].sum() >= MIN_POSITIVES_CI:
+                        reliable.append(value)
+            # Sites with a handful of malignant validation images (vidir_molemax: 4) swing the mean
+            # by chance: average the sites with enough for a confidence interval, if any.
+            macro = float(np.mean(reliable or per_site)) if per_site else float("nan")
             metrics["val-auroc-macro"] = macro
             if server_round > 0 and not np.isnan(macro) and macro > best.auroc:
                 best.round, best.auroc, best.arrays = server_round, macro, copy.deepcopy(arrays)

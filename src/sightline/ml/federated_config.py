@@ -34,7 +34,7 @@ class PrivacyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    noise_multiplier: float = Field(gt=0)
+    noise_multiplier: float = Field(ge=0, description="0: clipping only (no privacy: epsilon infinite)")
     clipping_norm: float = Field(default=1.0, gt=0)
     delta: float = Field(default=1e-5, gt=0, lt=1)
 
@@ -71,5 +71,7 @@ def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float:
     (Bun and Steinke 2016, Prop. 1.3). Flower's own accountant needs the optional
     ``dp-accounting`` package, which this workspace does not install.
     """
+    if noise_multiplier == 0:
+        return math.inf
     rho = rounds / (2.0 * noise_multiplier**2)
     return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))

@@ -61,6 +61,11 @@ def provenance(cfg: FederatedConfig, outcome: FederationResult, sites: list[str]
     )
 
 
+def _finite(epsilon: float) -> float | None:
+    """JSON has no infinity: clipping without noise records epsilon as null."""
+    return None if math.isinf(epsilon) else round(epsilon, 3)
+
+
 def export_federated(
     cfg: FederatedConfig, outcome: FederationResult, validation: ds.DermSet
 ) -> tuple[nn.Module, dict[str, Any], ModelManifest | None]:
@@ -96,7 +101,7 @@ def export_federated(
     if cfg.privacy is not None:
         federated["privacy"] = {
             **cfg.privacy.model_dump(),
-            "epsilon": round(epsilon_spent(cfg.privacy.noise_multiplier, cfg.rounds, cfg.privacy.delta), 3),
+            "epsilon": _finite(epsilon_spent(cfg.privacy.noise_multiplier, cfg.rounds, cfg.privacy.delta)),
             "unit": "site (client-level DP), zCDP accounting, no sampling amplification",
         }
     positives = int(validation.labels.sum())
