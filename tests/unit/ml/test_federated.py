@@ -141,3 +141,28 @@ def test_under_dp_batch_norm_statistics_stay_at_the_sites() -> None:
     assert any(".running_var" in k for k in float_state(model))
     shared_under_dp = float_state(model, statistics=False)
     assert shared_under_dp and not any(".running_" in k for k in shared_under_dp)
+
+
+def test_a_site_scores_the_global_model_on_its_own_validation_rows(dataset: Path, tmp_path: Path) -> None:
+    """The ``evaluate`` message a SuperLink sends when federated evaluation is on."""
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+    from sightline_explain.core.nets import build_model
+
+    from sightline.ml.federated_client import RECIPE_KEY, float_state, make_client_app
+
+    cfg = small_config(dataset, tmp_path)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(float_state(build_model(cfg.architecture))),
+            "config": ConfigRecord({RECIPE_KEY: cfg.model_dump_json()}),
+        }
+    )
+    message = Message(content, 1, "evaluate")
+    context = Context(1, 1, {"site": "rosendahl", "dataset": str(dataset)}, RecordDict(), {})
+    reply = make_client_app()(message, context)
+    assert not reply.has_error()
+    metrics = reply.content["metrics"]
+    assert metrics["num-examples"] == 12  # rosendahl's validation rows only
+    assert float(metrics["val-loss"]) > 0
