@@ -130,6 +130,35 @@ def validation_scorer(
     return make
 
 
+def run_on_ray(
+    cfg: FederatedConfig, evaluate: Callable[[list[float], list[float]], EvaluateFn]
+) -> FederationResult:
+    """The same ServerApp logic and ClientApp under Flower's Ray simulation engine (a node per site)."""
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    outcomes: list[FederationResult] = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        outcomes.append(run_federation(grid, cfg, evaluate=evaluate))
+
+    run_simulation(
+        server_app=server,
+        client_app=make_client_app(privacy=cfg.privacy is not None),
+        num_supernodes=len(cfg.sites),
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0},
+            # A Ray of its own: never join a running cluster (the platform's Ray Serve is one).
+            "init_args": {"address": "local", "num_cpus": cfg.threads},
+        },
+    )
+    if not outcomes:
+        raise RuntimeError("the Ray simulation ended without a result (see Flower's log above)")
+    return outcomes[0]
+
+
 @dataclass
 class FederatedRun:
     model: nn.Module
@@ -149,8 +178,11 @@ def run_federated(cfg: FederatedConfig, *, progress: bool = True) -> FederatedRu
             f"{len(validation)} validation images at the coordinator"
         )
     best = BestRound()
-    grid = simulation_grid(cfg)
-    outcome = run_federation(grid, cfg, evaluate=validation_scorer(cfg, validation, best, progress))
+    evaluate = validation_scorer(cfg, validation, best, progress)
+    if cfg.engine == "ray":
+        outcome = run_on_ray(cfg, evaluate)
+    else:
+        outcome = run_federation(simulation_grid(cfg), cfg, evaluate=evaluate)
     if best.arrays is not None:
         outcome.arrays, outcome.best_round = best.arrays, best.round
     model, fields, manifest = export_federated(cfg, outcome, validation)

@@ -180,7 +180,9 @@ def _setup(msg: Message, context: Context) -> tuple[FederatedConfig, SiteRows, P
     config = _config(msg)
     cfg = FederatedConfig.model_validate_json(str(config[RECIPE_KEY]))
     node = context.node_config
-    rows = load_site(cfg, str(node["site"]), str(node["dataset"]) if node.get("dataset") else None)
+    # A SuperNode names its site; Flower's Ray simulation numbers its nodes (partition-id).
+    site = str(node["site"]) if "site" in node else cfg.sites[int(node["partition-id"])]
+    rows = load_site(cfg, site, str(node["dataset"]) if node.get("dataset") else None)
     mean = [float(v) for v in config.get(MEAN_KEY, [0.0, 0.0, 0.0])]  # type: ignore[union-attr]
     std = [float(v) for v in config.get(STD_KEY, [1.0, 1.0, 1.0])]  # type: ignore[union-attr]
     return cfg, rows, size_spec(cfg, mean, std)

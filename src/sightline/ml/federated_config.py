@@ -52,6 +52,11 @@ class FederatedConfig(TrainConfig):
     weighting: Weighting = "num-examples"
     privacy: PrivacyConfig | None = None
     min_site_images: int = Field(default=1, ge=1, description="a site with fewer training images is refused")
+    engine: Literal["inprocess", "ray"] = Field(
+        default="inprocess",
+        description="simulation transport: ClientApps called in this process (metered bytes), or "
+        "Flower's Ray simulation engine (one actor per client; no byte meter)",
+    )
 
 
 def load_federated_config(path: Path, **overrides: Any) -> FederatedConfig:

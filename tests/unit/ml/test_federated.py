@@ -166,3 +166,15 @@ def test_a_site_scores_the_global_model_on_its_own_validation_rows(dataset: Path
     metrics = reply.content["metrics"]
     assert metrics["num-examples"] == 12  # rosendahl's validation rows only
     assert float(metrics["val-loss"]) > 0
+
+
+@pytest.mark.slow
+def test_flowers_ray_simulation_engine_trains_the_same_model(dataset: Path, tmp_path: Path) -> None:
+    """The in-process grid is only a transport: Flower's Ray engine (ray 2.60, without the
+    ``simulation`` extra's pin) gives the same rounds, round for round."""
+    inprocess = run_federated(small_config(dataset, tmp_path / "a", repository=None), progress=False)
+    on_ray = run_federated(
+        small_config(dataset, tmp_path / "b", repository=None, engine="ray"), progress=False
+    )
+    rounds = [[round(h["val-auroc"], 6) for h in r.outcome.history] for r in (inprocess, on_ray)]
+    assert rounds[0] == rounds[1]
