@@ -18,7 +18,6 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,13 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from sightline.ml import data as ds
-from sightline.ml.federated_client import global_model, make_client_app, recompute_statistics, size_spec
+from sightline.ml.federated_client import (
+    global_model,
+    load_rows,
+    make_client_app,
+    recompute_statistics,
+    size_spec,
+)
 from sightline.ml.federated_config import FederatedConfig
 from sightline.ml.federated_export import export_federated
 from sightline.ml.federated_server import EvaluateFn, FederationResult, InProcessGrid, run_federation
@@ -44,15 +49,7 @@ console = Console(stderr=True)
 
 def coordinator_validation(cfg: FederatedConfig) -> ds.DermSet:
     """The validation rows the coordinator calibrates and picks the round on (the sites' val split)."""
-    root = ds.dataset_root(cfg.dataset)
-    everything = ds.load_dataset(
-        root,
-        size_spec(cfg),
-        cache_dir=Path(cfg.cache_dir),
-        limit=cfg.limit_per_split,
-        required=ds.training_columns(cfg.group_column, cfg.subgroup_columns),
-        group_column=cfg.group_column,
-    )
+    everything = load_rows(cfg, ds.dataset_root(cfg.dataset))
     return ds.select(everything, [cfg.val_split], include_sites=cfg.sites)
 
 

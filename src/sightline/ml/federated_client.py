@@ -70,19 +70,24 @@ class SiteRows:
 _SITES: dict[tuple[str, str, int, str], SiteRows] = {}
 
 
+def load_rows(cfg: FederatedConfig, root: Path) -> ds.DermSet:
+    """Every row of a dataset folder at the recipe's size, with the columns training needs."""
+    return ds.load_dataset(
+        root,
+        size_spec(cfg),
+        cache_dir=Path(cfg.cache_dir),
+        limit=cfg.limit_per_split,
+        required=ds.training_columns(cfg.group_column, cfg.subgroup_columns),
+        group_column=cfg.group_column,
+    )
+
+
 def load_site(cfg: FederatedConfig, site: str, dataset: str | None) -> SiteRows:
     """The site's rows of its dataset folder (cached per process: a SuperNode loads once)."""
     root = ds.dataset_root(dataset if dataset else cfg.dataset)
     key = (str(root), site, cfg.input_size, cfg.resize)
     if key not in _SITES:
-        everything = ds.load_dataset(
-            root,
-            size_spec(cfg),
-            cache_dir=Path(cfg.cache_dir),
-            limit=cfg.limit_per_split,
-            required=ds.training_columns(cfg.group_column, cfg.subgroup_columns),
-            group_column=cfg.group_column,
-        )
+        everything = load_rows(cfg, root)
         train = ds.select(everything, cfg.train_splits, include_sites=[site])
         if len(train) < cfg.min_site_images:
             raise ValueError(f"site {site!r} has {len(train)} training images (< {cfg.min_site_images})")

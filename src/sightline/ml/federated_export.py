@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sightline_common.manifest import ModelManifest, PreprocessSpec
+from sightline_common.manifest import ModelManifest
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -27,26 +27,7 @@ from sightline.ml.federated_server import FederationResult
 from sightline.ml.metrics import expected_calibration_error
 from sightline.ml.prediction import choose_threshold, model_inputs, sigmoid
 from sightline.ml.reference import reference_distribution
-from sightline.ml.train import _card_texts, fit_temperature, predict_logits, sop_class_uids
-
-
-def serving_spec(cfg: FederatedConfig, mean: list[float], std: list[float]) -> PreprocessSpec:
-    """The served preprocessing: the recipe's size, the pooled normalisation, the task's scope."""
-    task = cfg.task
-    return PreprocessSpec(
-        height=cfg.input_size,
-        width=cfg.input_size,
-        resize=cfg.resize,
-        colour=cfg.colour,
-        mean=mean,
-        std=std,
-        accepted_modalities=task.accepted_modalities,
-        accepted_sop_classes=sop_class_uids(task.accepted_sop_classes),
-        accepted_body_parts=task.accepted_body_parts,
-        accepted_photometric_interpretations=task.accepted_photometric_interpretations,
-        min_rows=task.min_rows,
-        min_columns=task.min_columns,
-    )
+from sightline.ml.train import _card_texts, fit_temperature, predict_logits, serving_spec
 
 
 def provenance(cfg: FederatedConfig, outcome: FederationResult, sites: list[str]) -> str:

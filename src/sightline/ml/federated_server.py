@@ -34,6 +34,7 @@ from sightline_explain.core.nets import build_model
 
 from sightline.ml.federated_client import MEAN_KEY, POS_WEIGHT_KEY, RECIPE_KEY, STD_KEY, float_state
 from sightline.ml.federated_config import FederatedConfig
+from sightline.ml.train import pos_weight_from_counts
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +138,6 @@ def build_strategy(cfg: FederatedConfig, n_sites: int) -> Strategy:
             strategy, cfg.privacy.noise_multiplier, cfg.privacy.clipping_norm, n_sites
         )
     return strategy
-
-
-def pos_weight_from_counts(setting: float | str, negatives: int, positives: int) -> float:
-    """The recipe's class weight (``sqrt``, ``balanced``, ``none`` or a number) from pooled counts."""
-    ratio = negatives / max(1, positives)
-    if setting == "none":
-        return 1.0
-    if setting == "sqrt":
-        return math.sqrt(ratio)
-    if setting == "balanced":
-        return ratio
-    return float(setting)
 
 
 @dataclass

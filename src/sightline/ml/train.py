@@ -157,8 +157,33 @@ def fit_temperature(logits: NDArray[np.float64], labels: NDArray[np.int64]) -> f
     return min(max(float(log_t.exp().item()), MIN_TEMPERATURE), MAX_TEMPERATURE)
 
 
+def serving_spec(cfg: TrainConfig, mean: list[float], std: list[float]) -> PreprocessSpec:
+    """The served preprocessing: the recipe's size, the training normalisation, the task's scope."""
+    task = cfg.task
+    return PreprocessSpec(
+        height=cfg.input_size,
+        width=cfg.input_size,
+        resize=cfg.resize,
+        colour=cfg.colour,
+        mean=mean,
+        std=std,
+        accepted_modalities=task.accepted_modalities,
+        accepted_sop_classes=sop_class_uids(task.accepted_sop_classes),
+        accepted_body_parts=task.accepted_body_parts,
+        accepted_photometric_interpretations=task.accepted_photometric_interpretations,
+        min_rows=task.min_rows,
+        min_columns=task.min_columns,
+    )
+
+
 def resolve_pos_weight(setting: float | str, labels: NDArray[np.int64]) -> float:
-    ratio = float((labels == 0).sum()) / max(1, int((labels == 1).sum()))
+    return pos_weight_from_counts(setting, int((labels == 0).sum()), int((labels == 1).sum()))
+
+
+def pos_weight_from_counts(setting: float | str, negatives: int, positives: int) -> float:
+    """The recipe's class weight (``sqrt``, ``balanced``, ``none`` or a number) from the counts
+    (a federated run's are pooled from the sites' reports)."""
+    ratio = negatives / max(1, positives)
     if setting == "none":
         return 1.0
     if setting == "sqrt":
@@ -223,20 +248,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
         f"data: {len(train_set)} train, {len(val_set)} val images ({time.monotonic() - t0:.0f} s to load)"
     )
     mean, std = channel_stats(train_set.images, cfg.colour)
-    spec = PreprocessSpec(
-        height=cfg.input_size,
-        width=cfg.input_size,
-        resize=cfg.resize,
-        colour=cfg.colour,
-        mean=mean,
-        std=std,
-        accepted_modalities=cfg.task.accepted_modalities,
-        accepted_sop_classes=sop_class_uids(cfg.task.accepted_sop_classes),
-        accepted_body_parts=cfg.task.accepted_body_parts,
-        accepted_photometric_interpretations=cfg.task.accepted_photometric_interpretations,
-        min_rows=cfg.task.min_rows,
-        min_columns=cfg.task.min_columns,
-    )
+    spec = serving_spec(cfg, mean, std)
 
     model = build_model(cfg.architecture).to(device)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
