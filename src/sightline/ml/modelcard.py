@@ -1,8 +1,9 @@
 """MODEL_CARD.md from the manifest and the evaluation output (Mitchell et al. 2019 sections).
 
-One file on purpose (about 475 lines): the two renderers, the subgroup card (derm-cnn) and the card
+One file on purpose (about 490 lines): the two renderers, the subgroup card (derm-cnn) and the card
 without subgroup columns (cxr-pneumonia), share the header, findings and out-of-scope sections and
 differ only in their tables; split apart, each would import the other's private section builders.
+The versions table, which needs the repository, lives in :mod:`sightline.ml.card_versions`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sightline_common.manifest import ModelManifest, load_manifest, own_version_manifest
+from sightline_common.manifest import ModelManifest, load_manifest
 
+from sightline.ml.card_versions import repository_versions, versions_section
 from sightline.ml.loso_results import loso_entries
 from sightline.ml.metrics import metrics_table
 
@@ -157,55 +159,6 @@ def _out_of_scope_section(manifest: ModelManifest) -> list[str]:
         "",
     ]
     return lines
-
-
-def how_trained(manifest: ModelManifest) -> str:
-    """One line on how a version was trained: its provenance (a federated run says so), else the
-    central recipe its manifest records."""
-    td = manifest.training_data or {}
-    if td.get("provenance"):
-        return str(td["provenance"])
-    cfg = td.get("config") or {}
-    arch = (cfg.get("architecture") or {}).get("name", "?")
-    history = td.get("history") or []
-    epochs = f"{cfg.get('epochs', '?')} epochs"
-    if history and len(history) != cfg.get("epochs"):
-        budget = f"{cfg.get('max_minutes', '?')}-minute budget"
-        epochs = f"{len(history)} epochs (of {cfg.get('epochs', '?')}: the {budget})"
-    return (
-        f"centralised: {arch}, {epochs} at {cfg.get('input_size', '?')} px on "
-        f"`{', '.join(td.get('train_splits', []))}` ({td.get('n_train', '?')} images), "
-        f"seed {cfg.get('seed', '?')}"
-    )
-
-
-def versions_section(manifest: ModelManifest, versions: Sequence[ModelManifest] = ()) -> list[str]:
-    """Every version the repository keeps of the model, newest first, and how each was trained."""
-    found = {m.version: m for m in [*versions, manifest]}
-    rows = [
-        f"| {v}{' (this card)' if v == manifest.version else ''} | {how_trained(m)} | "
-        f"`{m.artifacts.get(f'{v}/model.onnx', '?')[:12]}` |"
-        for v, m in sorted(found.items(), reverse=True)
-    ]
-    return [
-        "## Versions and how each was trained",
-        "",
-        "| version | how it was trained | model.onnx sha256 |",
-        "|---|---|---|",
-        *rows,
-        "",
-    ]
-
-
-def repository_versions(repository: Path, name: str) -> list[ModelManifest]:
-    """The manifests versions kept beside a newer one have of their own (``<name>/<v>/manifest.json``)."""
-    found = []
-    for folder in sorted((repository / name).iterdir()):
-        if folder.is_dir() and folder.name.isdigit():
-            own = own_version_manifest(repository, name, int(folder.name))
-            if own is not None:
-                found.append(own)
-    return found
 
 
 def render_model_card(

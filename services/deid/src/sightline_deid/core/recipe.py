@@ -4,6 +4,11 @@ The recipe, not code, says what happens to every attribute: the rows of DICOM PS
 E.1-1 with their option columns, a keep list for identity-free attributes, local overrides,
 the safe private list and the burned-in annotation policy. This module turns that file into an
 immutable :class:`Recipe` whose :meth:`Recipe.action_for` answers "what do I do with tag T".
+
+One file (about 480 lines) because it is one validator of one document: every section's errors
+are :class:`RecipeError` with the recipe's label, and the generalised variant is the same file
+parsed again. The burned-in section (rules, OCR and text-detector settings, ~90 lines) is the seam
+to split along if it grows.
 """
 
 from __future__ import annotations
