@@ -22,8 +22,14 @@ def how_trained(manifest: ModelManifest) -> str:
     if history and len(history) != cfg.get("epochs"):
         budget = f"{cfg.get('max_minutes', '?')}-minute budget"
         epochs = f"{len(history)} epochs (of {cfg.get('epochs', '?')}: the {budget})"
+    extras = []
+    if ((cfg.get("architecture") or {}).get("kwargs") or {}).get("colour_constancy") is not None:
+        extras.append("Shades of Gray colour constancy in the graph")
+    if cfg.get("sampling", "uniform") != "uniform":
+        extras.append(f"{cfg['sampling'].replace('_', '-')} drawing")
     return (
-        f"centralised: {arch}, {epochs} at {cfg.get('input_size', '?')} px on "
+        f"centralised: {arch}{''.join(', ' + e for e in extras)}, {epochs} at "
+        f"{cfg.get('input_size', '?')} px on "
         f"`{', '.join(td.get('train_splits', []))}` ({td.get('n_train', '?')} images), "
         f"seed {cfg.get('seed', '?')}"
     )

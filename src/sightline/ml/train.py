@@ -176,6 +176,36 @@ def serving_spec(cfg: TrainConfig, mean: list[float], std: list[float]) -> Prepr
     )
 
 
+def with_input_statistics(
+    architecture: dict[str, Any], mean: list[float], std: list[float]
+) -> dict[str, Any]:
+    """The architecture as the manifest records it: a colour-constancy stage gets the training
+    normalisation it undoes (it works on intensities, the served tensor is normalised)."""
+    out = copy.deepcopy(architecture)
+    colour = out.get("kwargs", {}).get("colour_constancy")
+    if colour is not None:
+        colour.update(mean=mean, std=std)
+    return out
+
+
+def site_label_weights(
+    sites: NDArray[Any], labels: NDArray[np.int64], max_weight: float
+) -> NDArray[np.float64]:
+    """Per-image draw weights P(label) / P(label | site), capped at ``max_weight`` and
+    normalised to mean 1: in the drawn stream a site no longer predicts the label (HAM10000's
+    sites range from 1% to 41% malignant), while the overall label balance stays as it was."""
+    weights = np.ones(len(labels), dtype=np.float64)
+    prior = {y: float((labels == y).mean()) for y in (0, 1)}
+    for site in np.unique(sites):
+        at = sites == site
+        for y in (0, 1):
+            cell = at & (labels == y)
+            if cell.any():
+                weights[cell] = min(max_weight, prior[y] / float(cell.sum() / at.sum()))
+    normalised: NDArray[np.float64] = weights / weights.mean()
+    return normalised
+
+
 def resolve_pos_weight(setting: float | str, labels: NDArray[np.int64]) -> float:
     return pos_weight_from_counts(setting, int((labels == 0).sum()), int((labels == 1).sum()))
 
@@ -250,7 +280,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     mean, std = channel_stats(train_set.images, cfg.colour)
     spec = serving_spec(cfg, mean, std)
 
-    model = build_model(cfg.architecture).to(device)
+    architecture = with_input_statistics(cfg.architecture, mean, std)
+    model = build_model(architecture).to(device)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     pos_weight = resolve_pos_weight(cfg.pos_weight, train_set.labels)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
@@ -274,6 +305,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     images = torch.from_numpy(train_set.images)
     labels = torch.from_numpy(train_set.labels).float()
     val_inputs = model_inputs(val_set.images, spec)
+    draw_weights = (
+        torch.from_numpy(
+            site_label_weights(train_set.meta["site"].to_numpy(), train_set.labels, cfg.sampling_max_weight)
+        )
+        if cfg.sampling == "site_label_balanced"
+        else None
+    )
 
     history: list[dict[str, float]] = []
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
@@ -289,7 +327,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     with Progress(*columns, console=console, disable=not progress) as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            order = torch.randperm(len(images), generator=gen)
+            order = (
+                torch.multinomial(draw_weights, len(images), replacement=True, generator=gen)
+                if draw_weights is not None
+                else torch.randperm(len(images), generator=gen)
+            )
             task = bar.add_task(f"epoch {epoch}/{plan['epochs']}", total=steps_per_epoch, loss=float("nan"))
             total, seen = 0.0, 0
             for step in range(steps_per_epoch):
@@ -384,7 +426,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> TrainResult:
     fields: dict[str, Any] = {
         "name": cfg.name,
         "placeholder": False,
-        "architecture": cfg.architecture,
+        "architecture": architecture,
         "preprocessing": spec.model_dump(),
         "labels": about.labels,
         "positive_label": about.positive_label,

@@ -107,6 +107,14 @@ class TrainConfig(BaseModel):
         default=None, ge=1, description="first N images per split and label (smoke runs)"
     )
     target_sensitivity: float = Field(default=0.90, gt=0, lt=1)
+    sampling: Literal["uniform", "site_label_balanced"] = Field(
+        default="uniform",
+        description="site_label_balanced: draw training images so that the label does not depend on "
+        "the site (weight P(label) / P(label | site), capped), against the site shortcut",
+    )
+    sampling_max_weight: float = Field(
+        default=10.0, ge=1.0, description="cap of a site_label_balanced weight"
+    )
     augment: AugmentConfig = AugmentConfig()
     task: TaskConfig = TaskConfig()
 

@@ -36,15 +36,45 @@ class ResidualBlock(nn.Module):
         return out
 
 
+class ShadesOfGray(nn.Module):
+    """Colour constancy inside the network (Finlayson & Trezzi 2004, as ISIC entries used it).
+
+    The input is the served, normalised tensor; it is mapped back to [0, 1] intensities, each
+    image's illuminant is estimated per channel as the Minkowski p-norm mean, the image is divided
+    by it (a grey illuminant changes nothing) and normalised again. Being part of the graph, it is
+    the same function in training, ONNX/Triton and Grad-CAM.
+    """
+
+    def __init__(self, mean: list[float], std: list[float], p: float = 6.0) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = (x * self.std + self.mean).clamp(min=0.0, max=1.0)
+        illuminant = (raw.pow(self.p).mean(dim=(2, 3), keepdim=True) + 1e-12).pow(1.0 / self.p)
+        grey = illuminant.mean(dim=1, keepdim=True)
+        balanced = (raw * (grey / (illuminant + 1e-6))).clamp(max=1.0)
+        out: torch.Tensor = (balanced - self.mean) / self.std
+        return out
+
+
 class LesionNet(nn.Module):
     """A small residual CNN, trainable from scratch on a CPU (dermoscopy RGB, or one channel for X-rays).
 
     ``features`` ends in the last convolutional block (the Grad-CAM target layer,
     ``target_layer``); the head is global average pooling and one logit (malignant).
+    ``colour_constancy`` ({"p", "mean", "std"}) puts Shades of Gray in front of the stem, as the
+    first stage of ``features``.
     """
 
     def __init__(
-        self, widths: tuple[int, ...] = (32, 64, 128, 192), dropout: float = 0.2, in_channels: int = 3
+        self,
+        widths: tuple[int, ...] = (32, 64, 128, 192),
+        dropout: float = 0.2,
+        in_channels: int = 3,
+        colour_constancy: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         stem = nn.Sequential(
@@ -53,7 +83,13 @@ class LesionNet(nn.Module):
             nn.ReLU(inplace=True),
         )
         blocks = [ResidualBlock(a, b, 2) for a, b in itertools.pairwise(widths)]
-        self.features = nn.Sequential(stem, *blocks)
+        # Without colour constancy the stem stays features.0 (the checkpoints of version 1).
+        colour = (
+            [ShadesOfGray(colour_constancy["mean"], colour_constancy["std"], colour_constancy.get("p", 6.0))]
+            if colour_constancy is not None
+            else []
+        )
+        self.features = nn.Sequential(*colour, stem, *blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(widths[-1], 1)
