@@ -31,6 +31,8 @@ class SpanStore:
 
     spans: list[dict[str, Any]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
+    #: Exports the receiver could not read (a test failing on a missing span says why).
+    errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, request: trace_service_pb2.ExportTraceServiceRequest, raw: bytes) -> None:
@@ -111,11 +113,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         request = trace_service_pb2.ExportTraceServiceRequest()
-        if "json" in self.headers.get("Content-Type", ""):
-            # OTLP/HTTP JSON (opentelemetry-cpp's default, e.g. Triton): ids are hex strings there.
-            _parse_json(body, request)
-        else:
-            request.ParseFromString(body)
+        try:
+            if "json" in self.headers.get("Content-Type", ""):
+                # OTLP/HTTP JSON (opentelemetry-cpp's default, e.g. Triton): ids are hex strings there.
+                _parse_json(body, request)
+            else:
+                request.ParseFromString(body)
+        except Exception as exc:  # recorded for the test's failure message, answered 400
+            with self.store.lock:
+                self.store.errors.append(f"{self.headers.get('User-Agent')}: {exc!r}"[:500])
+            self.send_response(400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.store.add(request, body)
         payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
@@ -148,7 +158,10 @@ def start_receivers() -> Iterator[Receivers]:
     """Start both receivers on free loopback ports; yield their endpoints; stop them."""
     store = SpanStore()
     handler = type("Handler", (_Handler,), {"store": store})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # Six processes flush at once when a traced request ends: a listen backlog of 5 (the
+    # socketserver default) makes some of them wait on SYN retransmits.
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
+    httpd = server_class(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

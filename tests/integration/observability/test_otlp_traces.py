@@ -111,7 +111,12 @@ def _spans_of(receivers: Receivers, trace_id: str, services: set[str], timeout: 
             return [s for s in receivers.store.snapshot() if s["trace_id"] == trace_id]
         time.sleep(0.2)
     got = {s["service"] for s in receivers.store.snapshot()}
-    pytest.fail(f"trace {trace_id} did not arrive from {services} (services seen: {got})")
+    in_trace = sorted({s["service"] for s in receivers.store.snapshot() if s["trace_id"] == trace_id})
+    pytest.fail(
+        f"trace {trace_id}: no span from {sorted(services - set(in_trace))} within {timeout} s "
+        f"(this trace's services: {in_trace}; services seen at all: {sorted(got)}; "
+        f"exports the receiver could not read: {receivers.store.errors[-3:]})"
+    )
 
 
 def test_trace_crosses_services_with_parent_links_and_no_phi(
@@ -228,7 +233,7 @@ def test_full_pipeline_trace_through_the_gateway(receivers: Receivers, tmp_path:
         trace_id = r.json()["trace_id"]
         assert r.json()["explanation"]["status"] == "available"
         spans = _spans_of(
-            receivers, trace_id, {"gateway", "deid", "preprocess", "triton", "explain"}, timeout=30
+            receivers, trace_id, {"gateway", "deid", "preprocess", "triton", "explain"}, timeout=90
         )
     finally:
         stack.stop()
