@@ -182,6 +182,30 @@ def fit_out_of_scope_command(
     typer.echo(oos.threshold_rationale)
 
 
+@ml_app.command("add-version")
+def add_version_command(
+    source: Annotated[Path, typer.Option(help="repository a training run exported into (its config's)")],
+    repository: Annotated[Path, typer.Option(help="model repository")] = Path("model_repository"),
+    model: Annotated[str, typer.Option(help="model name")] = "derm-cnn",
+) -> None:
+    """Add a trained model as the next version beside the ones the repository keeps (it becomes the
+    version the manifest names; promotion to tenants stays the gateway's decision)."""
+    from sightline_common.errors import SightlineError
+
+    from sightline.ml.versions import add_version
+
+    try:
+        manifest = add_version(repository, model, source)
+    except SightlineError as exc:
+        typer.echo(f"add-version failed: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{model} version {manifest.version} added to {repository}")
+    typer.echo(
+        f"next: sightline fit-out-of-scope --repository {repository} --model {model}; "
+        f"sightline evaluate --repository {repository} --model {model} --update-manifest"
+    )
+
+
 @ml_app.command("model-card")
 def model_card_command(
     repository: Annotated[Path, typer.Option(help="model repository")] = Path("model_repository"),
