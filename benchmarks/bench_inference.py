@@ -96,7 +96,7 @@ def bare(model_dir: Path, manifest, images: list[bytes], seconds: float, threads
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(
-        str(model_dir / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+        str(model_dir / str(manifest.version) / "model.onnx"), opts, providers=["CPUExecutionProvider"]
     )
     name = session.get_inputs()[0].name
     spec = manifest.preprocessing

@@ -49,8 +49,8 @@ def main() -> None:
 
     manifest = load_manifest(args.repository, args.model)
     spec = manifest.preprocessing
-    onnx_path = verify_artifact(args.repository, manifest, "1/model.onnx")
-    pt_path = verify_artifact(args.repository, manifest, "1/model.pt")
+    onnx_path = verify_artifact(args.repository, manifest, f"{manifest.version}/model.onnx")
+    pt_path = verify_artifact(args.repository, manifest, f"{manifest.version}/model.pt")
     torch.set_num_threads(args.threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads

@@ -111,6 +111,8 @@ def test_dynamic_batching_is_on(configs: dict[str, dict], name: str) -> None:
 
 def test_local_config_runs_the_onnx_artifact_in_the_python_backend(configs: dict[str, dict]) -> None:
     local = configs["configs/local.pbtxt"]
-    assert local["backend"] == "python" and (MODEL_DIR / "1" / "model.py").is_file()
-    assert (MODEL_DIR / "1" / "model.onnx").is_file()
+    # The version both configs serve (latest: 1): the newest the repository keeps.
+    newest = MODEL_DIR / str(max(int(p.name) for p in MODEL_DIR.iterdir() if p.name.isdigit()))
+    assert local["backend"] == "python" and (newest / "model.py").is_file()
+    assert (newest / "model.onnx").is_file()
     assert configs["config.pbtxt"]["backend"] == "onnxruntime"

@@ -124,7 +124,7 @@ def test_out_of_scope_score_is_the_served_graphs_second_output(
         pytest.skip("derm-cnn has no out-of-scope score")
     items = [to_bytes(accepted(n, manifest.preprocessing)) for n in COLOUR_FILES]
     batch, _ = transform_batch(items, manifest.preprocessing, 1 << 26)
-    onnx_path = REPO / "model_repository" / manifest.name / "1" / "model.onnx"
+    onnx_path = REPO / "model_repository" / manifest.name / str(manifest.version) / "model.onnx"
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(["out_of_scope_score"], {"image": batch})[0]
     served = outputs(call(channel, items))["out_of_scope_score"]

@@ -19,14 +19,21 @@ from .conftest import REPOSITORY
 
 
 def _parity(
-    model_dir: Path, architecture: dict, size: tuple[int, int], batch: int = 4, channels: int = 3
+    model_dir: Path,
+    architecture: dict,
+    size: tuple[int, int],
+    batch: int = 4,
+    channels: int = 3,
+    version: int = 1,
 ) -> float:
     torch.manual_seed(1)
     x = torch.randn(batch, channels, *size)
-    net = load_checkpoint(str(model_dir / "1" / "model.pt"), architecture)
+    net = load_checkpoint(str(model_dir / str(version) / "model.pt"), architecture)
     with torch.no_grad():
         expected = net(x).numpy()
-    session = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model_dir / str(version) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     (got,) = session.run(["logit"], {"image": x.numpy()})
     return float(np.abs(got - expected).max())
 
@@ -62,7 +69,8 @@ def committed(request: pytest.FixtureRequest):
 
 def test_committed_manifest_digests_match_files(committed) -> None:
     root = REPOSITORY / committed.name
-    on_disk = {"1/model.onnx", "1/model.pt", "1/model.py", "config.pbtxt", "configs/local.pbtxt"}
+    v = committed.version
+    on_disk = {f"{v}/model.onnx", f"{v}/model.pt", f"{v}/model.py", "config.pbtxt", "configs/local.pbtxt"}
     assert on_disk <= set(committed.artifacts)
     for relative, digest in committed.artifacts.items():
         assert sha256_file(root / relative) == digest, relative
@@ -84,6 +92,6 @@ def test_committed_model_is_trained_and_consistent(committed) -> None:
     assert committed.reference_distribution["image_stats"]["n"] > 0
     assert licence in committed.licence
     size = (spec.height, spec.width)
-    assert _parity(root, committed.architecture, size, channels=channels) < 1e-4
-    for relative in ("1/model.onnx", "1/model.pt"):
+    assert _parity(root, committed.architecture, size, channels=channels, version=committed.version) < 1e-4
+    for relative in (f"{committed.version}/model.onnx", f"{committed.version}/model.pt"):
         assert (root / relative).stat().st_size < 30 * 2**20
