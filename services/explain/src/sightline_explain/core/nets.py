@@ -45,6 +45,9 @@ class ShadesOfGray(nn.Module):
     the same function in training, ONNX/Triton and Grad-CAM.
     """
 
+    mean: torch.Tensor  # buffers, (1, C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, mean: list[float], std: list[float], p: float = 6.0) -> None:
         super().__init__()
         self.p = float(p)
