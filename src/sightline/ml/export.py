@@ -106,6 +106,11 @@ def export_onnx(
     )
 
 
+def write_manifest(path: Path, manifest: ModelManifest) -> None:
+    """A manifest as the repository keeps it (indented JSON, one trailing newline)."""
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+
+
 def export_model(
     model: nn.Module, repository: Path, manifest_fields: dict[str, Any], *, version: int = 1
 ) -> ModelManifest:
@@ -126,7 +131,7 @@ def export_model(
     manifest = ModelManifest.model_validate(
         {**manifest_fields, "version": version, "artifacts": artifact_digests(root)}
     )
-    (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    write_manifest(root / "manifest.json", manifest)
     return manifest
 
 
@@ -191,7 +196,7 @@ def refresh_serving_files(repository: Path, name: str) -> ModelManifest:
         out_of_scope=manifest.out_of_scope is not None,
     )
     manifest = manifest.model_copy(update={"artifacts": artifact_digests(root)})
-    (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    write_manifest(root / "manifest.json", manifest)
     return manifest
 
 

@@ -30,9 +30,10 @@ from sightline_explain.core.nets import build_model
 from torch import nn
 
 from sightline.ml import data as ds
+from sightline.ml.drawing import augment_batch
 from sightline.ml.federated_config import FederatedConfig
 from sightline.ml.prediction import model_inputs
-from sightline.ml.train import augment_batch, predict_logits
+from sightline.ml.train import predict_logits
 
 log = logging.getLogger(__name__)
 

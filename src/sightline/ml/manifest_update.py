@@ -8,6 +8,8 @@ from typing import Any
 
 from sightline_common.manifest import ModelManifest
 
+from sightline.ml.export import write_manifest
+
 
 def record_evaluation(repository: Path, manifest: ModelManifest, result: dict[str, Any]) -> ModelManifest:
     """Write the evaluation summary into manifest.json's metrics (not an artifact: digests are unaffected)."""
@@ -35,8 +37,7 @@ def record_evaluation(repository: Path, manifest: ModelManifest, result: dict[st
     if "leave_one_site_out" in result:
         metrics["leave_one_site_out"] = result["leave_one_site_out"]
     updated = manifest.model_copy(update={"metrics": metrics})
-    path = repository / manifest.name / "manifest.json"
-    path.write_text(json.dumps(updated.model_dump(mode="json"), indent=2) + "\n")
+    write_manifest(repository / manifest.name / "manifest.json", updated)
     return updated
 
 

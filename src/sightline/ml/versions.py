@@ -10,7 +10,6 @@ served stays the gateway's lifecycle decision.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sightline_common.errors import InvalidInput
 from sightline_common.imaging import channels
 from sightline_common.manifest import ModelManifest, load_manifest, verify_artifact
 
-from sightline.ml.export import artifact_digests, write_serving_files
+from sightline.ml.export import artifact_digests, write_manifest, write_serving_files
 
 #: What a version brings: its weights and graph (the python-backend file is written afresh).
 VERSION_FILES = ("model.pt", "model.onnx")
@@ -26,10 +25,6 @@ VERSION_FILES = ("model.pt", "model.onnx")
 
 def _versions(root: Path) -> list[int]:
     return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _write(path: Path, manifest: ModelManifest) -> None:
-    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
 
 
 def add_version(repository: Path, name: str, source: Path) -> ModelManifest:
@@ -51,7 +46,7 @@ def add_version(repository: Path, name: str, source: Path) -> ModelManifest:
     sources = {f: verify_artifact(source, incoming, f"{incoming.version}/{f}") for f in VERSION_FILES}
 
     # The version it follows keeps what describes it.
-    _write(root / str(current.version) / "manifest.json", current)
+    write_manifest(root / str(current.version) / "manifest.json", current)
     evaluation = root / "evaluation"
     if (evaluation / "evaluation.json").is_file():
         kept = evaluation / str(current.version)
@@ -71,5 +66,5 @@ def add_version(repository: Path, name: str, source: Path) -> ModelManifest:
     fields.update(version=version, out_of_scope=None, artifacts=artifact_digests(root))
     fields["metrics"] = {"validation": incoming.metrics.get("validation", {})}
     manifest = ModelManifest.model_validate(fields)
-    _write(root / "manifest.json", manifest)
+    write_manifest(root / "manifest.json", manifest)
     return manifest
