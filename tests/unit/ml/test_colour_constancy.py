@@ -9,9 +9,10 @@ import onnxruntime as ort
 import torch
 from sightline_explain.core.nets import ShadesOfGray, build_model, load_checkpoint
 
+from sightline.ml.drawing import site_label_weights
 from sightline.ml.export import export_model_atomically
 from sightline.ml.placeholder import placeholder_fields
-from sightline.ml.train import site_label_weights, with_input_statistics
+from sightline.ml.train import with_input_statistics
 
 MEAN, STD = [0.76, 0.54, 0.56], [0.14, 0.16, 0.18]
 
@@ -30,11 +31,13 @@ def test_a_tinted_illuminant_is_removed_and_a_grey_one_kept() -> None:
     grey = (torch.rand(1, 1, 32, 32) * 0.5 + 0.2).expand(1, 3, 32, 32)
     assert torch.allclose(_intensities(sog(_normalise(grey))), grey, atol=1e-4)
     tint = torch.tensor([1.3, 0.9, 0.8]).view(1, 3, 1, 1)
-    balanced = _intensities(sog(_normalise(grey * tint)))
-    # The tinted image comes out grey again: its three channels equal (up to the overall level).
-    spread = (balanced.amax(dim=1) - balanced.amin(dim=1)).max()
-    assert float(spread) < 1e-4
-    assert float((_intensities(_normalise(grey * tint)).amax(1) - grey.amin(1)).max()) > 0.05
+
+    def channel_spread(x: torch.Tensor) -> float:
+        return float((x.amax(dim=1) - x.amin(dim=1)).max())
+
+    assert channel_spread(grey * tint) > 0.1  # the input is visibly tinted ...
+    # ... and comes out grey again: its three channels equal (up to the overall level).
+    assert channel_spread(_intensities(sog(_normalise(grey * tint)))) < 1e-4
 
 
 def test_a_colour_constancy_model_exports_to_the_same_onnx_function(tmp_path: Path) -> None:
