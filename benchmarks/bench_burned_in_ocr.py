@@ -46,10 +46,12 @@ FOUND_SHARE = 0.95
 
 @dataclass
 class Glyph:
-    """One drawn character: its ink mask (in image coordinates) and its ink height."""
+    """One drawn character: its ink mask (in image coordinates), its ink height, and whether it
+    was drawn alone (a one-character string: no neighbours for a word detector to join it to)."""
 
     mask: NDArray[np.bool_]
     height: int
+    alone: bool = False
 
 
 def dataset_images(name: str, limit: int, rng: random.Random) -> list[Path]:
@@ -123,7 +125,7 @@ def draw_text(
             ink = np.asarray(layer) > 127
             if ink.any():
                 rows = np.nonzero(ink.any(axis=1))[0]
-                glyphs.append(Glyph(ink, int(rows[-1] - rows[0] + 1)))
+                glyphs.append(Glyph(ink, int(rows[-1] - rows[0] + 1), alone=len(text.strip()) == 1))
         ImageDraw.Draw(canvas).text((x, y), text, fill=fill, font=font)
     return np.asarray(canvas), glyphs
 
@@ -163,6 +165,7 @@ def text_figures(
     """Recall of characters and text pixels, and the non-text area blacked out, at ``threshold``."""
     chars: dict[str, list[int]] = {}
     kinds: dict[str, list[int]] = {}
+    strings: dict[str, list[int]] = {}
     ink_total = ink_hit = 0
     false_area: list[float] = []
     for kind, img, glyphs, boxes in samples:
@@ -170,8 +173,9 @@ def text_figures(
         ink = np.zeros(img.shape, dtype=bool)
         for glyph in glyphs:
             found = float(mask[glyph.mask].mean()) >= FOUND_SHARE
-            for key, table in ((bucket(glyph.height), chars), (kind, kinds)):
-                if key == kind and glyph.height < 8:
+            alone = "a character alone" if glyph.alone else "characters in strings"
+            for key, table in ((bucket(glyph.height), chars), (kind, kinds), (alone, strings)):
+                if table is not chars and glyph.height < 8:
                     continue
                 hit, total = table.get(key, [0, 0])
                 table[key] = [hit + found, total + 1]
@@ -185,10 +189,12 @@ def text_figures(
     hit8, total8 = sum(f for f, _ in at8), sum(t for _, t in at8)
     by_height = ", ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(chars.items()))
     by_kind = ", ".join(f"{k} {f / max(1, t):.3f}" for k, (f, t) in sorted(kinds.items()))
+    by_string = ", ".join(f"{k} {f}/{t} = {f / max(1, t):.3f}" for k, (f, t) in sorted(strings.items()))
     return (
         f"characters >= 8 px {hit8 / max(1, total8):.3f} (goal >= 0.99), text pixels "
         f"{ink_hit / max(1, ink_total):.3f}, non-text area blacked out {float(np.mean(false_area)):.4f}\n"
-        f"      by ink height: {by_height}\n      >= 8 px by background: {by_kind}"
+        f"      by ink height: {by_height}\n      >= 8 px by background: {by_kind}\n"
+        f"      >= 8 px by string: {by_string}"
     )
 
 
