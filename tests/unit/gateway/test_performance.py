@@ -18,6 +18,7 @@ from sightline_gateway.core.performance import (
     performance,
     proxy_truth,
     rolling,
+    summarise,
     wilson,
 )
 from sklearn.calibration import calibration_curve
@@ -124,7 +125,7 @@ def test_groups_and_rolling_windows_partition_the_cases() -> None:
 def test_publish_sets_gauges_per_model_version_and_tenant() -> None:
     cases = synthetic()
     now = T0 + timedelta(days=60)
-    assert publish(cases, now, timedelta(days=7)) == 4
+    assert publish(summarise(cases, now - timedelta(days=7))) == 4
     mine = [c for c in cases if c.version == "2" and c.tenant == "hospital-a"]
     perf = performance(mine)
     labels = {"model": "derm-cnn", "version": "2", "tenant": "hospital-a"}

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 from prometheus_client import Counter, Gauge
 from sightline_common.manifest import ModelManifest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from sightline_gateway.core.performance import Case, Estimate, calibration_gap, group_by, performance
+from sightline_gateway.core.performance import (
+    GROUP,
+    Estimate,
+    WindowSummary,
+    calibration_gap,
+    group_by,
+    performance,
+)
 from sightline_gateway.db.engine import UNREACHABLE
 from sightline_gateway.db.models import utcnow
-from sightline_gateway.db.outcomes import load_cases
+from sightline_gateway.db.outcomes import load_window
 
 log = logging.getLogger(__name__)
 
@@ -67,32 +74,33 @@ def publish_claims(manifest: ModelManifest) -> None:
             CLAIMED.labels(manifest.name, str(manifest.version), metric).set(float(value))
 
 
-def publish(cases: Sequence[Case], now: datetime, expect_after: timedelta, min_bin: int = 30) -> int:
-    """Set the gauges from ``cases`` (one window); returns the number of groups published."""
+def publish(window: WindowSummary, min_bin: int = 30) -> int:
+    """Set the gauges from one window's summary; returns the number of groups published."""
     ESTIMATE.clear()
     CASES.clear()
     CALIBRATION_GAP.clear()
-    groups = group_by(cases, ("model", "version", "tenant"))
-    for key, members in groups.items():
+    confirmed = group_by(window.confirmed, GROUP)
+    for key, group in sorted(window.counts.items()):
+        members = confirmed.get(key, [])
         perf = performance(members)
         for metric in METRICS:
             for bound, value in _bounds(getattr(perf.confirmed, metric)).items():
                 ESTIMATE.labels(*key, metric, bound).set(value)
-        due = [c for c in members if c.refer and c.at <= now - expect_after]
+        answered = sum(c.refer and c.at <= window.due_before for c in members)
         counts = {
-            "results": perf.results,
+            "results": group.results,
             "with_outcome": perf.with_outcome,
             "confirmed_positive": perf.confirmed_positives,
             "confirmed_negative": perf.confirmed.tn + perf.confirmed.fp,
-            "referred_due": len(due),
-            "backlog": sum(c.truth is None for c in due),
+            "referred_due": group.referred_due,
+            "backlog": group.referred_due - answered,
         }
         for kind, count in counts.items():
             CASES.labels(*key, kind).set(count)
         gap = calibration_gap(perf.calibration, min_bin)
         if gap is not None:
             CALIBRATION_GAP.labels(*key).set(gap)
-    return len(groups)
+    return len(window.counts)
 
 
 async def run_outcome_metrics(
@@ -110,9 +118,9 @@ async def run_outcome_metrics(
             publish_claims(current)
         now = utcnow()
         try:
-            cases = await load_cases(sessions, now - window, now)
-            groups = publish(cases, now, expect_after)
-            log.debug("real-world metrics: %d groups from %d results", groups, len(cases))
+            summary = await load_window(sessions, now - window, now, due_before=now - expect_after)
+            groups = publish(summary)
+            log.debug("real-world metrics: %d groups, %d confirmed", groups, len(summary.confirmed))
         except UNREACHABLE as exc:  # the database is down: keep the last values, try again later
             log.warning("real-world metrics not refreshed: %s", type(exc).__name__)
         try:

@@ -192,6 +192,38 @@ def group_by(cases: Iterable[Case], keys: Sequence[str]) -> dict[tuple[str, ...]
     return dict(sorted(groups.items()))
 
 
+#: The gauges' group: one series per model version and tenant.
+GROUP = ("model", "version", "tenant")
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """A group's results in the window and, of them, those referred before ``due_before``."""
+
+    results: int = 0
+    referred_due: int = 0
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """What the gauges need from one window: every group's counts, and only the results with a
+    confirmed outcome as cases (a window holds far more results than outcomes: loading every
+    result each refresh made its cost grow with the window, issue 13's soak)."""
+
+    counts: dict[tuple[str, ...], GroupCounts]
+    confirmed: list[Case]
+    due_before: datetime
+
+
+def summarise(cases: Sequence[Case], due_before: datetime) -> WindowSummary:
+    """The summary of a window given as every case (what the database query computes)."""
+    counts: dict[tuple[str, ...], GroupCounts] = {}
+    for key, members in group_by(cases, GROUP).items():
+        due = sum(c.refer and c.at <= due_before for c in members)
+        counts[key] = GroupCounts(results=len(members), referred_due=due)
+    return WindowSummary(counts, [c for c in cases if c.truth is not None], due_before)
+
+
 @dataclass(frozen=True)
 class Window:
     start: datetime

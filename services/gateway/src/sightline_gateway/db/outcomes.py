@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sightline_gateway.core.outcomes import Confirmed
-from sightline_gateway.core.performance import Case
+from sightline_gateway.core.performance import Case, GroupCounts, WindowSummary
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.models import Outcome, Result, Review, Study, utcnow
 
@@ -91,6 +91,29 @@ async def outcome_history(sessions: async_sessionmaker[AsyncSession], study_id: 
         return list(rows.all())
 
 
+#: The columns a case needs, not whole results: loading the entities (their instances and
+#: explanation JSON, the identity map) cost ~5.7 KB per result at the refresh's peak, so the
+#: gateway's RSS grew with the window's result count (+24% over a 30-minute soak).
+CASE_COLUMNS = (
+    Result.study_id,
+    Result.model_name,
+    Result.model_version,
+    Result.tenant_id,
+    Result.created_at,
+    Result.probability,
+    Result.refer,
+)
+#: What a case needs of its study's current outcome.
+OUTCOME_COLUMNS = (
+    Outcome.study_id,
+    Outcome.model_name,
+    Outcome.positive,
+    Outcome.site,
+    Outcome.sex,
+    Outcome.age_band,
+)
+
+
 async def load_cases(
     sessions: async_sessionmaker[AsyncSession],
     since: datetime,
@@ -99,54 +122,77 @@ async def load_cases(
 ) -> list[Case]:
     """Every result created in ``[since, until)`` with its current outcome and latest verdict."""
     async with sessions() as session:
-        # The columns a case needs, not whole results: loading the entities (their instances and
-        # explanation JSON, the identity map) cost ~5.7 KB per result at the refresh's peak, so the
-        # gateway's RSS grew with the window's result count (+24% over a 30-minute soak).
-        query = select(
-            Result.study_id,
-            Result.model_name,
-            Result.model_version,
-            Result.tenant_id,
-            Result.created_at,
-            Result.probability,
-            Result.refer,
-        ).where(Result.created_at >= since, Result.created_at < until)
+        query = select(*CASE_COLUMNS).where(Result.created_at >= since, Result.created_at < until)
         if model is not None:
             query = query.where(Result.model_name == model)
         results = list((await session.execute(query.order_by(Result.created_at))).all())
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, OutcomeRow] = {}
         verdicts: dict[str, str] = {}
         ids = [r.study_id for r in results]
         for n in range(0, len(ids), CHUNK):
             chunk = ids[n : n + CHUNK]
-            for row in await session.scalars(
-                select(Outcome).where(Outcome.study_id.in_(chunk)).order_by(Outcome.created_at, Outcome.id)
-            ):
-                outcomes[row.study_id] = row  # the latest wins: it supersedes the others
+            outcomes.update(await _current_outcomes(session, Outcome.study_id.in_(chunk)))
             for study_id, verdict in await session.execute(
                 select(Review.study_id, Review.verdict)
                 .where(Review.study_id.in_(chunk))
                 .order_by(Review.created_at)
             ):
                 verdicts[study_id] = verdict
-    cases = []
-    for r in results:
-        o = outcomes.get(r.study_id)
-        cases.append(
-            Case(
-                model=r.model_name,
-                version=str(r.model_version),
-                tenant=r.tenant_id,
-                site=o.site if o else "unspecified",
-                sex=o.sex if o else "unknown",
-                age_band=o.age_band if o else "unknown",
-                at=r.created_at,
-                probability=r.probability,
-                refer=r.refer,
-                # An outcome's positive is judged against one model's labels (the study's first):
-                # another model's result of the same study has no outcome rather than a wrong one.
-                truth=o.positive if o is not None and o.model_name == r.model_name else None,
-                verdict=verdicts.get(r.study_id),
+    return [_case(r, outcomes.get(r.study_id), verdicts.get(r.study_id)) for r in results]
+
+
+async def load_window(
+    sessions: async_sessionmaker[AsyncSession], since: datetime, until: datetime, due_before: datetime
+) -> WindowSummary:
+    """What the outcome gauges need from ``[since, until)``: per (model, version, tenant) the number
+    of results and of referrals made before ``due_before`` (counted by the database), and as cases
+    only the results with a confirmed outcome. Its cost follows the outcomes, not the results."""
+    inside = (Result.created_at >= since, Result.created_at < until)
+    group = (Result.model_name, Result.model_version, Result.tenant_id)
+    due = func.sum(case((and_(Result.refer, Result.created_at <= due_before), 1), else_=0))
+    async with sessions() as session:
+        counts: dict[tuple[str, ...], GroupCounts] = {
+            (str(name), str(version), str(tenant)): GroupCounts(results=n, referred_due=int(referred or 0))
+            for name, version, tenant, n, referred in await session.execute(
+                select(*group, func.count(), due).where(*inside).group_by(*group)
             )
-        )
-    return cases
+        }
+        studies = select(Result.study_id).where(*inside).scalar_subquery()
+        outcomes = await _current_outcomes(session, Outcome.study_id.in_(studies))
+        answered = select(Outcome.study_id).where(Outcome.study_id.in_(studies)).scalar_subquery()
+        rows = await session.execute(select(*CASE_COLUMNS).where(*inside, Result.study_id.in_(answered)))
+        cases = [_case(r, outcomes.get(r.study_id), None) for r in rows]
+    confirmed = [c for c in cases if c.truth is not None]
+    return WindowSummary(counts, confirmed, due_before)
+
+
+async def _current_outcomes(session: AsyncSession, where: ColumnElement[bool]) -> dict[str, OutcomeRow]:
+    """Each study's current outcome among those ``where`` selects: the latest supersedes the others."""
+    rows = await session.execute(
+        select(*OUTCOME_COLUMNS).where(where).order_by(Outcome.created_at, Outcome.id)
+    )
+    return {row.study_id: row for row in rows}
+
+
+#: One row of :data:`OUTCOME_COLUMNS`.
+OutcomeRow = Row[str, str, bool, str, str, str]
+#: One row of :data:`CASE_COLUMNS`.
+CaseRow = Row[str, str, int, str, datetime, float, bool]
+
+
+def _case(r: CaseRow, o: OutcomeRow | None, verdict: str | None) -> Case:
+    return Case(
+        model=r.model_name,
+        version=str(r.model_version),
+        tenant=r.tenant_id,
+        site=o.site if o else "unspecified",
+        sex=o.sex if o else "unknown",
+        age_band=o.age_band if o else "unknown",
+        at=r.created_at,
+        probability=r.probability,
+        refer=r.refer,
+        # An outcome's positive is judged against one model's labels (the study's first):
+        # another model's result of the same study has no outcome rather than a wrong one.
+        truth=o.positive if o is not None and o.model_name == r.model_name else None,
+        verdict=verdict,
+    )
