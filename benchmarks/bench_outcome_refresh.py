@@ -13,7 +13,13 @@ confirmed outcome, and times both ways of reading the window, each followed by `
 Printed per way: wall and CPU seconds of one refresh (best of ``--repeat``), and the peak Python
 memory of one as ``tracemalloc`` counts it (repeatable from run to run, not RSS). The CPU time is
 spent on the gateway's event loop thread: a refresh that grows with the window delays every
-request in flight once a minute. Figures only; it never fails on them.
+request in flight once a minute.
+
+Then, on the gateway's own engine (``make_engine``: SQLite with its pool), the process's RSS after
+the window read has run on 1, 2, 4, 8 and 15 pooled connections at once, twice each: every
+connection that scans the table keeps its own SQLite page cache (2 MB by default), so RSS steps up
+as more of the pool has scanned and stays there (a bounded cache, not a leak). Figures only; it
+never fails on them.
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.bench_outcome_refresh --results 20000``.
 """
@@ -27,7 +33,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +113,28 @@ async def measure(refresh: Callable[[], Awaitable[int]], repeat: int) -> tuple[f
     return min(walls), min(cpus), peak / 1e6, groups
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def page_caches(path: Path, since: datetime, until: datetime, due_before: datetime) -> None:
+    """RSS after the window read on more and more pooled connections at once (module text)."""
+    from sightline_gateway.db.engine import make_engine, make_sessions
+    from sightline_gateway.db.outcomes import load_window
+
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    sessions = make_sessions(engine)
+    print(f"  RSS {rss_mb():.0f} MB with the gateway's engine open; the window read at once on:")
+    for k in (1, 2, 4, 8, 15):
+        for attempt in (1, 2):
+            await asyncio.gather(*(load_window(sessions, since, until, due_before) for _ in range(k)))
+            print(f"    {k:2d} connection(s), {attempt}: RSS {rss_mb():.0f} MB", flush=True)
+    await engine.dispose()
+
+
 async def run(results: int, outcome_share: float, repeat: int) -> None:
     from sightline_gateway.core.monitoring import publish
     from sightline_gateway.core.performance import summarise
@@ -138,6 +166,7 @@ async def run(results: int, outcome_share: float, repeat: int) -> None:
                 flush=True,
             )
         await engine.dispose()
+        await page_caches(Path(tmp) / "bench.db", since, now, due_before)
 
 
 def main() -> None:
