@@ -3,7 +3,9 @@ answers, and schema clean-up."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -55,3 +57,31 @@ async def pg_reachable(url: str = PG_URL) -> bool:
         return False
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[object, str | None]]:
+    """(engine, schema): a migrated SQLite file, then a fresh PostgreSQL schema dropped after."""
+    from sightline_gateway.db.engine import make_engine, migrate
+    from sqlalchemy import text
+
+    from tests.conftest import skip_or_fail_in_ci
+
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+        schema = None
+    else:
+        schema = "gw_test_" + secrets.token_hex(6)
+        engine = make_engine(PG_URL, schema)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except OSError:
+            skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
+    await migrate(engine, schema)
+    await migrate(engine, schema)  # idempotent at every start
+    yield engine, schema
+    if schema:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await engine.dispose()

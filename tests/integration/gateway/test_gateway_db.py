@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from sightline_gateway.db.models import Job, Result, Study, Tenant
 from sightline_gateway.pipeline import Pipeline
 from sqlalchemy import bindparam, func, select, text
 
-from tests.conftest import skip_or_fail_in_ci
 from tests.integration.gateway.conftest import PG_URL
 from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
 from tests.unit.gateway.routing_fixtures import DERM, DERM_B, derm_copy, derm_manifest, repository
@@ -32,28 +30,6 @@ pytestmark = pytest.mark.integration
 class PassDeid:
     async def deidentify(self, dicom: bytes, tenant: str) -> DeidOutcome:
         return DeidOutcome(dicom, {"actions": {"X": 1}}, "test")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[object, str | None]]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-        schema = None
-    else:
-        schema = "gw_test_" + secrets.token_hex(6)
-        engine = make_engine(PG_URL, schema)
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except OSError:
-            skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
-    await migrate(engine, schema)
-    await migrate(engine, schema)  # idempotent at every start
-    yield engine, schema
-    if schema:
-        async with engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
 
 
 def pipeline(engine: object, tmp_path: Path, **kw: object) -> Pipeline:

@@ -10,50 +10,27 @@ with another model's labels, referrals not yet due, results outside the window.
 from __future__ import annotations
 
 import itertools
-import secrets
 import uuid
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from sightline_gateway.core.monitoring import publish
 from sightline_gateway.core.performance import summarise
-from sightline_gateway.db.engine import make_engine, make_sessions, migrate
+from sightline_gateway.db.engine import make_sessions
 from sightline_gateway.db.models import Outcome, Result, Study, Tenant, utcnow
 from sightline_gateway.db.outcomes import load_cases, load_window
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from tests.conftest import skip_or_fail_in_ci
-from tests.integration.gateway.conftest import PG_URL
 
 pytestmark = pytest.mark.integration
 
 WINDOW_DAYS, DUE_DAYS = 90, 14
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    schema = None
-    if request.param == "sqlite":
-        made = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    else:
-        schema = "gw_window_" + secrets.token_hex(6)
-        made = make_engine(PG_URL, schema)
-        try:
-            async with made.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except OSError:
-            skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
-    await migrate(made, schema)
-    yield made
-    if schema:
-        async with made.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await made.dispose()
+@pytest.fixture
+def engine(db: tuple[AsyncEngine, str | None]) -> AsyncEngine:
+    return db[0]
 
 
 async def fill(engine: AsyncEngine, now: datetime) -> None:
