@@ -155,6 +155,12 @@ def up(
         except (RuntimeError, KeyboardInterrupt) as exc:
             console.print(f"[red]start-up failed:[/] {exc}")
             raise typer.Exit(1) from exc
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    if not detach:
+        # From here a Ctrl-C waits for the supervisor, which stops the stack. Blocked only once
+        # "press Ctrl-C" was printed, one arriving in between ended the process with every
+        # component left running (exit 130; seen in CI).
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     console.print(_status_table(stack.status()))
     console.print(_model_line(settings))
     console.print(
@@ -179,8 +185,6 @@ def up(
         )
         return
     console.print("supervising (a component that exits is restarted with backoff); press Ctrl-C to stop")
-    stop_signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     supervisor = Supervisor(stack, state)
     supervisor.run(lambda timeout: signal.sigtimedwait(stop_signals, timeout) is not None)
     console.print("stopping...")
