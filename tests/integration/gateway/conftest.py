@@ -71,13 +71,10 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tu
         engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
         schema = None
     else:
+        if not await pg_reachable():
+            skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
         schema = "gw_test_" + secrets.token_hex(6)
         engine = make_engine(PG_URL, schema)
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except OSError:
-            skip_or_fail_in_ci("PostgreSQL not reachable at 127.0.0.1:5432")
     await migrate(engine, schema)
     await migrate(engine, schema)  # idempotent at every start
     yield engine, schema
