@@ -9,7 +9,6 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
-import pydicom
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -53,15 +52,17 @@ def parse(data: bytes, limits: Limits) -> Dataset:
         raise InvalidInput("file meta lacks TransferSyntaxUID", reason="missing-attribute")
     if not UID(ts).is_transfer_syntax:
         raise UnprocessableInput("unknown transfer syntax", reason="unsupported")
+    syntax = UID(ts)
+    implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
     try:
-        if UID(ts) == DeflatedExplicitVRLittleEndian:
-            preamble = data[:128]
-            body = inflate(data[fp.tell():], limits.max_inflated_bytes)
-            dataset = read_dataset(BytesIO(body), False, True)
-            ds = FileDataset("", dataset, preamble, meta, False, True)
-            ds.set_original_encoding(False, True, dataset._character_set)
-            return ds
-        return pydicom.dcmread(BytesIO(data), force=False)
+        body = fp
+        if syntax == DeflatedExplicitVRLittleEndian:
+            body = BytesIO(inflate(data[fp.tell():], limits.max_inflated_bytes))
+        # The rest as pydicom.dcmread reads it, without reading the preamble and meta again.
+        dataset = read_dataset(body, implicit, little)
+        ds = FileDataset("", dataset, data[:128], meta, implicit, little)
+        ds.set_original_encoding(implicit, little, dataset._character_set)
+        return ds
     except INPUT_ERRORS as exc:
         raise InvalidInput(f"DICOM data set could not be parsed ({type(exc).__name__}): truncated "
                            "or malformed", reason="malformed") from None
