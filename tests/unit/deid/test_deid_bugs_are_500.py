@@ -23,7 +23,7 @@ from tests.unit.deid.real_files import DEIDENTIFIED, installed_files, outcome, p
 BUGS = [AttributeError, KeyError, TypeError, ValueError, RuntimeError, UnicodeDecodeError]
 #: Functions of each stage, each called for every file that reaches that stage.
 TARGETS = [(guards, "check_pixels"), (burned_in, "decide"), (actions, "pseudonymise"),
-           (actions, "scrub"), (actions, "shift_dates"), (actions, "_apply_decoded"),
+           (actions, "scrub"), (actions, "shift_dates"), (actions, "_apply_encoded"),
            (writer, "file_meta")]
 
 

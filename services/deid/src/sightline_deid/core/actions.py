@@ -26,7 +26,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from sightline_common.errors import UnprocessableInput
 
-from sightline_deid.core.decoding import element, value, value_of
+from sightline_deid.core.decoding import element, encode_text, raw_value, value, value_of
 from sightline_deid.core.descriptors import DescriptorPolicy, clean
 from sightline_deid.core.guards import Limits
 from sightline_deid.core.private import remove_private
@@ -44,6 +44,9 @@ DUMMY: dict[str, str] = {
     "DA": "19000101", "TM": "000000", "DT": "19000101000000", "IS": "0", "DS": "0", "AS": "000Y",
 }
 BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
+#: Text VRs that the raw adapter decodes in the data set's character set (PN, whose decoded form
+#: is a PersonName, and CS are left to the decoded adapter).
+_CHARSET_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
 _TIMEZONE_OFFSET = 0x00080201  # TimezoneOffsetFromUTC (SH): local times move, their zone does not
 _PATIENT_ID = 0x00100020
 
@@ -93,6 +96,8 @@ class Context:
         self.issuer = ""
         #: Original times of day of the data set being walked, by the tag of the date they complete.
         self.times: dict[int, str] = {}
+        #: The character set (Python codecs) the data set being walked was read in.
+        self.encodings: Any = None
 
     @property
     def keeps_dates(self) -> bool:
@@ -126,11 +131,13 @@ def walk(ds: Dataset, ctx: Context, depth: int = 0) -> None:
     ctx.elements += len(tags)
     if ctx.elements > ctx.limits.max_elements:
         raise UnprocessableInput("too many data elements", reason="too-complex")
-    outer = ctx.issuer, ctx.times
+    outer = ctx.issuer, ctx.times, ctx.encodings
     # Read before the walk changes them: the PatientID pseudonym of this data set is keyed on its
     # issuer, and a date that its time carries past midnight needs the original time.
     ctx.issuer = str(value(ds, "IssuerOfPatientID") or "") if _PATIENT_ID in ds else ""
     ctx.times = {}
+    # As pydicom decodes an element of this data set (Dataset.__getitem__).
+    ctx.encodings = ds.original_character_set or ds._character_set
     if ctx.shift is not None and ctx.shift.time_of_day:
         for tag in tags:
             partner = DATE_TIME_PAIRS.get(int(tag))
@@ -140,7 +147,7 @@ def walk(ds: Dataset, ctx: Context, depth: int = 0) -> None:
     try:
         _walk_elements(ds, tags, ctx, depth)
     finally:
-        ctx.issuer, ctx.times = outer
+        ctx.issuer, ctx.times, ctx.encodings = outer
 
 
 def _walk_elements(ds: Dataset, tags: list[BaseTag], ctx: Context, depth: int) -> None:
@@ -327,6 +334,14 @@ def _apply_encoded(raw: RawDataElement, action: str, ctx: Context) -> RawDataEle
         new = b"" if items == [""] else _encode_ascii(pseudonymise(items, ctx.pseudo.uid), b"\x00")
     elif op is Op.SHIFT_DATES:
         new = _encode_ascii(shift_dates(_decode_ascii(encoded), vr, int(raw.tag), ctx), b" ")
+    elif op in (Op.IDENTIFIER, Op.PATIENT) and vr in _CHARSET_VRS:
+        values = _values(raw_value(raw, vr, ctx.encodings))
+        fn = ctx.pseudo.identifier if op is Op.IDENTIFIER else (lambda v: ctx.pseudo.patient(ctx.issuer, v))
+        new = _encode_ascii(pseudonymise(values, fn), b" ") if values else b""  # pseudonyms are ASCII
+    elif op is Op.SCRUB and vr in _CHARSET_VRS:
+        decoded = raw_value(raw, vr, ctx.encodings)
+        text = decoded if isinstance(decoded, str) else "\\".join(map(str, decoded))
+        new = _pad(encode_text(scrub(text, vr, ctx.recipe.descriptors), ctx.encodings, int(raw.tag)), b" ")
     else:
         return None
     return RawDataElement(raw.tag, raw.VR, len(new), new, raw.value_tell,

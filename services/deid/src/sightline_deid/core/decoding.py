@@ -16,10 +16,12 @@ import zlib
 from typing import Any, cast
 
 from pydicom import config as pydicom_config
+from pydicom.charset import encode_string
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.values import convert_value
 from sightline_common.errors import UnprocessableInput
 
 #: What pydicom raises while parsing or decoding malformed bytes: truncation (EOF, struct),
@@ -75,6 +77,36 @@ def value_of(ds: Dataset, tag: int) -> Any:
         except INPUT_ERRORS as exc:
             raise malformed(tag, exc) from None
     return elem.value
+
+
+#: What encoding a decoded value in the input's character set raises.
+ENCODING_ERRORS: tuple[type[Exception], ...] = (UnicodeError, LookupError)
+
+
+def unencodable(tag: int, exc: BaseException) -> UnprocessableInput:
+    """The 4xx for a value decoded from the input that its declared character set cannot hold
+    again (an unknown or inconsistent SpecificCharacterSet)."""
+    name = attribute_name(tag)
+    return UnprocessableInput(f"attribute {name} cannot be encoded in the file's character set "
+                              f"({type(exc).__name__})", reason="malformed", attribute=name)
+
+
+def encode_text(text: str, encodings: Any, tag: int) -> bytes:
+    """``text`` encoded in the character set it was decoded from, as pydicom's writer does."""
+    try:
+        # A data set without SpecificCharacterSet was read in the default, named as one string.
+        return encode_string(text, [encodings] if isinstance(encodings, str) else encodings)
+    except ENCODING_ERRORS as exc:
+        raise unencodable(tag, exc) from None
+
+
+def raw_value(raw: RawDataElement, vr: str, encodings: Any) -> Any:
+    """A raw element's value decoded as pydicom decodes it (``vr`` known, not SQ, UN or
+    ambiguous), without storing a decoded element anywhere."""
+    try:
+        return convert_value(vr, raw, encodings)
+    except INPUT_ERRORS as exc:
+        raise malformed(int(raw.tag), exc) from None
 
 
 def element(ds: Dataset, tag: int) -> DataElement:

@@ -20,15 +20,13 @@ from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, DeflatedExplicitVRLittleEndian
 from sightline_common.errors import UnprocessableInput
 
-from sightline_deid.core.decoding import attribute_name, element, value
+from sightline_deid.core.decoding import ENCODING_ERRORS, attribute_name, element, unencodable, value
 
 IMPLEMENTATION_VERSION = "SIGHTLINE_DEID1"
 #: Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
-#: What encoding a decoded value in the input's character set raises.
-_ENCODING_ERRORS: tuple[type[Exception], ...] = (UnicodeError, LookupError)
 
 
 def write(ds: Dataset) -> bytes:
@@ -124,12 +122,8 @@ def write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
             continue
         try:
             write_data_element(fp, elem, encodings)
-        except _ENCODING_ERRORS as exc:
-            # The value was decoded from the input in its declared character set, which
-            # cannot hold it again (an unknown or inconsistent SpecificCharacterSet).
-            raise UnprocessableInput(
-                f"attribute {attribute_name(tag)} cannot be encoded in the file's character set "
-                f"({type(exc).__name__})", reason="malformed", attribute=attribute_name(tag)) from None
+        except ENCODING_ERRORS as exc:
+            raise unencodable(tag, exc) from None
 
 
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
