@@ -65,20 +65,25 @@ def encoded(elem: DataElement, implicit: bool, little: bool) -> RawDataElement:
     return RawDataElement(BaseTag(elem.tag), elem.VR, len(data), data, 0, implicit, little)
 
 
+#: Header layouts by byte order: implicit VR, explicit VR with a 4-byte and with a 2-byte length.
+_LAYOUTS = {little: (struct.Struct(e + "HHI"), struct.Struct(e + "HH2sHI"), struct.Struct(e + "HH2sH"))
+            for little, e in ((True, "<"), (False, ">"))}
+
+
 def header(tag: int, vr: str | None, length: int, implicit: bool, little: bool) -> bytes:
-    e = "<" if little else ">"
+    implicit_layout, long_layout, short_layout = _LAYOUTS[little]
     if implicit:
-        return struct.pack(e + "HHI", tag >> 16, tag & 0xFFFF, length)
+        return implicit_layout.pack(tag >> 16, tag & 0xFFFF, length)
     if vr is None:
         raise ValueError("an explicit VR header needs a VR")
     if vr in LONG_VRS:
-        return struct.pack(e + "HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+        return long_layout.pack(tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
     if length > 0xFFFF:
         # Only a value this service rewrote can get here (e.g. thousands of short UIDs, each
         # replaced by a 2.25 pseudonym): too long for its VR's 16-bit length field.
         raise UnprocessableInput(f"attribute {attribute_name(tag)} is too long for its VR once "
                                  "de-identified", reason="too-complex", attribute=attribute_name(tag))
-    return struct.pack(e + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+    return short_layout.pack(tag >> 16, tag & 0xFFFF, vr.encode(), length)
 
 
 def write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
@@ -90,10 +95,9 @@ def write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
               and ds.original_character_set == ds._character_set)
     charset = value(ds, "SpecificCharacterSet")
     encodings = parent_encoding if charset is None else charset
-    for tag in sorted(ds.keys()):
+    for tag, elem in sorted(ds.items(), key=_tag_number):  # elements as stored, none decoded
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are never written (PS3.5 7.2)
-        elem = ds.get_item(tag)
         if isinstance(elem, RawDataElement):
             raw = elem.value
             if raw_ok and isinstance(raw, bytes) and (elem.VR is not None or implicit):
@@ -124,6 +128,10 @@ def write_dataset(fp: DicomBytesIO, ds: Dataset, parent_encoding: Any) -> None:
             write_data_element(fp, elem, encodings)
         except ENCODING_ERRORS as exc:
             raise unencodable(tag, exc) from None
+
+
+def _tag_number(item: tuple[BaseTag, Any]) -> int:
+    return int(item[0])
 
 
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
