@@ -4,14 +4,20 @@ hand within the grace period or hand its lease back; never lose a study, never t
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 from sightline_gateway.db.engine import make_engine, make_sessions
 from sightline_gateway.db.models import Job, Result
+from sightline_gateway.server import server
 from sqlalchemy import func, select
 
-from tests.unit.gateway.gateway_fixtures import harness, token
+from tests.conftest import free_ports
+from tests.unit.gateway.gateway_fixtures import app_on_fakes, harness, phi_dicom, settings, token
 
 
 def _db(tmp_path: Path) -> tuple[list[tuple[str, str | None]], int]:
@@ -62,3 +68,47 @@ def test_shutdown_hands_the_lease_back_when_the_grace_period_ends_and_another_ga
             time.sleep(0.05)
     jobs, results = _db(tmp_path)
     assert jobs == [("succeeded", None)] and results == 1
+
+
+def test_sigterm_answers_a_waiting_sync_request_and_the_server_exits_within_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    """The real server (uvicorn) given SIGTERM while a synchronous request waits on a stuck job.
+
+    Before: uvicorn drained connections before the app heard of the signal, so the request held
+    the process until its sync_timeout_s (60 s) and the workers' grace period began only after
+    that; a kubelet would have killed the pod first. Now the caller gets 202 with the study's
+    Location at once, the lease is handed back when the grace period ends, and the process exits.
+    """
+    grace_s = 2.0
+    port = free_ports(1)[0]
+    s = settings(tmp_path, shutdown_grace_s=grace_s, sync_timeout_s=60, host="127.0.0.1", port=port)
+    app, _, preprocess, _ = app_on_fakes(s)
+    preprocess.delay_s = 60  # the job in hand will not finish within the grace period
+    srv = server(app, s)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            httpx.post, f"http://127.0.0.1:{port}/v1/studies", params={"mode": "sync"}, content=phi_dicom(),
+            headers={"Content-Type": "application/dicom", **token()}, timeout=120,
+        )
+        while preprocess.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert preprocess.calls == 1  # the request waits on a job in hand
+        signalled = time.monotonic()
+        srv.handle_exit(signal.SIGTERM, None)  # what the signal handler calls
+        response = answer.result(timeout=90)
+        answered_s = time.monotonic() - signalled
+    thread.join(timeout=90)
+    exited_s = time.monotonic() - signalled
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/v1/studies/{response.json()['id']}"
+    assert answered_s < 1.5, f"the waiting request was answered {answered_s:.1f}s after SIGTERM"
+    assert not thread.is_alive() and exited_s < grace_s + 3, f"exited {exited_s:.1f}s after SIGTERM"
+    jobs, results = _db(tmp_path)
+    assert jobs == [("queued", None)] and results == 0  # handed back for the next replica

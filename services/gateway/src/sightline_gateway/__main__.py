@@ -4,17 +4,17 @@ from __future__ import annotations
 
 
 def main() -> None:
-    import uvicorn
     from sightline_common.logging import configure_logging
     from sightline_common.telemetry import setup_tracing
 
     from sightline_gateway.app import create_app
+    from sightline_gateway.server import server
     from sightline_gateway.settings import GatewaySettings
 
     settings = GatewaySettings()  # type: ignore[call-arg]
     configure_logging("gateway", json_output=settings.log_json, level=settings.log_level)
     setup_tracing("gateway", settings.telemetry)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    server(create_app(settings), settings).run()
 
 
 if __name__ == "__main__":

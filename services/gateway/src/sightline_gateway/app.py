@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -241,6 +242,19 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             lifecycle=lifecycle,
         )
         stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        shutdown_started: list[float] = []
+
+        def begin_shutdown() -> None:
+            """Stop claiming jobs and answer waiting synchronous requests; the grace period runs
+            from the first call (the server's SIGTERM, before it drains connections)."""
+            if not shutdown_started:
+                shutdown_started.append(time.monotonic())
+            stop.set()
+            pipeline.stop_workers()
+
+        # Called by GatewayServer from its signal handler: hand it to the event loop.
+        app.state.begin_shutdown = lambda: loop.call_soon_threadsafe(begin_shutdown)
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
         tasks.append(asyncio.create_task(pipeline.run_backlog_metrics(stop)))
         for _ in range(settings.delivery_concurrency):
@@ -276,13 +290,13 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         finally:
             # Graceful shutdown: stop claiming, let jobs in hand finish within the grace period,
             # then cancel the rest (their leases are handed back).
-            stop.set()
-            pipeline.stop_workers()
+            begin_shutdown()
             workers = tasks[: settings.worker_concurrency]
             for task in tasks[settings.worker_concurrency :]:
                 task.cancel()
             if workers:
-                await asyncio.wait(workers, timeout=settings.shutdown_grace_s)
+                left = settings.shutdown_grace_s - (time.monotonic() - shutdown_started[0])
+                await asyncio.wait(workers, timeout=max(0.0, left))
             for task in workers:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

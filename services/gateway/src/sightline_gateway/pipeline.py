@@ -217,8 +217,10 @@ class Pipeline:
         self.wake.notify_all()
 
     def stop_workers(self) -> None:
-        """Wake every idle worker so that it sees its stop event at once."""
+        """Wake every idle worker so that it sees its stop event at once, and answer every
+        waiting synchronous request with its study as it stands (202; the job goes on)."""
         self.wake.notify_all()
+        self.intake.watchers.close()
 
     # ---- the way back --------------------------------------------------------------------
 

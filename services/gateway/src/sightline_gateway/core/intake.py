@@ -293,7 +293,8 @@ class Intake:
                 if current is None:
                     event.clear()  # a report after this read wakes the next wait
                     current = await self.get_study(study_id)
-                if current.status in ("completed", "failed") or time.monotonic() >= deadline:
+                if (current.status in ("completed", "failed") or time.monotonic() >= deadline
+                        or self.watchers.closing):
                     return current
                 try:
                     await asyncio.wait_for(event.wait(), min(0.5, max(0.01, deadline - time.monotonic())))

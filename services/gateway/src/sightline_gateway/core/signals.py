@@ -57,9 +57,21 @@ class Watchers:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        #: Set on shutdown: a waiting request answers with the study as it stands (202 and its
+        #: Location) instead of holding the server's drain until its own timeout.
+        self.closing = False
 
     def watch(self, study_id: str) -> asyncio.Event:
-        return self._events.setdefault(study_id, asyncio.Event())
+        event = self._events.setdefault(study_id, asyncio.Event())
+        if self.closing:
+            event.set()
+        return event
+
+    def close(self) -> None:
+        """Shutdown: wake every waiting request now, and every later one at once."""
+        self.closing = True
+        for event in self._events.values():
+            event.set()
 
     def watched(self, study_id: str) -> bool:
         return study_id in self._events
