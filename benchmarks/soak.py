@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import json
 import os
+import signal
 import sqlite3
 import tempfile
 import time
@@ -311,6 +312,12 @@ async def soak(data_dir: Path, url: str, stack_id: str, args: argparse.Namespace
     return report(start, end, minutes, rate, max_rate, args.warmup_minutes)
 
 
+def _stop_on_signal(sig: int, _frame: object) -> None:
+    for other in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the cleanup short
+        signal.signal(other, signal.SIG_IGN)
+    raise SystemExit(128 + sig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -328,6 +335,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from sightline.stack import Stack, StackSettings, StackState, settings_on_free_ports
+
+    # Ctrl-C or SIGTERM ends the run through the `finally` below, which stops the stack it started
+    # (a plain SIGTERM used to leave every component running).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_on_signal)
 
     if args.data_dir:
         settings = StackSettings(data_dir=args.data_dir)
