@@ -6,6 +6,7 @@ writes a real Grad-CAM-shaped map so that the heatmap Segmentation can be built.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -42,9 +43,12 @@ class RecordingSender:
         self.attempts = 0
         self.fail = False
         self.refuse = False
+        #: Seconds each send takes (a PACS that is slow to answer).
+        self.delay_s = 0.0
 
     async def send(self, destination: PacsDestination, objects: Sequence[bytes]) -> None:
         self.attempts += 1
+        await asyncio.sleep(self.delay_s)
         if self.refuse:
             raise SendFailed("STOW-RS answered 409", final=True)
         if self.fail:

@@ -286,3 +286,23 @@ def test_a_pending_delivery_to_a_destination_no_longer_configured_fails_saying_s
         delivery = wait_delivery(h, study_id)["delivery"]
     assert (delivery["status"], delivery["destination"]) == ("failed", "pacs-a")
     assert delivery["last_error"] == "destination no longer configured"
+
+
+def test_shutdown_during_a_send_hands_the_delivery_back_for_the_next_process(
+    tmp_path: Path, sender: RecordingSender
+) -> None:
+    """Before: the delivery stayed leased to the stopped process for delivery_lease_s (120 s)."""
+    sender.delay_s = 60  # the PACS has not answered when the gateway stops
+    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
+        study_id = submit(h, phi_dicom())
+        deadline = time.monotonic() + 10
+        while sender.attempts < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    sender.delay_s = 0.0
+    started = time.monotonic()
+    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
+        delivery = wait_delivery(h, study_id, timeout_s=10)["delivery"]
+    assert (delivery["status"], delivery["attempts"]) == ("delivered", 1)
+    assert time.monotonic() - started < 10
+    assert len(sender.sent) == 1

@@ -136,7 +136,13 @@ class Forwarder:
         with tracer.start_as_current_span("gateway.deliver") as span:
             span.set_attribute("sightline.study_id", delivery.study_id)
             span.set_attribute("sightline.delivery.attempt", delivery.attempts + 1)
-            await self._deliver(delivery)
+            try:
+                await self._deliver(delivery)
+            except asyncio.CancelledError:
+                # Shutdown: hand the lease back (due now, not counted as an attempt) so that the
+                # next process takes the delivery at once instead of after the lease expires.
+                await asyncio.shield(self.deliveries.later(delivery, 0.0, None, attempted=False))
+                raise
         return True
 
     async def _deliver(self, delivery: Delivery) -> None:
