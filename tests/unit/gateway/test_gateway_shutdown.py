@@ -9,15 +9,26 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sightline_common.storage import LocalDirStore
+from sightline_gateway.app import Dependencies, create_app
 from sightline_gateway.db.engine import make_engine, make_sessions
 from sightline_gateway.db.models import Job, Result
 from sightline_gateway.server import server
 from sqlalchemy import func, select
 
 from tests.conftest import free_ports
-from tests.unit.gateway.gateway_fixtures import app_on_fakes, harness, phi_dicom, settings, token
+from tests.unit.gateway.gateway_fixtures import (
+    FakeExplain,
+    FakePreprocess,
+    app_on_fakes,
+    harness,
+    phi_dicom,
+    settings,
+    token,
+)
 
 
 def _db(tmp_path: Path) -> tuple[list[tuple[str, str | None]], int]:
@@ -86,12 +97,8 @@ def test_sigterm_answers_a_waiting_sync_request_and_the_server_exits_within_the_
     app, _, preprocess, _ = app_on_fakes(s)
     preprocess.delay_s = 60  # the job in hand will not finish within the grace period
     srv = server(app, s)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    thread = _start(srv)
     deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(
             httpx.post, f"http://127.0.0.1:{port}/v1/studies", params={"mode": "sync"}, content=phi_dicom(),
@@ -112,3 +119,56 @@ def test_sigterm_answers_a_waiting_sync_request_and_the_server_exits_within_the_
     assert not thread.is_alive() and exited_s < grace_s + 3, f"exited {exited_s:.1f}s after SIGTERM"
     jobs, results = _db(tmp_path)
     assert jobs == [("queued", None)] and results == 0  # handed back for the next replica
+
+
+class _StuckDeid:
+    """A de-identification call that does not return within the grace period."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def deidentify(self, dicom: bytes, tenant: str, *, generalise: bool = False) -> Any:
+        self.calls += 1
+        await asyncio.sleep(120)
+        raise AssertionError("unreachable")
+
+
+def test_a_request_cut_by_the_end_of_the_grace_period_is_answered_503_not_500(tmp_path: Path) -> None:
+    """Before: uvicorn cancelled the request and answered 500 (a bug of ours, to the caller)."""
+    port = free_ports(1)[0]
+    s = settings(tmp_path, shutdown_grace_s=1.0, host="127.0.0.1", port=port)
+    deid, store = _StuckDeid(), LocalDirStore(s.storage_dir)
+    deps = Dependencies(deid=deid, preprocess=FakePreprocess(), explain=FakeExplain(store), store=store)
+    srv = server(create_app(s, deps), s)
+    thread = _start(srv)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            httpx.post, f"http://127.0.0.1:{port}/v1/studies", content=phi_dicom(),
+            headers={"Content-Type": "application/dicom", "Idempotency-Key": "cut-1", **token()},
+            timeout=60,
+        )
+        deadline = time.monotonic() + 10
+        while deid.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert deid.calls == 1
+        srv.handle_exit(signal.SIGTERM, None)
+        response = answer.result(timeout=30)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert response.json()["code"] == "shutting-down"
+    jobs, results = _db(tmp_path)
+    assert jobs == [] and results == 0  # nothing half-stored: the retry starts afresh
+
+
+def _start(srv: Any) -> threading.Thread:
+    """Run a uvicorn server in a thread (no signal handlers there: the test calls handle_exit,
+    which is what SIGTERM's handler calls) and return once it serves."""
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    return thread

@@ -48,6 +48,7 @@ from sightline_gateway.db.engine import UNREACHABLE, make_engine, make_sessions,
 from sightline_gateway.db.lifecycle import Lifecycle
 from sightline_gateway.db.migrations import SchemaMismatch
 from sightline_gateway.pipeline import Pipeline
+from sightline_gateway.server import AnswerCutRequests
 from sightline_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             lifecycle=lifecycle,
         )
         stop = asyncio.Event()
+        app.state.stopping = stop
         loop = asyncio.get_running_loop()
         shutdown_started: list[float] = []
 
@@ -339,6 +341,12 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
         if trace_id:
             response.headers["X-Trace-Id"] = trace_id
         return response
+
+    def _stopping() -> bool:
+        stopping = getattr(app.state, "stopping", None)
+        return stopping is not None and stopping.is_set()
+
+    app.add_middleware(AnswerCutRequests, stopping=_stopping)  # outermost: added last
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
