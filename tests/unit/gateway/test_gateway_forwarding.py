@@ -275,12 +275,7 @@ def test_a_pending_delivery_to_a_destination_no_longer_configured_fails_saying_s
     tmp_path: Path, sender: RecordingSender
 ) -> None:
     sender.fail = True
-    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
-        study_id = submit(h, phi_dicom())
-        deadline = time.monotonic() + 10
-        while sender.attempts < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    study_id = _submitted_and_sent_once(tmp_path, sender)
     renamed = PacsDestination(name="pacs-b", stow_url="http://pacs-b.invalid/dicom-web/studies")
     with forwarding_harness(tmp_path, {"stow-rs": sender}, renamed) as h:
         delivery = wait_delivery(h, study_id)["delivery"]
@@ -293,12 +288,7 @@ def test_shutdown_during_a_send_hands_the_delivery_back_for_the_next_process(
 ) -> None:
     """Before: the delivery stayed leased to the stopped process for delivery_lease_s (120 s)."""
     sender.delay_s = 60  # the PACS has not answered when the gateway stops
-    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
-        study_id = submit(h, phi_dicom())
-        deadline = time.monotonic() + 10
-        while sender.attempts < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    study_id = _submitted_and_sent_once(tmp_path, sender)
     sender.delay_s = 0.0
     started = time.monotonic()
     with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
@@ -306,3 +296,14 @@ def test_shutdown_during_a_send_hands_the_delivery_back_for_the_next_process(
     assert (delivery["status"], delivery["attempts"]) == ("delivered", 1)
     assert time.monotonic() - started < 10
     assert len(sender.sent) == 1
+
+
+def _submitted_and_sent_once(tmp_path: Path, sender: RecordingSender) -> str:
+    """A study submitted to a gateway that is stopped once its delivery was tried (or is being tried)."""
+    with forwarding_harness(tmp_path, {"stow-rs": sender}) as h:
+        study_id = submit(h, phi_dicom())
+        deadline = time.monotonic() + 10
+        while sender.attempts < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    return study_id
