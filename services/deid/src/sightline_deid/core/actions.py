@@ -252,6 +252,13 @@ def pseudonymise(values: list[str], fn: Callable[[str], str]) -> list[str]:
     return [fn(v) for v in values]
 
 
+def _pseudonym(op: Op, ctx: Context) -> Callable[[str], str]:
+    """The pseudonym function of a UID, IDENTIFIER or PATIENT op."""
+    if op is Op.PATIENT:
+        return lambda v: ctx.pseudo.patient(ctx.issuer, v)
+    return ctx.pseudo.uid if op is Op.UID else ctx.pseudo.identifier
+
+
 def shift_dates(values: list[str], vr: str, tag: int, ctx: Context) -> list[str]:
     """Each DA, DT or TM value moved by the patient's offset; all emptied if dates are not kept or
     one does not parse."""
@@ -284,10 +291,8 @@ def _apply_decoded(elem: DataElement, action: str, ctx: Context) -> None:
     elif op is Op.ZEROS:
         elem.value = b"\x00" * len(elem.value) if isinstance(elem.value, bytes) else None
     elif op in (Op.UID, Op.IDENTIFIER, Op.PATIENT):
-        fn = {Op.UID: ctx.pseudo.uid, Op.IDENTIFIER: ctx.pseudo.identifier,
-              Op.PATIENT: lambda v: ctx.pseudo.patient(ctx.issuer, v)}[op]
         if elem.value not in (None, ""):
-            elem.value = _from_values(pseudonymise(_values(elem.value), fn))
+            elem.value = _from_values(pseudonymise(_values(elem.value), _pseudonym(op, ctx)))
     elif op is Op.SHIFT_DATES:
         elem.value = _from_values(shift_dates(_values(elem.value), vr, int(elem.tag), ctx))
     elif op is Op.SCRUB:
@@ -331,13 +336,13 @@ def _apply_encoded(raw: RawDataElement, action: str, ctx: Context) -> RawDataEle
         new = b"\x00" * (len(encoded) + len(encoded) % 2)
     elif op is Op.UID and vr == "UI":
         items = _decode_ascii(encoded)
-        new = b"" if items == [""] else _encode_ascii(pseudonymise(items, ctx.pseudo.uid), b"\x00")
+        new = b"" if items == [""] else _encode_ascii(pseudonymise(items, _pseudonym(op, ctx)), b"\x00")
     elif op is Op.SHIFT_DATES:
         new = _encode_ascii(shift_dates(_decode_ascii(encoded), vr, int(raw.tag), ctx), b" ")
     elif op in (Op.IDENTIFIER, Op.PATIENT) and vr in _CHARSET_VRS:
         values = _values(raw_value(raw, vr, ctx.encodings))
-        fn = ctx.pseudo.identifier if op is Op.IDENTIFIER else (lambda v: ctx.pseudo.patient(ctx.issuer, v))
-        new = _encode_ascii(pseudonymise(values, fn), b" ") if values else b""  # pseudonyms are ASCII
+        # Pseudonyms are ASCII: encoded as such whatever the character set.
+        new = _encode_ascii(pseudonymise(values, _pseudonym(op, ctx)), b" ") if values else b""
     elif op is Op.SCRUB and vr in _CHARSET_VRS:
         decoded = raw_value(raw, vr, ctx.encodings)
         text = decoded if isinstance(decoded, str) else "\\".join(map(str, decoded))

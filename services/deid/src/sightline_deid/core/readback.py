@@ -4,8 +4,9 @@ Written apart from :mod:`.writer` (it shares no code with it) so that a writer b
 back by the same mistake. It is stricter about structure than pydicom's reader, which leaves a
 defined-length sequence unread until a value inside it is asked for: here every item of every
 sequence is walked, every length must end inside its container, tags must ascend within each
-data set, and an undefined length appears only where the writer puts one (encapsulated pixel
-data, copied as read). It decodes no values except the few the check compares.
+data set, and an undefined length appears only on a value written as read in fragments
+(encapsulated pixel data), never on a sequence. It decodes no values except the few the check
+compares.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import struct
 import zlib
 
 from pydicom.datadict import dictionary_VR
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 #: Explicit VRs with a 4-byte length after 2 reserved bytes (PS3.5 7.1.2).
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
                        b"UT", b"UV"})
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
-_DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Top-level attributes whose values the check reads: SOPClassUID, SOPInstanceUID,
 #: PatientIdentityRemoved.
 WANTED = frozenset({0x00080016, 0x00080018, 0x00120062})
@@ -35,8 +35,9 @@ def read_back(out: bytes, max_depth: int = 64) -> tuple[dict[int, bytes], dict[i
     """``(file meta values, top-level values of WANTED)`` of a Part 10 file, after walking all of it.
 
     Raises :class:`Unreadable` on anything malformed: no DICM prefix, a length that runs past its
-    container, tags out of order, an undefined length outside encapsulated pixel data, nesting
-    beyond ``max_depth``, or a deflated body that does not inflate.
+    container, tags out of order, a sequence or item of undefined length, fragments that do not
+    end in a sequence delimiter, nesting beyond ``max_depth``, or a deflated body that does not
+    inflate.
     """
     if len(out) < 144 or out[128:132] != b"DICM":
         raise Unreadable("no preamble and DICM prefix")
@@ -50,7 +51,7 @@ def read_back(out: bytes, max_depth: int = 64) -> tuple[dict[int, bytes], dict[i
     _walk(out, pos + 4, meta_end, False, True, 0, max_depth, meta, None)
     syntax = meta.get(0x00020010, b"").rstrip(b"\x00 ").decode("ascii", "replace")
     body, start = out, meta_end
-    if syntax == _DEFLATED:
+    if syntax == DeflatedExplicitVRLittleEndian:
         try:
             body, start = zlib.decompress(out[meta_end:], -zlib.MAX_WBITS), 0
         except zlib.error as exc:
