@@ -4,6 +4,8 @@ the same run. Prints figures; never fails on timing.
 
     .venv/bin/python -m benchmarks.bench_gateway                 # a stack on free ports in a temp dir
     .venv/bin/python -m benchmarks.bench_gateway --requests 40   # more requests per level
+    .venv/bin/python -m benchmarks.bench_gateway --paths preprocess gateway --sync-direct-jobs 0
+                                                                 # the gateway with every sync study queued
 """
 
 from __future__ import annotations
@@ -68,7 +70,17 @@ async def measure(
     }
 
 
-async def run(url: str, token: str, triton_grpc: str, preprocess_grpc: str, requests: int) -> list[dict]:
+PATHS = {
+    "bare": "bare model (Triton gRPC)",
+    "preprocess": "preprocess + model (gRPC)",
+    "gateway": "gateway, no explanation",
+    "gateway-explain": "gateway, with explanation",
+}
+
+
+async def run(
+    url: str, token: str, triton_grpc: str, preprocess_grpc: str, requests: int, paths: list[str]
+) -> list[dict]:
     from tritonclient.grpc import aio as grpcclient
 
     from tests.unit.gateway.gateway_fixtures import phi_dicom
@@ -114,12 +126,13 @@ async def run(url: str, token: str, triton_grpc: str, preprocess_grpc: str, requ
 
         return call
 
-    targets = [
-        ("bare model (Triton gRPC)", bare),
-        ("preprocess + model (gRPC)", preprocess),
-        ("gateway, no explanation", gateway(False)),
-        ("gateway, with explanation", gateway(True)),
-    ]
+    calls = {
+        "bare": bare,
+        "preprocess": preprocess,
+        "gateway": gateway(False),
+        "gateway-explain": gateway(True),
+    }
+    targets = [(PATHS[p], calls[p]) for p in PATHS if p in paths]
     for name, call in targets:
         for concurrency in (1, 4, 16):
             n = requests if "gateway" in name else requests * 4
@@ -144,6 +157,15 @@ def main() -> None:
         "--requests", type=int, default=24, help="studies per gateway level (x4 for the model)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--paths", nargs="+", choices=list(PATHS), default=list(PATHS), help="what to measure"
+    )
+    parser.add_argument(
+        "--sync-direct-jobs",
+        type=int,
+        default=None,
+        help="the gateway's SIGHTLINE_GATEWAY_SYNC_DIRECT_JOBS (0: every sync study through the queue)",
+    )
     args = parser.parse_args()
 
     from sightline_gateway.core.auth import mint_dev_token
@@ -151,7 +173,10 @@ def main() -> None:
     from sightline.stack import Stack
 
     with tempfile.TemporaryDirectory(prefix="sightline-bench-") as tmp:
-        settings = full_speed_stack(Path(tmp))
+        overrides = (
+            {} if args.sync_direct_jobs is None else {"gateway_sync_direct_jobs": args.sync_direct_jobs}
+        )
+        settings = full_speed_stack(Path(tmp), **overrides)
         stack = Stack(settings)
         stack.start()
         try:
@@ -164,6 +189,7 @@ def main() -> None:
                     f"127.0.0.1:{settings.triton_grpc_port}",
                     f"127.0.0.1:{settings.preprocess_grpc_port}",
                     args.requests,
+                    args.paths,
                 )
             )
         finally:

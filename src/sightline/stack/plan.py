@@ -189,6 +189,7 @@ def service_settings(settings: StackSettings, keys: DevSecrets) -> dict[str, Ser
             rate_limit_per_minute=settings.gateway_rate_limit_per_minute,
             rate_limit_burst=settings.gateway_rate_limit_burst,
             worker_concurrency=settings.gateway_worker_concurrency,
+            sync_direct_jobs=settings.gateway_sync_direct_jobs,
             **pacs_forwarding(settings, data),
         ),
         "receiver": build_settings(

@@ -49,6 +49,8 @@ class StackSettings(BaseSettings):
     gateway_rate_limit_burst: int = Field(default=60, ge=1)
     #: Jobs the gateway's in-process worker runs at once.
     gateway_worker_concurrency: int = Field(default=4, ge=1, le=256)
+    #: Sync studies the gateway runs at once in its own process rather than through its queue.
+    gateway_sync_direct_jobs: int = Field(default=8, ge=0, le=256)
     #: The development tenant's PACS as a STOW-RS URL (e.g. a local Orthanc's
     #: http://127.0.0.1:8042/dicom-web/studies): its results are re-identified and filed there, and
     #: its studies' original identifiers are kept sealed under a key file of the data directory.

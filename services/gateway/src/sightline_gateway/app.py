@@ -226,6 +226,8 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                 },
                 settings.version_assignment_key,
             ),
+            # A replica that runs no worker runs no job (an API-only deployment).
+            sync_direct_jobs=settings.sync_direct_jobs if settings.worker_concurrency else 0,
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -293,7 +295,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
             # Graceful shutdown: stop claiming, let jobs in hand finish within the grace period,
             # then cancel the rest (their leases are handed back).
             begin_shutdown()
-            workers = tasks[: settings.worker_concurrency]
+            workers = tasks[: settings.worker_concurrency] + pipeline.direct.running()
             for task in tasks[settings.worker_concurrency :]:
                 task.cancel()
             if workers:
@@ -301,7 +303,7 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
                 await asyncio.wait(workers, timeout=max(0.0, left))
             for task in workers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *workers, return_exceptions=True)
             if owned_grpc is not None:
                 await owned_grpc.close()
             await http.aclose()

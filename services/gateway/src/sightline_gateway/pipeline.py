@@ -20,6 +20,7 @@ from sightline_gateway.clients.pacs import PacsSender
 from sightline_gateway.clients.retry import RetryPolicy
 from sightline_gateway.clients.services import Deid, Explain, Preprocess
 from sightline_gateway.core.circuits import Circuits
+from sightline_gateway.core.direct import DirectRuns
 from sightline_gateway.core.envelope import TenantKeys
 from sightline_gateway.core.forwarder import Forwarder
 from sightline_gateway.core.intake import Accepted, Intake
@@ -72,6 +73,7 @@ class Pipeline:
         delivery_lease_s: float = 120.0,
         lifecycle: Lifecycle | None = None,
         versions: VersionPlanner | None = None,
+        sync_direct_jobs: int = 0,
     ) -> None:
         self.audit = audit
         policy = RetryPolicy(budget_s=retry_budget_s, first_s=backoff_s, cap_s=backoff_max_s)
@@ -132,6 +134,10 @@ class Pipeline:
             circuits=self.circuits,
             poll_s=poll_s,
         )
+        #: Sync studies run in this process at once (``core.direct``); 0: through the queue.
+        self.direct = DirectRuns(
+            worker=self.worker, queue=self.queue, circuits=self.circuits, slots=sync_direct_jobs
+        )
         self.circuits.on_close(self._resume)
         self.retention = Retention(sessions=sessions, store=store, audit=audit)
 
@@ -173,19 +179,32 @@ class Pipeline:
         models: Sequence[str] | None = None,
         headers: Sequence[Header] | None = None,
     ) -> Accepted:
-        """See :meth:`Intake.accept`."""
-        return await self.intake.accept(
-            tenant=tenant,
-            submitted_by=submitted_by,
-            instances=instances,
-            idempotency_key=idempotency_key,
-            explain=explain,
-            roles=roles,
-            watch=watch,
-            fingerprint=fingerprint,
-            models=models,
-            headers=headers,
-        )
+        """See :meth:`Intake.accept`; a study someone waits for (``watch``) runs here at once
+        when a slot is free (``core.direct``)."""
+        leased = watch and self.direct.reserve()
+        try:
+            accepted = await self.intake.accept(
+                tenant=tenant,
+                submitted_by=submitted_by,
+                instances=instances,
+                idempotency_key=idempotency_key,
+                explain=explain,
+                roles=roles,
+                watch=watch,
+                fingerprint=fingerprint,
+                models=models,
+                headers=headers,
+                leased=leased,
+            )
+        except BaseException:
+            if leased:
+                self.direct.release_slot()
+            raise
+        if accepted.job is not None:
+            self.direct.start(accepted.job, accepted.study)
+        elif leased:  # an idempotent replay: nothing new to run
+            self.direct.release_slot()
+        return accepted
 
     async def wait(self, study_id: str, timeout_s: float, study: Study | None = None) -> Study:
         """See :meth:`Intake.wait`."""
@@ -219,6 +238,7 @@ class Pipeline:
     def stop_workers(self) -> None:
         """Wake every idle worker so that it sees its stop event at once, and answer every
         waiting synchronous request with its study as it stands (202; the job goes on)."""
+        self.direct.stopping = True
         self.wake.notify_all()
         self.intake.watchers.close()
 

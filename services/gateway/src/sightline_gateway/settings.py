@@ -171,6 +171,13 @@ class GatewaySettings(ServiceSettings, ObjectStorageSettings):
 
     # jobs
     worker_concurrency: int = Field(default=4, ge=0, le=256, description="0 runs no worker in this process")
+    sync_direct_jobs: int = Field(
+        default=8,
+        ge=0,
+        le=256,
+        description="sync studies whose job runs in the receiving process at once, leased in the "
+        "commit that stores it, instead of through the queue (0: all queued; none without workers)",
+    )
     job_retry_budget_s: float = Field(
         default=900.0,
         ge=0,

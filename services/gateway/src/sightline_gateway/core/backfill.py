@@ -72,7 +72,7 @@ class Backfill:
                 explanation = {"status": "unavailable", "reason": detail}
                 await self.queue.fill_explanation(job, study, model, explanation, pending[n + 1 :])
             return
-        await self.queue.retry_later(job, reason, delay)
+        await self.queue.retry_later(job, study, reason, delay)
 
 
 def pending_requests(state: dict[str, Any]) -> list[dict[str, Any]]:

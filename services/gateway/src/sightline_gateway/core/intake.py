@@ -47,7 +47,7 @@ from sightline_gateway.core.routing import (
 from sightline_gateway.core.signals import Wakeup, Watchers
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.jobs import JobQueue
-from sightline_gateway.db.models import Study
+from sightline_gateway.db.models import Job, Study
 
 tracer = trace.get_tracer(__name__)
 
@@ -67,6 +67,8 @@ def idempotency_hash(tenant: str, key: str) -> str:
 class Accepted:
     study: Study
     created: bool
+    #: The new study's job when it was stored already leased to this process (``leased``).
+    job: Job | None = None
 
 
 class Intake:
@@ -119,6 +121,7 @@ class Intake:
         fingerprint: str | None = None,
         models: Sequence[str] | None = None,
         headers: Sequence[Header] | None = None,
+        leased: bool = False,
     ) -> Accepted:
         """Route the study, de-identify every instance, store the results, and queue one durable job.
 
@@ -132,6 +135,8 @@ class Intake:
         before de-identification: nothing of it is sent, stored or queued, and the refusal is
         audited (``study.refused``: the caller and the rule that refused each model, no study value).
         ``headers``: the instances' headers as the caller already read them (``read_header``).
+        ``leased``: the job is stored claimed by this process, for the caller to run at once
+        (``core.direct``); no worker is woken for it.
 
         For a tenant with a PACS, the instances' original identifiers are sealed in its
         re-identification record (``core.forwarder``), committed with the study; they are in
@@ -207,7 +212,7 @@ class Intake:
             id=study_id,
             tenant_id=tenant,
             submitted_by=submitted_by,
-            status="queued",
+            status="running" if leased else "queued",
             explain=explain,
             idempotency_key_hash=idempotency_hash(tenant, idempotency_key) if idempotency_key else None,
             request_fingerprint=fingerprint,
@@ -226,7 +231,8 @@ class Intake:
                     session.add(ReidentificationRisk.row(study_id, tenant, placement))
                 if original is not None and self.forwarder is not None:
                     session.add(self.forwarder.record(tenant, study_id, original))
-                session.add(self.queue.new_job(study_id))
+                job = self.queue.new_job(study_id, leased=leased)
+                session.add(job)
                 await session.flush()
                 await self.audit.add(
                     session,
@@ -251,6 +257,8 @@ class Intake:
             raise
         if watch:
             self.watchers.watch(study_id)
+        if leased:
+            return Accepted(study, True, job)
         self.wake.notify()
         return Accepted(study, True)
 
@@ -282,7 +290,8 @@ class Intake:
         """Wait (bounded) until the study is completed or failed; return it either way.
 
         ``study``: the study as :meth:`accept` (with ``watch``) just stored it, so not read again
-        before the worker's first report.
+        before the worker's first report; when its job ran in this process (``core.direct``),
+        the run's end is mirrored on it after its commit and it is answered without a read.
         """
         registered = study is not None and self.watchers.watched(study_id)
         event = self.watchers.watch(study_id)
@@ -291,10 +300,15 @@ class Intake:
         try:
             while True:
                 if current is None:
+                    if registered and study is not None and study.status in ("completed", "failed"):
+                        return study
                     event.clear()  # a report after this read wakes the next wait
                     current = await self.get_study(study_id)
-                if (current.status in ("completed", "failed") or time.monotonic() >= deadline
-                        or self.watchers.closing):
+                if (
+                    current.status in ("completed", "failed")
+                    or time.monotonic() >= deadline
+                    or self.watchers.closing
+                ):
                     return current
                 try:
                     await asyncio.wait_for(event.wait(), min(0.5, max(0.01, deadline - time.monotonic())))

@@ -83,13 +83,15 @@ class Worker:
         finally:
             self.wake.workers -= 1
 
-    async def run_job(self, job: Job) -> None:
+    async def run_job(self, job: Job, study: Study | None = None) -> None:
         """Run one claimed job to a result, a retry later, or a final failure with its reason.
 
         A study fails only for its own reasons: its content was refused, or its dependencies
-        stayed unavailable for the whole retry budget.
+        stayed unavailable for the whole retry budget. ``study``: the job's study in hand (the
+        sync hand-off's), else read with the claim.
         """
-        study = await self.queue.study_of(job)
+        if study is None:
+            study = await self.queue.study_of(job)
         if job.stage == BACKFILL:
             await self.backfill.run(job, study)
             return
@@ -124,7 +126,7 @@ class Worker:
             )
             await self._fail(job, study, code, detail, BUDGET_EXHAUSTED)
             return
-        await self.queue.retry_later(job, reason, delay)
+        await self.queue.retry_later(job, study, reason, delay)
         log.warning("job retry in %.1fs (attempt %d)", delay, job.attempts)
 
     async def _fail(self, job: Job, study: Study, code: str, detail: str, reason: str) -> None:

@@ -39,6 +39,23 @@ class Backlog:
     oldest_age_s: float
 
 
+def ended(
+    study: Study,
+    status: str,
+    now: datetime,
+    timings: dict[str, Any] | None = None,
+    error: tuple[str, str] | None = None,
+) -> None:
+    """What a commit just stored about ``study``, mirrored on the object in hand (after the
+    commit only): a sync request whose job ran in its own process answers from it without
+    reading the study again (``Intake.wait``)."""
+    study.status, study.updated_at = status, now
+    if timings is not None:
+        study.stage_timings = timings
+    if error is not None:
+        study.error_code, study.error_detail = error
+
+
 def _aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes from aggregates; they are UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -54,15 +71,34 @@ class JobQueue:
         self.worker_id = uuid.uuid4().hex[:16]
         self._claimed: dict[str, Study] = {}  # the study read with each claim, for study_of()
 
-    @staticmethod
-    def new_job(study_id: str) -> Job:
-        """A queued job for a new study; it continues the submitting request's trace."""
+    def new_job(self, study_id: str, *, leased: bool = False) -> Job:
+        """A queued job for a new study; it continues the submitting request's trace.
+
+        ``leased``: the job starts claimed by this process (the sync hand-off, ``core.direct``),
+        as if a worker here had just claimed it: a crash before it ends leaves the lease to
+        expire and another worker claims it, as any claimed job.
+        """
+        if not leased:
+            return Job(
+                id=str(uuid.uuid4()),
+                study_id=study_id,
+                status="queued",
+                stage="preprocess",
+                state={"traceparent": inject_headers()},
+            )
+        now = utcnow()
         return Job(
             id=str(uuid.uuid4()),
             study_id=study_id,
-            status="queued",
+            status="running",
             stage="preprocess",
+            attempts=1,
+            next_attempt_at=now,
+            lease_owner=self.worker_id,
+            lease_expires_at=now + timedelta(seconds=self.lease_s),
             state={"traceparent": inject_headers()},
+            created_at=now,
+            updated_at=now,
         )
 
     async def claim(self, blocked_stages: Collection[str] = ()) -> Job | None:
@@ -201,7 +237,9 @@ class JobQueue:
         except IntegrityError:
             async with self.sessions() as session, session.begin():
                 await self._finish(session, job, study, "completed", timings, now)
+            ended(study, "completed", now, timings)
             return False
+        ended(study, "completed", now, timings)
         return True
 
     async def _finish(
@@ -231,7 +269,7 @@ class JobQueue:
             .execution_options(**NO_SYNC)
         )
 
-    async def retry_later(self, job: Job, reason: str, delay_s: float) -> None:
+    async def retry_later(self, job: Job, study: Study, reason: str, delay_s: float) -> None:
         """Release the lease and queue the job again after ``delay_s``."""
         now = utcnow()
         async with self.sessions() as session, session.begin():
@@ -255,6 +293,8 @@ class JobQueue:
                     .values(status="queued", updated_at=now)
                     .execution_options(**NO_SYNC)
                 )
+        if job.stage != BACKFILL:
+            ended(study, "queued", now)
 
     async def fill_explanation(
         self,
@@ -369,6 +409,7 @@ class JobQueue:
                 outcome="failure",
                 trace_id=current_trace_id(),
             )
+        ended(study, "failed", now, error=(code, detail[:500]))
 
     async def backlog(self) -> Backlog:
         """How many jobs are queued or running, and the age of the oldest."""
