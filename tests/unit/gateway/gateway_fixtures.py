@@ -26,7 +26,10 @@ from sightline_common.errors import DependencyUnavailable, UnprocessableInput
 from sightline_gateway.app import Dependencies, create_app
 from sightline_gateway.clients.services import HttpDeid, Inference
 from sightline_gateway.core.auth import mint_dev_token
+from sightline_gateway.db.engine import make_engine, make_sessions
+from sightline_gateway.db.models import Job, Result
 from sightline_gateway.settings import GatewaySettings
+from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL_REPOSITORY = REPO / "model_repository"
@@ -264,3 +267,20 @@ def harness(
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+def jobs_and_results(tmp: Path) -> tuple[list[Job], int]:
+    """The jobs and the number of results in a harness's database (``tmp / "gw.db"``), read
+    afresh (as another replica would see them)."""
+
+    async def read() -> tuple[list[Job], int]:
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp / 'gw.db'}")
+        try:
+            async with make_sessions(engine)() as session:
+                jobs = list((await session.scalars(select(Job))).all())
+                results = int(await session.scalar(select(func.count()).select_from(Result)) or 0)
+            return jobs, results
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

@@ -14,10 +14,7 @@ from typing import Any
 import httpx
 from sightline_common.storage import LocalDirStore
 from sightline_gateway.app import Dependencies, create_app
-from sightline_gateway.db.engine import make_engine, make_sessions
-from sightline_gateway.db.models import Job, Result
 from sightline_gateway.server import server
-from sqlalchemy import func, select
 
 from tests.conftest import free_ports
 from tests.unit.gateway.gateway_fixtures import (
@@ -25,6 +22,7 @@ from tests.unit.gateway.gateway_fixtures import (
     FakePreprocess,
     app_on_fakes,
     harness,
+    jobs_and_results,
     phi_dicom,
     settings,
     token,
@@ -32,17 +30,8 @@ from tests.unit.gateway.gateway_fixtures import (
 
 
 def _db(tmp_path: Path) -> tuple[list[tuple[str, str | None]], int]:
-    async def read() -> tuple[list[tuple[str, str | None]], int]:
-        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}")
-        try:
-            async with make_sessions(engine)() as session:
-                jobs = [(j.status, j.lease_owner) for j in (await session.scalars(select(Job))).all()]
-                results = int(await session.scalar(select(func.count()).select_from(Result)) or 0)
-            return jobs, results
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
+    jobs, results = jobs_and_results(tmp_path)
+    return [(j.status, j.lease_owner) for j in jobs], results
 
 
 def _shut_down_while_running(tmp_path: Path, delay_s: float, grace_s: float) -> str:

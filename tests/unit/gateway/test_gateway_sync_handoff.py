@@ -14,11 +14,11 @@ import pytest
 from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import make_engine, make_sessions
 from sightline_gateway.db.jobs import JobQueue
-from sightline_gateway.db.models import Job, Result
-from sqlalchemy import event, func, select
+from sightline_gateway.db.models import Job
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tests.unit.gateway.gateway_fixtures import harness, phi_dicom
+from tests.unit.gateway.gateway_fixtures import harness, jobs_and_results, phi_dicom
 
 #: The worker's claim: the conditional update that takes a due job's lease.
 CLAIM = "UPDATE jobs SET status=?, attempts=(jobs.attempts + ?)"
@@ -40,17 +40,8 @@ def statements() -> Iterator[list[str]]:
 
 
 def _jobs_and_results(tmp_path: Path) -> tuple[list[tuple[str, int]], int]:
-    async def read() -> tuple[list[tuple[str, int]], int]:
-        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}")
-        try:
-            async with make_sessions(engine)() as session:
-                jobs = [(j.status, j.attempts) for j in (await session.scalars(select(Job))).all()]
-                results = int(await session.scalar(select(func.count()).select_from(Result)) or 0)
-            return jobs, results
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
+    jobs, results = jobs_and_results(tmp_path)
+    return [(j.status, j.attempts) for j in jobs], results
 
 
 @pytest.mark.parametrize("direct", [8, 0], ids=["handed-off", "queued"])
