@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -155,12 +156,16 @@ def up(
         except (RuntimeError, KeyboardInterrupt) as exc:
             console.print(f"[red]start-up failed:[/] {exc}")
             raise typer.Exit(1) from exc
-    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    stop_requested = threading.Event()
     if not detach:
-        # From here a Ctrl-C waits for the supervisor, which stops the stack. Blocked only once
-        # "press Ctrl-C" was printed, one arriving in between ended the process with every
-        # component left running (exit 130; seen in CI).
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        # From here a Ctrl-C (or SIGTERM) asks the supervisor to stop the stack. Installed only
+        # once "press Ctrl-C" was printed, one arriving in between ended the process with every
+        # component left running (exit 130; seen in CI). A handler, not a blocked signal mask: a
+        # process-directed signal goes to any thread that does not block it (threads started
+        # before the mask, such as the start-up display's), and then still interrupted the main
+        # thread (exit 130 again, seen in CI); a Python handler always runs in the main thread.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop_requested.set())
     console.print(_status_table(stack.status()))
     console.print(_model_line(settings))
     console.print(
@@ -186,7 +191,7 @@ def up(
         return
     console.print("supervising (a component that exits is restarted with backoff); press Ctrl-C to stop")
     supervisor = Supervisor(stack, state)
-    supervisor.run(lambda timeout: signal.sigtimedwait(stop_signals, timeout) is not None)
+    supervisor.run(stop_requested.wait)
     console.print("stopping...")
     stack.stop(supervisor.state)
     console.print("stopped")
