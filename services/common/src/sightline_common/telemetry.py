@@ -132,32 +132,23 @@ def scrub_attributes(attributes: Any) -> dict[str, Any]:
     return out
 
 
-def _needs_scrub(attributes: Any) -> bool:
-    """Whether :func:`scrub_attributes` would change ``attributes``."""
-    for key, value in (attributes or {}).items():
-        if key in DROPPED_ATTRIBUTES:
-            return True
-        if key in URL_ATTRIBUTES and isinstance(value, str) and ("?" in value or "#" in value):
-            return True
-    return False
-
-
 def scrub_span(span: ReadableSpan) -> ReadableSpan:
     """``span`` with :func:`scrub_attributes` applied to it and its events: a copy when that
     changes anything, else the span itself (most spans, database calls among them, carry no URL
     or exception: copying each one cost the gateway about 5% of its CPU)."""
     from opentelemetry.sdk.trace import Event
 
-    if not _needs_scrub(span.attributes) and not any(_needs_scrub(e.attributes) for e in span.events):
+    attributes = scrub_attributes(span.attributes)
+    events = [(e, scrub_attributes(e.attributes)) for e in span.events]
+    if attributes == dict(span.attributes or {}) and all(a == dict(e.attributes or {}) for e, a in events):
         return span
-
     return ReadableSpan(
         name=span.name,
         context=span.get_span_context(),
         parent=span.parent,
         resource=span.resource,
-        attributes=scrub_attributes(span.attributes),
-        events=[Event(e.name, scrub_attributes(e.attributes), e.timestamp) for e in span.events],
+        attributes=attributes,
+        events=[Event(e.name, a, e.timestamp) for e, a in events],
         links=span.links,
         kind=span.kind,
         status=span.status,

@@ -135,9 +135,7 @@ class Pipeline:
             poll_s=poll_s,
         )
         #: Sync studies run in this process at once (``core.direct``); 0: through the queue.
-        self.direct = DirectRuns(
-            worker=self.worker, queue=self.queue, circuits=self.circuits, slots=sync_direct_jobs
-        )
+        self.direct = DirectRuns(worker=self.worker, circuits=self.circuits, slots=sync_direct_jobs)
         self.circuits.on_close(self._resume)
         self.retention = Retention(sessions=sessions, store=store, audit=audit)
 

@@ -21,7 +21,6 @@ import logging
 
 from sightline_gateway.core.circuits import Circuits
 from sightline_gateway.core.worker import Worker
-from sightline_gateway.db.jobs import JobQueue
 from sightline_gateway.db.models import Job, Study
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,8 @@ FIRST_STAGE = "preprocess"
 class DirectRuns:
     """Runs of sync studies' jobs in this process, at most ``slots`` at once."""
 
-    def __init__(self, *, worker: Worker, queue: JobQueue, circuits: Circuits, slots: int) -> None:
-        self.worker, self.queue, self.circuits, self.slots = worker, queue, circuits, slots
+    def __init__(self, *, worker: Worker, circuits: Circuits, slots: int) -> None:
+        self.worker, self.circuits, self.slots = worker, circuits, slots
         self._reserved = 0
         self._runs: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -52,7 +51,7 @@ class DirectRuns:
     def start(self, job: Job, study: Study) -> None:
         """Run the reserved slot's job (leased to this process) in a task of its own: the
         request that waits on it may end (timeout, disconnect) without cutting the run."""
-        task = asyncio.create_task(self._run(job, study), name=f"direct-job-{job.id}")
+        task = asyncio.create_task(self.worker.run_in_hand(job, study), name=f"direct-job-{job.id}")
         self._runs.add(task)
         task.add_done_callback(self._ended)
 
@@ -63,14 +62,6 @@ class DirectRuns:
             # run_job ends every error in a retry or a failure; this is a database error in
             # those: the lease expires and a worker claims the job again.
             log.error("direct job run failed: %s", type(task.exception()).__name__)
-
-    async def _run(self, job: Job, study: Study) -> None:
-        try:
-            await self.worker.run_job(job, study)
-        except asyncio.CancelledError:
-            await asyncio.shield(self.queue.release(job))
-            log.warning("shutdown: job lease handed back")
-            raise
 
     def running(self) -> list[asyncio.Task[None]]:
         """The runs in progress (shutdown lets them finish within the grace period)."""

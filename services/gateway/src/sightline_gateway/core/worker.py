@@ -74,14 +74,19 @@ class Worker:
                 if stop.is_set():  # claimed while shutting down
                     await self.queue.release(job)
                     break
-                try:
-                    await self.run_job(job)  # then claim again at once: there may be more
-                except asyncio.CancelledError:
-                    await asyncio.shield(self.queue.release(job))
-                    log.warning("shutdown: job lease handed back")
-                    raise
+                await self.run_in_hand(job)  # then claim again at once: there may be more
         finally:
             self.wake.workers -= 1
+
+    async def run_in_hand(self, job: Job, study: Study | None = None) -> None:
+        """:meth:`run_job` for a job this process holds; cancelled (the grace period ran out),
+        its lease is handed back so that another replica takes the job at once."""
+        try:
+            await self.run_job(job, study)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.queue.release(job))
+            log.warning("shutdown: job lease handed back")
+            raise
 
     async def run_job(self, job: Job, study: Study | None = None) -> None:
         """Run one claimed job to a result, a retry later, or a final failure with its reason.
