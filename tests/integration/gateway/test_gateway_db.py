@@ -18,7 +18,7 @@ from sightline_gateway.db.audit import AuditLog
 from sightline_gateway.db.engine import make_engine, make_sessions, migrate
 from sightline_gateway.db.models import Job, Result, Study, Tenant
 from sightline_gateway.pipeline import Pipeline
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 
 from tests.integration.gateway.conftest import PG_URL
 from tests.unit.gateway.gateway_fixtures import MODEL_REPOSITORY, FakeExplain, FakePreprocess, phi_dicom
@@ -132,7 +132,7 @@ async def test_a_crashed_job_is_resumed_after_its_lease_and_gives_one_result(db,
     assert job is not None  # ... and the process dies here, holding the lease
     restarted = pipeline(engine, tmp_path, lease_s=30)
     assert await restarted.claim() is None  # the lease still holds
-    await asyncio.sleep(0.4)
+    await lapse_leases(engine)  # the crashed worker's lease runs out (no heartbeat from the dead)
     again = await restarted.claim()
     assert again is not None and again.id == job.id and again.attempts == 2
     await restarted.run_job(again)
@@ -225,6 +225,13 @@ async def result_models(engine: object, study_id: str) -> list[str]:
         return sorted(rows.all())
 
 
+async def lapse_leases(engine: object) -> None:
+    """Move every job's lease into the past, as its expiry time passing would (no wall-clock race)."""
+    async with make_sessions(engine)() as s, s.begin():  # type: ignore[arg-type]
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await s.execute(update(Job).where(Job.lease_expires_at.is_not(None)).values(lease_expires_at=past))
+
+
 async def test_a_job_crashed_between_two_models_resumes_with_the_second_and_stores_one_result_each(
     db, tmp_path: Path
 ) -> None:
@@ -232,7 +239,7 @@ async def test_a_job_crashed_between_two_models_resumes_with_the_second_and_stor
     await tenant(engine)
     two = {"model_repository": repository(tmp_path, derm_manifest(), derm_copy()), "models": (DERM, DERM_B)}
     crashing = CrashOnModel(crash_on=DERM_B)
-    crashed = pipeline(engine, tmp_path, lease_s=0.3, preprocess=crashing, **two)
+    crashed = pipeline(engine, tmp_path, lease_s=30, preprocess=crashing, **two)
     accepted = await crashed.accept(
         tenant="t1", submitted_by="u", instances=[phi_dicom()], idempotency_key=None, explain=True
     )
@@ -245,7 +252,7 @@ async def test_a_job_crashed_between_two_models_resumes_with_the_second_and_stor
     fresh = FakePreprocess()
     restarted = pipeline(engine, tmp_path, lease_s=30, preprocess=fresh, **two)
     assert await restarted.claim() is None  # the lease still holds
-    await asyncio.sleep(0.4)
+    await lapse_leases(engine)  # the crashed worker's lease runs out (no heartbeat from the dead)
     again = await restarted.claim()
     assert again is not None and again.id == job.id
     await restarted.run_job(again)

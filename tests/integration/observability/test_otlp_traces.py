@@ -110,11 +110,22 @@ def _spans_of(receivers: Receivers, trace_id: str, services: set[str], timeout: 
             time.sleep(1.0)  # let the batch processor flush the rest of this trace
             return [s for s in receivers.store.snapshot() if s["trace_id"] == trace_id]
         time.sleep(0.2)
-    got = {s["service"] for s in receivers.store.snapshot()}
-    in_trace = sorted({s["service"] for s in receivers.store.snapshot() if s["trace_id"] == trace_id})
+    seen = receivers.store.snapshot()
+    got = {s["service"] for s in seen}
+    in_trace = sorted({s["service"] for s in seen if s["trace_id"] == trace_id})
+    missing = services - set(in_trace)
+    # A missing service's spans from other traces tell a dropped export (they name other parents)
+    # from a context that did not propagate (a root, or a parent of this trace under another id).
+    ours = {s["span_id"]: s["name"] for s in seen if s["trace_id"] == trace_id}
+    elsewhere = [
+        (s["service"], s["name"], s["trace_id"][:8], ours.get(s["parent_span_id"] or "", s["parent_span_id"]))
+        for s in seen
+        if s["service"] in missing
+    ]
     pytest.fail(
-        f"trace {trace_id}: no span from {sorted(services - set(in_trace))} within {timeout} s "
+        f"trace {trace_id}: no span from {sorted(missing)} within {timeout} s "
         f"(this trace's services: {in_trace}; services seen at all: {sorted(got)}; "
+        f"their spans in other traces (service, name, trace, parent): {elsewhere[-12:]}; "
         f"exports the receiver could not read: {receivers.store.errors[-3:]})"
     )
 

@@ -129,7 +129,7 @@ def test_a_pacs_that_stays_down_is_retried_then_reported_failed_and_nothing_is_l
     tmp_path: Path, sender: RecordingSender
 ) -> None:
     sender.fail = True
-    with forwarding_harness(tmp_path, {"stow-rs": sender}, delivery_retry_budget_s=1.0) as h:
+    with forwarding_harness(tmp_path, {"stow-rs": sender}, delivery_retry_budget_s=3.0) as h:
         study_id = submit(h, phi_dicom())
         body = wait_delivery(h, study_id)
         delivery = body["delivery"]

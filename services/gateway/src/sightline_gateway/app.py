@@ -259,6 +259,8 @@ def create_app(settings: GatewaySettings, deps: Dependencies | None = None) -> F
 
         # Called by GatewayServer from its signal handler: hand it to the event loop.
         app.state.begin_shutdown = lambda: loop.call_soon_threadsafe(begin_shutdown)
+        if pipeline.forwarder is not None and settings.delivery_concurrency > 0:
+            await asyncio.to_thread(pipeline.forwarder.load_builders)
         tasks = [asyncio.create_task(pipeline.run_worker(stop)) for _ in range(settings.worker_concurrency)]
         tasks.append(asyncio.create_task(pipeline.run_backlog_metrics(stop)))
         for _ in range(settings.delivery_concurrency):

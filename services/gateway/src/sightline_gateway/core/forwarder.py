@@ -66,6 +66,12 @@ class Forwarder:
         self.destinations, self.senders = dict(destinations), dict(senders)
         self.policy, self.poll_s = policy, poll_s
 
+    @staticmethod
+    def load_builders() -> None:
+        """Import highdicom (about a second, more on a busy host) before the first delivery, so
+        that the first result a process files does not spend that time out of its retry budget."""
+        import highdicom  # noqa: F401
+
     # ---- intake: the record ---------------------------------------------------------------
 
     def keeps(self, tenant: str) -> bool:
@@ -163,6 +169,8 @@ class Forwarder:
         try:
             await self.senders[destination.kind].send(destination, objects)
         except SendFailed as exc:
+            # The budget is judged after the build and the send, which can take a while themselves.
+            elapsed = (utcnow() - delivery.created_at).total_seconds()
             delay = None if exc.final else self.policy.next_delay(delivery.attempts + 1, elapsed)
             if delay is None:
                 why = exc.reason if exc.final else f"retry budget exhausted: {exc.reason}"
