@@ -124,7 +124,7 @@ async def test_a_job_is_claimed_by_exactly_one_worker(db, tmp_path: Path) -> Non
 async def test_a_crashed_job_is_resumed_after_its_lease_and_gives_one_result(db, tmp_path: Path) -> None:
     engine, _ = db
     await tenant(engine)
-    crashed = pipeline(engine, tmp_path, lease_s=0.3)
+    crashed = pipeline(engine, tmp_path, lease_s=30)
     accepted = await crashed.accept(
         tenant="t1", submitted_by="u", instances=[phi_dicom()], idempotency_key=None, explain=True
     )
