@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.text import Text
 from PIL import Image
 from sightline_common.errors import Conflict, IntegrityError
 from sightline_common.storage import LocalDirStore
 from sightline_explain.core.engine import ExplanationEngine
 from sightline_explain.core.model import load_served_model
-from sightline_explain.core.render import ASSISTIVE_LABEL, heatmap_npy, overlay_figure, overlay_png, summarise
+from sightline_explain.core.render import ASSISTIVE_LABEL, heatmap_npy, overlay_png, summarise
 
+from tests.conftest import skip_or_fail_in_ci
 from tests.unit.explain.conftest import MODEL, REPOSITORY
 from tests.unit.explain.explain_fixtures import dicom_bytes, synthetic_lesion
 
@@ -54,17 +55,35 @@ def test_overlay_carries_label_and_legend_and_shows_the_heat() -> None:
     rgb, _ = synthetic_lesion(np.random.default_rng(0), size=112)
     heat = np.zeros((112, 112), np.float32)
     heat[20:40, 60:90] = 1.0
-    fig = overlay_figure(rgb, heat)
-    texts = [t.get_text() for t in fig.findobj(Text)]
-    assert ASSISTIVE_LABEL in texts
-    assert len(fig.axes) == 2, "image axes and colour-bar axes"
-    assert fig.axes[1].get_ylim() == (0.0, 1.0)
-    png = Image.open(io.BytesIO(overlay_png(rgb, heat))).convert("RGB")
-    plain = Image.open(io.BytesIO(overlay_png(rgb, np.zeros_like(heat)))).convert("RGB")
-    assert np.abs(np.asarray(png, np.int16) - np.asarray(plain, np.int16)).max() > 100
-    # The label is drawn on a red band at the bottom.
+    png = Image.open(io.BytesIO(overlay_png(rgb, heat, title="derm-cnn v1"))).convert("RGB")
+    plain = Image.open(io.BytesIO(overlay_png(rgb, np.zeros_like(heat), title="derm-cnn v1"))).convert("RGB")
+    assert png.width > rgb.shape[1] and png.height > rgb.shape[0]
+    changed = np.abs(np.asarray(png, np.int16) - np.asarray(plain, np.int16)).max(axis=2) > 40
+    rows, cols = np.nonzero(changed)
+    # The heat shows where it is: the changed pixels lie in the image's upper right quarter.
+    assert rows.size > 1000 and np.median(rows) < png.height * 0.4 and np.median(cols) > png.width * 0.35
+    # The legend: a colour bar from the colormap's red (1.0, top) to its blue (0.0, bottom).
+    right = np.asarray(png, np.int16)[:, int(png.width * 0.78) :]
+    red = (right[..., 0] > 110) & (right[..., 1] < 40) & (right[..., 2] < 40)
+    blue = (right[..., 2] > 110) & (right[..., 0] < 40) & (right[..., 1] < 40)
+    assert red.sum() > 100 and blue.sum() > 100
+    assert np.nonzero(red)[0].mean() < np.nonzero(blue)[0].mean()
+    # The label is drawn on a red band at the bottom, and it reads as the label.
     bottom = np.asarray(png)[-40:]
     assert ((bottom[..., 0] > 150) & (bottom[..., 1] < 60)).sum() > 500
+    tesseract = shutil.which("tesseract")
+    if tesseract is None:
+        skip_or_fail_in_ci("tesseract is not installed (make tools: scripts/get-tesseract.sh)")
+    band = Image.fromarray(255 - np.asarray(png.convert("L"))[-40:]).resize((png.width * 2, 80))
+    buf = io.BytesIO()
+    band.save(buf, format="PNG")
+    ocr = [tesseract, "stdin", "stdout", "--psm", "7"]
+    out = subprocess.run(ocr, input=buf.getvalue(), capture_output=True, timeout=60, check=False)
+
+    def same(text: str) -> str:  # a sans-serif capital I reads as l: compare them as one
+        return text.strip().lower().replace("l", "i")
+
+    assert same(out.stdout.decode()) == same(ASSISTIVE_LABEL), out
 
 
 def test_summary_and_heatmap_file() -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from numpy.typing import NDArray
+from PIL import Image, ImageDraw, ImageFont
 
 #: Printed on every overlay: the heatmap is an aid to reading the model, not a finding.
 ASSISTIVE_LABEL = "AI-generated, assistive, not a diagnosis"
@@ -45,39 +47,88 @@ def heatmap_npy(heat: NDArray[np.floating[Any]]) -> bytes:
     return buf.getvalue()
 
 
-def overlay_figure(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, title: str = "") -> Figure:
-    """The image with the heatmap blended over it, a colour legend and the assistive-use label.
+#: The overlay's canvas and where its parts go (pixels; the layout the Matplotlib figure had).
+CANVAS = (500, 440)
+IMAGE_BOX = (20, 44, 380, 387)  # left, top, right, bottom
+BAR_BOX = (400, 44, 420, 387)
+TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+LABEL_RED = (176, 0, 32)
 
-    Uses the object-oriented Agg API (no pyplot state), so replicas can render in threads.
+
+def _jet_lut() -> NDArray[np.uint8]:
+    """The colormap as a 256-entry RGB table (Matplotlib's own, sampled once)."""
+    from matplotlib import colormaps
+
+    rgba = np.asarray(colormaps[COLORMAP](np.linspace(0.0, 1.0, 256)), np.float64)
+    return np.asarray(rgba[:, :3] * 255.0 + 0.5, np.uint8)
+
+
+_LUT = _jet_lut()
+_fonts = threading.local()  # FreeType faces per thread: replicas render in worker threads
+
+
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with Matplotlib) at ``size`` px."""
+    cache: dict[tuple[int, bool], ImageFont.FreeTypeFont] = _fonts.__dict__.setdefault("faces", {})
+    key = (size, bold)
+    if key not in cache:
+        name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+        cache[key] = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+    return cache[key]
+
+
+def _coloured(heat: NDArray[np.floating[Any]]) -> NDArray[np.uint8]:
+    return _LUT[(np.clip(heat, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)]
+
+
+def overlay_image(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, title: str = "") -> Image.Image:
+    """The image with the heatmap blended over it (bilinear, ``ALPHA``), a colour legend with
+    ticks, the title, and the assistive-use label on a red band at the bottom.
+
+    Drawn with Pillow on arrays: about 5 ms, where the same picture through Matplotlib's figure
+    machinery took about 130 ms per overlay, most of an explanation's cost.
     """
-    fig = Figure(figsize=(5.0, 4.4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.04, 0.12, 0.72, 0.78))
-    ax.imshow(rgb, interpolation="bilinear")
-    im = ax.imshow(heat, cmap=COLORMAP, alpha=ALPHA, vmin=0.0, vmax=1.0, interpolation="bilinear")
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-    cax = fig.add_axes((0.80, 0.12, 0.04, 0.78))
-    bar = fig.colorbar(im, cax=cax)
-    bar.set_label("relative contribution (Grad-CAM)", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    fig.text(
-        0.5,
-        0.035,
-        ASSISTIVE_LABEL,
-        ha="center",
-        va="center",
-        fontsize=10,
-        fontweight="bold",
-        color="white",
-        bbox={"facecolor": "#b00020", "edgecolor": "none", "pad": 3},
+    canvas = Image.new("RGB", CANVAS, "white")
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = IMAGE_BOX
+    h, w = rgb.shape[:2]
+    scale = min((right - left) / w, (bottom - top) / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    base = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.float32)
+    heat_big = np.asarray(
+        Image.fromarray(np.asarray(heat, np.float32), mode="F").resize(size, Image.Resampling.BILINEAR)
     )
-    return fig
+    blended = base * (1.0 - ALPHA) + _coloured(heat_big).astype(np.float32) * ALPHA
+    at = (left + (right - left - size[0]) // 2, top + (bottom - top - size[1]) // 2)
+    canvas.paste(Image.fromarray((blended + 0.5).astype(np.uint8)), at)
+    if title:
+        draw.text(((left + right) / 2, at[1] - 6), title, fill="black", font=_font(12), anchor="md")
+
+    bar_left, bar_top, bar_right, bar_bottom = BAR_BOX
+    ramp = np.linspace(1.0, 0.0, bar_bottom - bar_top)[:, None].repeat(bar_right - bar_left, axis=1)
+    canvas.paste(Image.fromarray(_coloured(ramp)), (bar_left, bar_top))
+    draw.rectangle((bar_left, bar_top, bar_right - 1, bar_bottom - 1), outline="black")
+    for tick in TICKS:
+        y = round(bar_bottom - 1 - tick * (bar_bottom - bar_top - 1))
+        draw.line((bar_right, y, bar_right + 3, y), fill="black")
+        draw.text((bar_right + 5, y), f"{tick:.1f}", fill="black", font=_font(10), anchor="lm")
+    legend = "relative contribution (Grad-CAM)"
+    font = _font(11)
+    x0, y0, x1, y1 = (round(v) for v in draw.textbbox((0, 0), legend, font=font))
+    strip = Image.new("RGB", (x1 - x0 + 2, y1 - y0 + 4), "white")
+    ImageDraw.Draw(strip).text((1 - x0, 2 - y0), legend, fill="black", font=font)
+    rotated = strip.rotate(90, expand=True)
+    canvas.paste(rotated, (bar_right + 32, (bar_top + bar_bottom - rotated.height) // 2))
+
+    font = _font(14, bold=True)
+    centre = (CANVAS[0] / 2, CANVAS[1] - 15)
+    box = draw.textbbox(centre, ASSISTIVE_LABEL, font=font, anchor="mm")
+    draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=LABEL_RED)
+    draw.text(centre, ASSISTIVE_LABEL, fill="white", font=font, anchor="mm")
+    return canvas
 
 
 def overlay_png(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, title: str = "") -> bytes:
-    fig = overlay_figure(rgb, heat, title=title)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    overlay_image(rgb, heat, title=title).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
