@@ -26,7 +26,7 @@ from sightline_common.model_repository import served_models
 from sightline_common.web import service_app
 
 from sightline_explain import metrics as explain_metrics
-from sightline_explain.core.engine import EngineSet, PreparedImage, generated_prefix
+from sightline_explain.core.engine import EngineSet, ExplanationEngine, PreparedImage, generated_prefix
 from sightline_explain.settings import ExplainSettings
 
 log = logging.getLogger(__name__)
@@ -107,25 +107,31 @@ def build_deployment(settings: ExplainSettings) -> Application:
             started = time.perf_counter()
             media = media_type(request)
             body = await read_body(request, self.settings.max_request_bytes)
+            version: int | None
+            key: str | None
             if media == "application/json":
                 try:
                     req = ExplainRequest.model_validate_json(body)
                 except ValidationError as exc:
                     raise RequestValidationError(exc.errors(include_input=False)) from None
-                # Off the event loop: another version's checkpoint is loaded on its first request.
-                engine = await asyncio.to_thread(self.engines.get, req.model_name, req.model_version)
-                dicom = await asyncio.to_thread(engine.load_object, req.object_key)
+                name, version, key = req.model_name, req.model_version, req.object_key
                 prefix, target = req.output_prefix, req.target
             elif media == "application/dicom":
                 if model_name is None:
                     raise RequestValidationError([{"loc": ("query", "model_name"), "msg": "Field required"}])
-                engine = await asyncio.to_thread(self.engines.get, model_name, model_version)
-                dicom, prefix = body, generated_prefix()
+                name, version, key, prefix = model_name, model_version, None, generated_prefix()
             else:
                 raise UnsupportedMediaType(
                     "send application/json (ExplainRequest) or application/dicom", reason="media-type"
                 )
-            image = await asyncio.to_thread(engine.prepare, dicom)
+
+            def load() -> tuple[ExplanationEngine, PreparedImage]:
+                # Off the event loop, in one hop: another version's checkpoint is loaded on its
+                # first request; reading and decoding the image take a few milliseconds.
+                engine = self.engines.get(name, version)
+                return engine, engine.prepare(body if key is None else engine.load_object(key))
+
+            engine, image = await asyncio.to_thread(load)
             heat, logit = await self._cam((self.engines.engine_key(engine), image, target))
             return await asyncio.to_thread(engine.publish, image, heat, logit, target, prefix, started)
 
