@@ -37,19 +37,27 @@ from benchmarks.bench_inference import REPO, dermoscopy_dicoms, scrape
 GOAL = 0.8
 
 
-def in_process(engines: EngineSet, model: str, keys: list[str], batch: int, label: str) -> float:
-    """Studies/s of the service's steps called in a loop, ``batch`` images per Grad-CAM."""
+def in_process(
+    engines: EngineSet, model: str, keys: list[str], batch: int, label: str
+) -> tuple[float, dict[str, float]]:
+    """Studies/s of the service's steps called in a loop, ``batch`` images per Grad-CAM, and the
+    ms per study of each step (read + decode, Grad-CAM, overlay + store)."""
     engine = engines.get(model, None)
     key = engines.engine_key(engine)
+    steps = dict.fromkeys(("read + decode", "Grad-CAM", "overlay + store"), 0.0)
     started = time.perf_counter()
     for first in range(0, len(keys), batch):
         chunk = keys[first : first + batch]
         t0 = time.perf_counter()
         images = [engine.prepare(engine.load_object(k)) for k in chunk]
+        t1 = time.perf_counter()
         cams = engines.compute([(key, image, 1) for image in images])
+        t2 = time.perf_counter()
         for n, (image, (heat, logit)) in enumerate(zip(images, cams, strict=True)):
             engine.publish(image, heat, logit, 1, f"inproc/{label}/{first + n}", t0)
-    return len(keys) / (time.perf_counter() - started)
+        for step, took in zip(steps, (t1 - t0, t2 - t1, time.perf_counter() - t2), strict=True):
+            steps[step] += took * 1000 / len(keys)
+    return len(keys) / (time.perf_counter() - started), steps
 
 
 async def served(
@@ -143,13 +151,14 @@ def main() -> None:
                     served(url, args.model, manifest.version, keys, concurrency, str(round_no))
                 )
                 after = batch_sizes(scrape(f"{url}/metrics"))
-                loop_rate = in_process(engines, args.model, keys, batch, str(round_no))
+                loop_rate, steps = in_process(engines, args.model, keys, batch, str(round_no))
                 mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
                 rows.append({"service": service_rate, "p50": p50, "loop": loop_rate, "batch": mean_batch})
                 print(
                     f"round {round_no + 1}/{args.rounds}: service {service_rate:.1f}/s (p50 {p50:.0f} ms, "
                     f"mean Grad-CAM batch {mean_batch:.1f}), in-process loop {loop_rate:.1f}/s: "
-                    f"{service_rate / loop_rate:.2f}x",
+                    f"{service_rate / loop_rate:.2f}x; in-process ms per study: "
+                    + ", ".join(f"{step} {ms:.1f}" for step, ms in steps.items()),
                     flush=True,
                 )
         finally:

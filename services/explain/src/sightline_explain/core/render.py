@@ -130,5 +130,5 @@ def overlay_image(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, ti
 
 def overlay_png(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, title: str = "") -> bytes:
     buf = io.BytesIO()
-    overlay_image(rgb, heat, title=title).save(buf, format="PNG", compress_level=3)
+    overlay_image(rgb, heat, title=title).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
