@@ -178,7 +178,9 @@ def main() -> None:
         )
         settings = full_speed_stack(Path(tmp), **overrides)
         stack = Stack(settings)
+        started = time.perf_counter()
         stack.start()
+        print(f"stack ready in {time.perf_counter() - started:.1f} s (every component)", flush=True)
         try:
             secret = json.loads((Path(tmp) / "secrets.json").read_text())["jwt_secret"]
             token = mint_dev_token(secret, "sightline-dev", "sightline", "bench", ["submitter"], 3600)
