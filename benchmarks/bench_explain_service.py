@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import torch
 from sightline_common.manifest import load_manifest
 from sightline_common.storage import LocalDirStore
@@ -45,7 +46,7 @@ def in_process(
     engine = engines.get(model, None)
     key = engines.engine_key(engine)
     steps = dict.fromkeys(("read + decode", "Grad-CAM", "overlay + store"), 0.0)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for first in range(0, len(keys), batch):
         chunk = keys[first : first + batch]
         t0 = time.perf_counter()
@@ -57,6 +58,7 @@ def in_process(
             engine.publish(image, heat, logit, 1, f"inproc/{label}/{first + n}", t0)
         for step, took in zip(steps, (t1 - t0, t2 - t1, time.perf_counter() - t2), strict=True):
             steps[step] += took * 1000 / len(keys)
+    steps["CPU"] = (time.process_time() - cpu) * 1000 / len(keys)
     return len(keys) / (time.perf_counter() - started), steps
 
 
@@ -87,6 +89,25 @@ async def served(
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return len(keys) / elapsed, statistics.median(latencies)
+
+
+#: Ray's processes of the explain service, by what their command line names.
+RAY_ROLES = (("ServeReplica", "replica"), ("ProxyActor", "proxy"), ("ServeController", "controller"))
+
+
+def service_cpu(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of the explain process tree: Serve's replica, proxy and controller,
+    and the rest (the driver, Ray's GCS and raylet and other workers)."""
+    out = dict.fromkeys([role for _, role in RAY_ROLES] + ["rest"], 0.0)
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            cmdline, times = " ".join(proc.cmdline()), proc.cpu_times()
+        except psutil.Error:
+            continue
+        role = next((r for marker, r in RAY_ROLES if marker in cmdline), "rest")
+        out[role] += times.user + times.system
+    return out
 
 
 def batch_sizes(metrics: dict[str, float]) -> tuple[float, float]:
@@ -135,7 +156,8 @@ def main() -> None:
             store.put(key, data, "application/dicom")
         stack = Stack(settings)
         t = time.perf_counter()
-        stack.start(only=["explain"])
+        state = stack.start(only=["explain"])
+        (pid,) = [c.pid for c in state.components if c.name == "explain" and c.pid is not None]
         print(f"explain service ready in {time.perf_counter() - t:.1f} s")
         url = f"http://127.0.0.1:{settings.explain_port}"
         torch.set_num_threads(threads)  # the replica's engine, threads and store
@@ -146,19 +168,22 @@ def main() -> None:
             asyncio.run(served(url, args.model, manifest.version, warm, concurrency, "warm"))
             in_process(engines, args.model, warm, batch, "warm")
             for round_no in range(args.rounds):
-                before = batch_sizes(scrape(f"{url}/metrics"))
+                before, cpu_before = batch_sizes(scrape(f"{url}/metrics")), service_cpu(pid)
                 service_rate, p50 = asyncio.run(
                     served(url, args.model, manifest.version, keys, concurrency, str(round_no))
                 )
-                after = batch_sizes(scrape(f"{url}/metrics"))
+                after, cpu_after = batch_sizes(scrape(f"{url}/metrics")), service_cpu(pid)
+                service_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / len(keys) for k in cpu_after}
                 loop_rate, steps = in_process(engines, args.model, keys, batch, str(round_no))
                 mean_batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-                rows.append({"service": service_rate, "p50": p50, "loop": loop_rate, "batch": mean_batch})
+                rows.append({"service": service_rate, "loop": loop_rate, "cpu": service_ms, "steps": steps})
                 print(
                     f"round {round_no + 1}/{args.rounds}: service {service_rate:.1f}/s (p50 {p50:.0f} ms, "
                     f"mean Grad-CAM batch {mean_batch:.1f}), in-process loop {loop_rate:.1f}/s: "
                     f"{service_rate / loop_rate:.2f}x; in-process ms per study: "
-                    + ", ".join(f"{step} {ms:.1f}" for step, ms in steps.items()),
+                    + ", ".join(f"{step} {ms:.1f}" for step, ms in steps.items())
+                    + "; the service's CPU ms per study: "
+                    + ", ".join(f"{role} {ms:.1f}" for role, ms in service_ms.items()),
                     flush=True,
                 )
         finally:
@@ -171,6 +196,13 @@ def main() -> None:
         f"in-process loop {min(r['loop'] for r in rows):.1f}-{max(r['loop'] for r in rows):.1f}/s"
     )
     print(f"service / in-process: {min(ratios):.2f}-{max(ratios):.2f}x (goal >= {GOAL}x)")
+    replica = [r["cpu"]["replica"] for r in rows]
+    serve = [sum(r["cpu"].values()) - r["cpu"]["replica"] for r in rows]
+    loop_cpu = [r["steps"]["CPU"] for r in rows]
+    print(
+        f"CPU ms per study: in-process {min(loop_cpu):.1f}-{max(loop_cpu):.1f}; service replica "
+        f"{min(replica):.1f}-{max(replica):.1f} + proxy, controller and Ray {min(serve):.1f}-{max(serve):.1f}"
+    )
 
 
 if __name__ == "__main__":
