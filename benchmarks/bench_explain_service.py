@@ -1,15 +1,18 @@
 """The explanation service against the same work done in-process in a loop (issue 15's explain goal).
 
 Both sides do the whole job of an explanation the gateway asks for: read the de-identified DICOM
-from the object store, decode and preprocess it, Grad-CAM in batches, render the
-overlay PNG and store it with the heatmap. The service is the real one (``python -m
-sightline_explain``: Ray Serve, ``@serve.batch``) started by ``sightline up``'s supervisor, sent
-``--concurrency`` requests at a time over HTTP; the loop calls the service's own engine in this
-process, in batches of the service's ``max_batch_size``, on the same number of torch threads
-(both the service's defaults, as ``sightline up`` runs it). Rounds alternate so that a slower
-spell of a shared machine touches both alike. Prints figures; does not fail on time.
+from the object store, decode and preprocess it, Grad-CAM in batches, render the overlay PNG and
+store it with the heatmap. The service is the real one (``python -m sightline_explain``: Ray
+Serve, ``@serve.batch``) started by ``sightline up``'s supervisor, sent ``--concurrency``
+requests at a time over HTTP; the loop calls the service's own engine in this process, in
+batches of the service's ``max_batch_size``, on the same number of torch threads (the service's
+defaults, as ``sightline up`` runs it, unless ``--max-batch-size`` or ``--batch-wait-ms`` say
+otherwise). Rounds alternate so that a slower spell of a shared machine touches both alike.
+Also printed: the CPU each side spends per study (the service's by Ray process) and the
+service's CPU while idle. Prints figures; does not fail on time.
 
     .venv/bin/python -m benchmarks.bench_explain_service [--requests 64] [--rounds 3]
+        [--concurrency N] [--max-batch-size N] [--batch-wait-ms MS]
 
 Goal (issue 15): the service's studies/s >= 0.8x the in-process loop's at the same batch size.
 """
@@ -125,11 +128,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="explanations per round and side")
     parser.add_argument("--concurrency", type=int, help="requests in flight (default: the batch size)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-batch-size", type=int, help="the service's (default: its default)")
+    parser.add_argument("--batch-wait-ms", type=float, help="the service's (default: its default)")
     args = parser.parse_args()
     from sightline_explain.settings import ExplainSettings
 
     defaults = ExplainSettings.model_fields
-    batch, wait_s = defaults["max_batch_size"].default, defaults["batch_wait_timeout_s"].default
+    batch = args.max_batch_size or defaults["max_batch_size"].default
+    wait_s = defaults["batch_wait_timeout_s"].default
+    if args.batch_wait_ms is not None:
+        wait_s = args.batch_wait_ms / 1000
+    service_env = {
+        "SIGHTLINE_EXPLAIN_MAX_BATCH_SIZE": str(batch),
+        "SIGHTLINE_EXPLAIN_BATCH_WAIT_TIMEOUT_S": str(wait_s),
+    }
     threads = defaults["torch_threads"].default
     concurrency = args.concurrency or batch
 
@@ -156,7 +168,7 @@ def main() -> None:
             store.put(key, data, "application/dicom")
         stack = Stack(settings)
         t = time.perf_counter()
-        state = stack.start(only=["explain"])
+        state = stack.start(only=["explain"], env={"explain": service_env})
         (pid,) = [c.pid for c in state.components if c.name == "explain" and c.pid is not None]
         print(f"explain service ready in {time.perf_counter() - t:.1f} s")
         url = f"http://127.0.0.1:{settings.explain_port}"
@@ -167,6 +179,10 @@ def main() -> None:
             warm = keys[:batch]
             asyncio.run(served(url, args.model, manifest.version, warm, concurrency, "warm"))
             in_process(engines, args.model, warm, batch, "warm")
+            idle_before, idle_s = service_cpu(pid), 5.0
+            time.sleep(idle_s)
+            idle = {k: (v - idle_before[k]) / idle_s * 100 for k, v in service_cpu(pid).items()}
+            print("idle service, % of one CPU: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items()))
             for round_no in range(args.rounds):
                 before, cpu_before = batch_sizes(scrape(f"{url}/metrics")), service_cpu(pid)
                 service_rate, p50 = asyncio.run(

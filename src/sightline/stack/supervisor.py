@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from sightline.stack.plan import plan
@@ -42,8 +42,17 @@ class Stack:
         state = StackState.load(path)
         return state if any(alive(c.pid) for c in state.components) else None
 
-    def start(self, on_progress: Progress = _no_progress, only: Iterable[str] | None = None) -> StackState:
-        """Start every component and wait for each to be ready; stop all on failure."""
+    def start(
+        self,
+        on_progress: Progress = _no_progress,
+        only: Iterable[str] | None = None,
+        env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> StackState:
+        """Start every component and wait for each to be ready; stop all on failure.
+
+        ``env``: extra environment by component name, over the plan's (a benchmark trying a
+        service setting that the stack's own settings do not carry).
+        """
         if self.running_state() is not None:
             raise RuntimeError(f"a stack is already running from {self.settings.data_dir} (sightline down)")
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +61,8 @@ class Stack:
         state = StackState(stack_id, f"sightline_{stack_id}_", [])
         wanted = set(only) if only else None
         components = [c for c in plan(self.settings, state.shm_prefix) if not wanted or c.name in wanted]
+        for comp in components:
+            comp.env.update((env or {}).get(comp.name, {}))
         try:
             for comp in components:
                 self.spawn(comp, state)
