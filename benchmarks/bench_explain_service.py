@@ -12,7 +12,7 @@ Also printed: the CPU each side spends per study (the service's by Ray process) 
 service's CPU while idle. Prints figures; does not fail on time.
 
     .venv/bin/python -m benchmarks.bench_explain_service [--requests 64] [--rounds 3]
-        [--concurrency N] [--max-batch-size N] [--batch-wait-ms MS]
+        [--concurrency N] [--max-batch-size N] [--batch-wait-ms MS] [--env KEY=VALUE ...]
 
 Goal (issue 15): the service's studies/s >= 0.8x the in-process loop's at the same batch size.
 """
@@ -130,6 +130,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-batch-size", type=int, help="the service's (default: its default)")
     parser.add_argument("--batch-wait-ms", type=float, help="the service's (default: its default)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="more environment for the service"
+    )
     args = parser.parse_args()
     from sightline_explain.settings import ExplainSettings
 
@@ -141,6 +144,7 @@ def main() -> None:
     service_env = {
         "SIGHTLINE_EXPLAIN_MAX_BATCH_SIZE": str(batch),
         "SIGHTLINE_EXPLAIN_BATCH_WAIT_TIMEOUT_S": str(wait_s),
+        **dict(item.split("=", 1) for item in args.env),
     }
     threads = defaults["torch_threads"].default
     concurrency = args.concurrency or batch

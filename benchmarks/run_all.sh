@@ -4,7 +4,7 @@
 #
 #     bash benchmarks/run_all.sh [out-dir]      # default benchmarks/results/run-<UTC date>
 #
-# About 25 minutes on the 2-core CI machine. Run it on a quiet machine (nothing else busy: the
+# About 7 minutes on this 2-core machine. Run it on a quiet machine (nothing else busy: the
 # figures are throughput and latency); it prints progress and each benchmark's last lines, and
 # writes <out-dir>/<name>.txt (plus profile_stack's flame graphs into benchmarks/results/profiles).
 # Figures only: no benchmark fails on a number.
