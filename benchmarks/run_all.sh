@@ -4,7 +4,7 @@
 #
 #     bash benchmarks/run_all.sh [out-dir]      # default benchmarks/results/run-<UTC date>
 #
-# About 7 minutes on this 2-core machine. Run it on a quiet machine (nothing else busy: the
+# About 10 minutes on this 2-core machine. Run it on a quiet machine (nothing else busy: the
 # figures are throughput and latency); it prints progress and each benchmark's last lines, and
 # writes <out-dir>/<name>.txt (plus profile_stack's flame graphs into benchmarks/results/profiles).
 # Figures only: no benchmark fails on a number.
@@ -21,7 +21,7 @@ steps=(
   "explain|benchmarks.bench_explain"
   "explain_service|benchmarks.bench_explain_service --requests 64 --rounds 3"
   "gateway|benchmarks.bench_gateway --requests 40 --json $out/gateway.json"
-  "profile_stack|benchmarks.profile_stack --seconds 20"
+  "profile_stack|benchmarks.profile_stack --seconds 60"
 )
 {
   echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (uncommitted changes)')"
