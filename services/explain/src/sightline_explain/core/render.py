@@ -85,8 +85,8 @@ def overlay_image(rgb: NDArray[np.uint8], heat: NDArray[np.floating[Any]], *, ti
     """The image with the heatmap blended over it (bilinear, ``ALPHA``), a colour legend with
     ticks, the title, and the assistive-use label on a red band at the bottom.
 
-    Drawn with Pillow on arrays: about 5 ms, where the same picture through Matplotlib's figure
-    machinery took about 130 ms per overlay, most of an explanation's cost.
+    Drawn with Pillow on arrays (about 7 ms here, and 10 ms to encode the PNG), where the same
+    picture through Matplotlib's figure machinery took 130-160 ms: most of an explanation's cost.
     """
     canvas = Image.new("RGB", CANVAS, "white")
     draw = ImageDraw.Draw(canvas)
