@@ -45,6 +45,8 @@ class Minute:
     backlog: int | None = None
     #: RSS (KiB) per component when the minute closed.
     rss_kib: dict[str, int] = field(default_factory=dict)
+    #: The gateway's resident memory by kind of mapping (KiB) and its thread count, same moment.
+    gateway_memory: dict[str, int] = field(default_factory=dict)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -154,6 +156,7 @@ class Soak:
         if self.stack_id is not None:
             sample = processes(self.stack_id, self.data_dir / "stack.json")
             minute.rss_kib = {name: row["rss_kib"] for name, row in sample.items()}
+            minute.gateway_memory = sample.get("gateway", {}).get("memory", {})
 
     def backlog(self) -> int:
         """Jobs queued or running now."""
@@ -175,17 +178,49 @@ def print_minute(index: int, m: Minute) -> None:
         f"  p99 {percentile(m.latencies, 0.99) * 1000:8.0f} ms"
         f"  backlog {m.backlog}"
         + (f"  gateway {m.rss_kib['gateway'] / 1024:.0f} MB" if "gateway" in m.rss_kib else "")
+        + (
+            " (heap {heap} anon {anon} file {file} MB, {threads} threads)".format(
+                **{k: (v if k == "threads" else round(v / 1024)) for k, v in m.gateway_memory.items()}
+            )
+            if m.gateway_memory
+            else ""
+        )
         + (f"  {dict(m.errors)}" if m.errors else ""),
         flush=True,
     )
 
 
-def processes(stack_id: str, state_file: Path) -> dict[str, dict[str, int]]:
-    """RSS (KiB), open files and process count per component (its process group; Ray daemons apart)."""
+def memory_kinds(pid: int) -> dict[str, int]:
+    """Resident KiB of one process by kind of mapping, from /proc/PID/smaps, and its threads.
+
+    ``heap``: glibc's main arena (``[heap]``); ``anon``: every other anonymous mapping (the arenas
+    glibc gives other threads, Python's object arenas, large buffers); ``file``: mapped files
+    (code, shared libraries). Where a process grows tells a fragmenting allocator from a cache.
+    """
+    kinds = {"heap": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=6)
+        if not line[:1].isupper():  # a mapping's header: address range, perms, offset, dev, inode, path
+            path = head[5] if len(head) > 5 else ""
+            kind = "heap" if path == "[heap]" else "file" if path.startswith("/") else "anon"
+        elif head[0] == "Rss:":
+            kinds[kind] += int(head[1])
+    threads = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("Threads:")
+    )
+    return {**kinds, "threads": threads}
+
+
+def processes(stack_id: str, state_file: Path) -> dict[str, dict[str, Any]]:
+    """RSS (KiB), open files and process count per component (its process group; Ray daemons apart);
+    for the gateway also its memory by kind (:func:`memory_kinds`)."""
     from sightline.stack import StackState, tagged_processes
 
     groups = {c.pid: c.name for c in StackState.load(state_file).components if c.pid}
-    out: dict[str, dict[str, int]] = defaultdict(lambda: {"rss_kib": 0, "open_files": 0, "processes": 0})
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"rss_kib": 0, "open_files": 0, "processes": 0})
     for pid in tagged_processes(stack_id):
         try:
             name = groups.get(os.getpgid(pid), "ray daemons")
@@ -195,9 +230,12 @@ def processes(stack_id: str, state_file: Path) -> dict[str, dict[str, int]]:
                 if line.startswith("VmRSS:")
             )
             fds = len(os.listdir(f"/proc/{pid}/fd"))
+            memory = memory_kinds(pid) if name == "gateway" else None
         except (OSError, StopIteration):
             continue
         row = out[name]
+        if memory is not None:
+            row["memory"] = memory
         row["rss_kib"] += rss
         row["open_files"] += fds
         row["processes"] += 1
@@ -284,6 +322,7 @@ def report(
                 "p99_ms": percentile(m.latencies, 0.99) * 1000,
                 "backlog": m.backlog,
                 "rss_kib": m.rss_kib,
+                "gateway_memory_kib": m.gateway_memory,
             }
             for m in minutes
         ],
@@ -332,7 +371,23 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.8, help="fraction of the measured maximum offered")
     parser.add_argument("--data-dir", type=Path, help="a running stack's data directory (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="COMPONENT:KEY=VALUE",
+        help="extra environment for one component of the stack it starts (repeatable)",
+    )
     args = parser.parse_args()
+    env: dict[str, dict[str, str]] = defaultdict(dict)
+    for item in args.env:
+        component, sep, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not (sep and eq and key):
+            parser.error(f"--env {item!r}: expected COMPONENT:KEY=VALUE")
+        env[component][key] = value
+    if env and args.data_dir:
+        parser.error("--env applies to a stack the soak starts, not to --data-dir")
 
     from sightline.stack import Stack, StackSettings, StackState, settings_on_free_ports
 
@@ -351,8 +406,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="sightline-soak-") as tmp:
             settings = settings_on_free_ports(Path(tmp), model_repository=REPO / "model_repository")
             stack = Stack(settings)
-            state = stack.start()
-            print(f"stack id {state.stack_id}", flush=True)
+            state = stack.start(env=env)
+            extra = f"; extra environment {dict(env)}" if env else ""
+            print(f"stack id {state.stack_id}{extra}", flush=True)
             try:
                 url = f"http://{settings.host}:{settings.gateway_port}"
                 figures = asyncio.run(soak(Path(tmp), url, state.stack_id, args))

@@ -53,6 +53,9 @@ def test_soak_harness_prints_every_figure(tmp_path: Path) -> None:
     # RSS is sampled every minute, so a leak can be told from a high-water mark after warm-up.
     assert all(COMPONENTS <= m["rss_kib"].keys() for m in minutes), minutes
     assert all(m["rss_kib"][c] > 0 for m in minutes for c in COMPONENTS)
+    # ... and the gateway's by kind of mapping, where its late growth was looked for.
+    kinds = [m["gateway_memory_kib"] for m in minutes]
+    assert all(k["heap"] > 0 and k["anon"] > 0 and k["threads"] > 1 for k in kinds), kinds
     for c in COMPONENTS:
         rss = figures["rss"][c]
         assert rss["after_warmup_mb"] > 0 and rss["growth_after_warmup_pct"] == rss["growth_after_warmup_pct"]

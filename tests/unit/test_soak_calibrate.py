@@ -47,3 +47,27 @@ def test_rss_growth_is_measured_after_warm_up_and_a_leak_shows_as_a_slope() -> N
         assert figures["slope_second_half_mb_per_10min"] == pytest.approx(slope, abs=0.01), series
     # Growth measured from the start would call the plateau a 60% leak.
     assert plateau[-1] / plateau[0] - 1 == pytest.approx(0.6)
+
+
+def test_memory_by_kind_adds_up_to_rss_and_places_a_large_buffer_in_anonymous_memory() -> None:
+    import os
+    import threading
+    from pathlib import Path
+
+    import numpy as np
+
+    from benchmarks.soak import memory_kinds
+
+    def rss_kib() -> int:
+        status = Path(f"/proc/{os.getpid()}/status").read_text().splitlines()
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    before = memory_kinds(os.getpid())
+    total = before["heap"] + before["anon"] + before["file"]
+    assert abs(total - rss_kib()) <= 0.05 * rss_kib(), (before, rss_kib())
+    assert before["threads"] >= threading.active_count()
+    buffer = np.ones(64 * 1024 * 1024, dtype=np.uint8)  # 64 MiB, touched: glibc maps it anonymously
+    after = memory_kinds(os.getpid())
+    assert after["anon"] - before["anon"] >= 60 * 1024, (before, after)
+    assert abs(after["file"] - before["file"]) < 8 * 1024
+    del buffer

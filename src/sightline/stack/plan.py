@@ -33,6 +33,11 @@ from sightline.triton import prepare_backends, triton_command, triton_environmen
 
 #: Environment every first-party service gets besides its settings.
 PROCESS_ENV = {"PYTHONUNBUFFERED": "1"}
+#: ... and per service. The gateway allocates from many threads (aiosqlite runs one per pooled
+#: connection, plus the worker threads); glibc gives each its own arena, and memory freed in one
+#: stays resident there. Two arenas: RSS flat over a 30-minute soak where it stepped +5.3%
+#: (README, reliability; the gateway image sets the same).
+SERVICE_ENV = {"gateway": {"MALLOC_ARENA_MAX": "2"}}
 #: The tenant of development tokens (``sightline up`` prints one) and of the receiver's modalities.
 DEV_TENANT = "dev-hospital"
 
@@ -230,7 +235,7 @@ def service_component(name: str, settings: ServiceSettings) -> Component:
         [sys.executable, "-m", f"sightline_{name}"],
         f"{base}/health/ready",
         listens,
-        env={**settings_env(settings), **PROCESS_ENV},
+        env={**settings_env(settings), **PROCESS_ENV, **SERVICE_ENV.get(name, {})},
     )
 
 
