@@ -268,3 +268,21 @@ def test_a_pass_rule_never_passes_a_declared_yes(recipe: Recipe) -> None:
     ds.BurnedInAnnotation = "YES"
     result = Deidentifier(reordered, SECRET, detector=fake).deidentify(to_bytes(ds), "tenant-a")
     assert result.summary.burned_in.startswith("ocr:declared-burned-in:") and fake.seen == 1
+
+
+@pytest.mark.parametrize(
+    ("characters", "message"),
+    [
+        ("{contrast: 20, colour: 3}", "unknown settings"),
+        ("{uniformity: 1.5}", "uniformity"),
+        ("[20, 0.6]", "mapping"),
+    ],
+)
+def test_recipe_refuses_bad_lone_character_settings(characters: str, message: str) -> None:
+    from importlib import resources
+
+    text = resources.files("sightline_deid.resources.recipes").joinpath("sightline-basic.yaml").read_text()
+    start = text.index("      characters:\n")
+    end = text.index("min_probability: 0.98\n", start) + len("min_probability: 0.98\n")
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(text[:start] + f"      characters: {characters}\n" + text[end:])

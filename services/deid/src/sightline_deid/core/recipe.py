@@ -24,6 +24,7 @@ import yaml
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from sightline_deid.core.descriptors import DescriptorPolicy, load_names
+from sightline_deid.core.lone_chars import LoneCharacterSettings
 from sightline_deid.core.ocr import PASSES
 from sightline_deid.core.temporal import TIME_MODES
 from sightline_deid.core.text_detect import DetectorSettings
@@ -277,16 +278,18 @@ def _ocr(raw: Mapping[str, Any]) -> OcrPolicy:
     if detector not in ("dbnet", "tesseract"):
         raise RecipeError("burned_in.ocr.detector must be 'dbnet' or 'tesseract'")
     found = dict(raw.get("dbnet") or {})
-    if set(found) - {"threshold", "box_threshold", "unclip", "blob_fraction", "min_side"}:
+    if set(found) - {"threshold", "box_threshold", "unclip", "blob_fraction", "min_side", "characters"}:
         raise RecipeError(f"burned_in.ocr.dbnet: unknown settings {sorted(found)}")
     try:
         defaults = DetectorSettings()
+        characters = _characters(found.get("characters"))
         dbnet = DetectorSettings(
             threshold=float(found.get("threshold", defaults.threshold)),
             box_threshold=float(found.get("box_threshold", defaults.box_threshold)),
             unclip=float(found.get("unclip", defaults.unclip)),
             blob_fraction=float(found.get("blob_fraction", defaults.blob_fraction)),
             min_side=int(found.get("min_side", defaults.min_side)),
+            characters=characters,
         )
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"burned_in.ocr.dbnet: {exc}") from None
@@ -299,6 +302,19 @@ def _ocr(raw: Mapping[str, Any]) -> OcrPolicy:
         "dbnet" if detector == "dbnet" else "tesseract",
         dbnet,
     )
+
+
+def _characters(raw: Any) -> LoneCharacterSettings | None:
+    """``burned_in.ocr.dbnet.characters``: the lone-character stage's settings, or None (off)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError("characters must be a mapping of settings")
+    names = ("contrast", "uniformity", "sharpness", "min_probability")
+    if set(raw) - set(names):
+        raise ValueError(f"characters: unknown settings {sorted(raw)}")
+    defaults = LoneCharacterSettings()
+    return LoneCharacterSettings(**{n: float(raw.get(n, getattr(defaults, n))) for n in names})
 
 
 def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:

@@ -15,6 +15,9 @@ alters 1% of clean photographs). A scene-text detector answers the question the 
 - **Blobs are checked.** A region taller than ``blob_fraction`` of the frame's shorter side and
   not wider than twice its height is more often a lesion or an organ than a word: Tesseract reads
   it, and only words it reads there with the recipe's confidence are kept as boxes.
+- **Letters drawn alone** (a lone initial, a view code) are not a text line to the network: with
+  ``characters`` set, :mod:`.lone_chars` looks for glyph-shaped regions inked in one value and
+  has a recogniser confirm each one (boxes the detector already found are not read again).
 - **Read for the keep patterns.** A box short enough to be a laterality marker is read by
   Tesseract as one line; its text is what the recipe's keep patterns see. A box read as nothing
   has no text, so no keep pattern matches it: it is blacked out (fail closed).
@@ -36,6 +39,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy import ndimage
 
+from sightline_deid.core.lone_chars import LoneCharacterFinder, LoneCharacterSettings
 from sightline_deid.core.ocr import FrameUnreadable, OcrUnavailable, TesseractDetector, TextBox
 
 #: The shipped model (PP-OCRv4 det, from the rapidocr-onnxruntime 1.4.4 wheel) and its digest.
@@ -63,6 +67,8 @@ class DetectorSettings:
     blob_fraction: float = 0.3
     #: Frames with a shorter side below this are read enlarged to it (small text is missed).
     min_side: int = 0
+    #: Also look for letters and digits drawn alone (:mod:`.lone_chars`); None: not looked for.
+    characters: LoneCharacterSettings | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.threshold < 1 and 0 < self.box_threshold < 1):
@@ -88,11 +94,18 @@ class DbnetDetector:
     path: Path = field(default_factory=model_path)
     _session: Any = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _characters: LoneCharacterFinder | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.settings.characters is not None:
+            self._characters = LoneCharacterFinder(self.settings.characters)
 
     def available(self) -> bool:
-        """Whether the model loads (and matches its digest) and Tesseract is installed."""
+        """Whether the models load (and match their digests) and Tesseract is installed."""
         try:
             self._model()
+            if self._characters is not None:
+                self._characters.load()
         except OcrUnavailable:
             return False
         return self.reader.available()
@@ -128,6 +141,8 @@ class DbnetDetector:
             if self.read_text and (x1 - x0) <= _READ_MAX_ASPECT * (y1 - y0):
                 text = " ".join(w.text for w in self._read(frame, y0, x0, y1, x1, line=True))
             boxes.append(TextBox(x0, y0, x1 - x0, y1 - y0, text, 100 * score))
+        if self._characters is not None:
+            boxes += self._characters.find(frame, boxes)
         return boxes
 
     def _words_in(self, frame: NDArray[np.uint8], y0: int, x0: int, y1: int, x1: int) -> list[TextBox]:
