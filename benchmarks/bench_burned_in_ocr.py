@@ -15,7 +15,8 @@ detector found there (kept markers, blacked-out words) is counted separately, no
 of the detector.
 
 Run from the repository root (needs ``make tools`` for tesseract and the fonts):
-``.venv/bin/python -m benchmarks.bench_burned_in_ocr [generated] [clean-per-dataset] [seed]``.
+``.venv/bin/python -m benchmarks.bench_burned_in_ocr [generated] [clean-per-dataset] [seed]``;
+``--without-characters`` runs the recipe with its lone-character stage off (recipe 1.8's detector).
 It prints figures and does not fail on them.
 """
 
@@ -27,7 +28,7 @@ import re
 import string
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -217,9 +218,10 @@ def clean_figures(
 
 
 def main() -> None:
-    generated = int(sys.argv[1]) if len(sys.argv) > 1 else 80
-    clean = int(sys.argv[2]) if len(sys.argv) > 2 else 100
-    rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 7)
+    args = [a for a in sys.argv[1:] if a != "--without-characters"]
+    generated = int(args[0]) if len(args) > 0 else 80
+    clean = int(args[1]) if len(args) > 1 else 100
+    rng = random.Random(int(args[2]) if len(args) > 2 else 7)
     if not TesseractDetector.available():
         raise SystemExit("tesseract is not installed: run `make tools` (scripts/get-tesseract.sh)")
     fonts = sorted(
@@ -229,6 +231,8 @@ def main() -> None:
         raise SystemExit("no DejaVu fonts: run `make tools` (scripts/get-tesseract.sh)")
     recipe = load_recipe("sightline-basic")
     policy = recipe.burned_in.ocr
+    if "--without-characters" in sys.argv:
+        policy = replace(policy, dbnet=replace(policy.dbnet, characters=None))
     # The recipe's detector as the service runs it (its boxes are final: threshold 0 below), and,
     # for comparison, Tesseract alone with every box whatever its confidence (thresholds below).
     detectors: dict[str, tuple[TextDetector, list[float]]] = {

@@ -49,8 +49,10 @@ MODEL_SHA256 = "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b
 _WINDOW = 31
 #: Contrast levels, as multiples of the recipe's ``contrast``, at which regions are formed.
 _LEVELS = (1.0, 2.0, 3.0, 4.5)
-#: Ink height of a candidate glyph (px); the policy's goal covers characters from 8 px.
-_MIN_HEIGHT, _MAX_HEIGHT = 7, 96
+#: Height of a candidate glyph (px). The goal covers characters from 8 px, but below 10 px bone
+#: the size of a digit in a 224 px radiograph was read as one (README): smaller text is the line
+#: detector's.
+_MIN_HEIGHT, _MAX_HEIGHT = 10, 96
 #: Share of a candidate's box its ink covers: a solid block or a thin scratch is not a glyph.
 _MIN_FILL, _MAX_FILL = 0.12, 0.85
 #: The recogniser's input height, the widest crop given to it, and crops per run.
