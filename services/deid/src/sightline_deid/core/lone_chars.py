@@ -27,11 +27,9 @@ already found are not read again.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy import ndimage
 
-from sightline_deid.core.ocr import OcrUnavailable, TextBox
+from sightline_deid.core.ocr import TextBox
+from sightline_deid.core.onnx_models import checked_session, shipped
 
 #: The shipped recogniser (PP-OCRv4 rec, from the rapidocr-onnxruntime 1.4.4 wheel) and its digest.
 MODEL_FILE = "ppocr_v4_rec.onnx"
@@ -63,7 +62,7 @@ ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 
 def model_path() -> Path:
-    return Path(str(resources.files("sightline_deid.resources.text_detector").joinpath(MODEL_FILE)))
+    return shipped(MODEL_FILE)
 
 
 @dataclass(frozen=True)
@@ -209,18 +208,7 @@ def _inside(box: tuple[int, int, int, int], covered: list[TextBox]) -> bool:
 
 
 def _load(path: Path) -> tuple[Any, list[str]]:
-    import onnxruntime as ort
-
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise OcrUnavailable(f"character recogniser missing ({type(exc).__name__})") from None
-    if hashlib.sha256(data).hexdigest() != MODEL_SHA256:
-        raise OcrUnavailable("character recogniser does not match its sha256")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # the service de-identifies requests in parallel
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = checked_session(path, MODEL_SHA256, "character recogniser")
     # The alphabet is in the model's metadata; CTC's blank is class 0 and a space the last class.
     alphabet = session.get_modelmeta().custom_metadata_map["character"].splitlines()
     return session, ["", *alphabet, " "]

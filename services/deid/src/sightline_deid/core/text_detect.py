@@ -27,10 +27,8 @@ Only boxes come out (:class:`~.ocr.TextBox`); the policy lives in :mod:`.burned_
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from scipy import ndimage
 
 from sightline_deid.core.lone_chars import LoneCharacterFinder, LoneCharacterSettings
 from sightline_deid.core.ocr import FrameUnreadable, OcrUnavailable, TesseractDetector, TextBox
+from sightline_deid.core.onnx_models import checked_session, shipped
 
 #: The shipped model (PP-OCRv4 det, from the rapidocr-onnxruntime 1.4.4 wheel) and its digest.
 MODEL_FILE = "ppocr_v4_det.onnx"
@@ -54,7 +53,7 @@ _READ_PAD = 4
 
 
 def model_path() -> Path:
-    return Path(str(resources.files("sightline_deid.resources.text_detector").joinpath(MODEL_FILE)))
+    return shipped(MODEL_FILE)
 
 
 @dataclass(frozen=True)
@@ -200,25 +199,8 @@ class DbnetDetector:
     def _model(self) -> Any:
         with self._lock:
             if self._session is None:
-                self._session = _load(self.path)
+                self._session = checked_session(self.path, MODEL_SHA256, "text detector model")
             return self._session
-
-
-def _load(path: Path) -> Any:
-    import onnxruntime as ort
-
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise OcrUnavailable(f"text detector model missing ({type(exc).__name__})") from None
-    if hashlib.sha256(data).hexdigest() != MODEL_SHA256:
-        raise OcrUnavailable("text detector model does not match its sha256")
-    options = ort.SessionOptions()
-    # One thread per frame: the service de-identifies requests in parallel.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    # The digest is checked: a model that still fails to load is a fault of this installation.
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 __all__ = ["MODEL_SHA256", "DbnetDetector", "DetectorSettings", "FrameUnreadable", "model_path"]
