@@ -176,8 +176,9 @@ def glyph_likeness(
 
     Flatness: the share of its pixels within 3 grey levels of its ink value (the 90th percentile,
     the 10th for dark ink). Sharpness: the median gradient on its edge pixels over its contrast
-    (ink value minus the median of the rest of its box): about 0.5 for a rendered glyph, whose
-    edge goes from background to ink within a pixel or two, 0.1-0.2 for a blurred bone or blob.
+    (ink value minus the median of the rest of its box): 0.50-0.51 for rendered bold glyphs, whose
+    edge goes from background to ink within a pixel or two, 0.19-0.25 for the same glyphs blurred
+    like bone (Gaussian, 2.5 px); their flatness 0.76-0.83 and 0.07-0.14.
     """
     rows, cols = region
     values = frame[region][ink].astype(np.float32)
