@@ -192,7 +192,7 @@ def test_soft_edged_shapes_that_read_as_characters_are_not_taken_for_text(detect
     assert len(loose.find_text(frame)) >= 3
 
 
-def test_a_recogniser_that_does_not_match_its_digest_makes_the_detector_unavailable(
+def test_a_recogniser_that_does_not_match_its_digest_is_refused(
     tmp_path: Path, detector: DbnetDetector
 ) -> None:
     from sightline_deid.core.lone_chars import LoneCharacterFinder, LoneCharacterSettings

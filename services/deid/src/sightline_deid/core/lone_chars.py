@@ -28,8 +28,10 @@ already found are not read again.
 from __future__ import annotations
 
 import itertools
+import string
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ _MIN_FILL, _MAX_FILL = 0.12, 0.85
 _HEIGHT, _WIDTH, _BATCH = 48, 96, 32
 #: Border around a candidate given to the recogniser, as a share of its height.
 _PAD = 0.35
-ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+ALNUM = frozenset(string.ascii_letters + string.digits)
 
 
 def model_path() -> Path:
@@ -82,6 +84,20 @@ class LoneCharacterSettings:
                 "lone characters: uniformity must lie in [0, 1], sharpness in [0, 2] and"
                 " min_probability in (0, 1)"
             )
+
+    @classmethod
+    def from_recipe(cls, raw: Any) -> LoneCharacterSettings | None:
+        """From a recipe's ``burned_in.ocr.dbnet.characters`` mapping; None (the stage off) when absent.
+        ValueError on anything else, which the recipe loader reports as a RecipeError."""
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            raise ValueError("characters must be a mapping of settings")
+        names = [f.name for f in fields(cls)]
+        if set(raw) - set(names):
+            raise ValueError(f"characters: unknown settings {sorted(raw)}")
+        defaults = cls()
+        return cls(**{n: float(raw.get(n, getattr(defaults, n))) for n in names})
 
 
 @dataclass

@@ -282,7 +282,7 @@ def _ocr(raw: Mapping[str, Any]) -> OcrPolicy:
         raise RecipeError(f"burned_in.ocr.dbnet: unknown settings {sorted(found)}")
     try:
         defaults = DetectorSettings()
-        characters = _characters(found.get("characters"))
+        characters = LoneCharacterSettings.from_recipe(found.get("characters"))
         dbnet = DetectorSettings(
             threshold=float(found.get("threshold", defaults.threshold)),
             box_threshold=float(found.get("box_threshold", defaults.box_threshold)),
@@ -302,19 +302,6 @@ def _ocr(raw: Mapping[str, Any]) -> OcrPolicy:
         "dbnet" if detector == "dbnet" else "tesseract",
         dbnet,
     )
-
-
-def _characters(raw: Any) -> LoneCharacterSettings | None:
-    """``burned_in.ocr.dbnet.characters``: the lone-character stage's settings, or None (off)."""
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise ValueError("characters must be a mapping of settings")
-    names = ("contrast", "uniformity", "sharpness", "min_probability")
-    if set(raw) - set(names):
-        raise ValueError(f"characters: unknown settings {sorted(raw)}")
-    defaults = LoneCharacterSettings()
-    return LoneCharacterSettings(**{n: float(raw.get(n, getattr(defaults, n))) for n in names})
 
 
 def _burned_in(raw: Mapping[str, Any]) -> BurnedInPolicy:
